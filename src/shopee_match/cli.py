@@ -1,0 +1,87 @@
+"""The ``shopee-match`` command: demo, download, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="shopee-match", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate a demo dataset in the Shopee layout")
+    demo.add_argument("--size", default="demo",
+                      help="tiny, demo, shopee or a number of listings (default: demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--dest", help="output folder (default: data/<dataset name>)")
+
+    download = commands.add_parser("download", help="download the Shopee data from Kaggle")
+    download.add_argument("--dest", help="output folder (default: data/shopee)")
+    download.add_argument("--force", action="store_true", help="download again")
+
+    report = commands.add_parser("report", help="run every notebook and build reports/")
+    report.add_argument("--profile", default="demo", help="profile in notebooks/profiles.yaml")
+    report.add_argument("--dataset", help="override DATASET (demo, demo-tiny, shopee or a path)")
+    report.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a notebook parameter (value parsed as YAML)")
+    report.add_argument("--only", action="append", help="run notebooks starting with this")
+    report.add_argument("--out", help="output folder (default: reports/)")
+    report.add_argument("--hide-code", action="store_true", help="HTML without code cells")
+
+    args = parser.parse_args(argv)
+    try:
+        return {"demo": _demo, "download": _download, "report": _report}[args.command](args)
+    except Exception as err:  # one clear line for the user, not a traceback
+        print(f"shopee-match {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+
+
+def _demo(args) -> int:
+    from shopee_match.config import DEMO_DATASETS, data_dir
+    from shopee_match.demo import SIZES, generate_demo
+
+    size = args.size if args.size in SIZES else int(args.size)
+    name = {v: k for k, v in DEMO_DATASETS.items()}.get(size, f"demo-{size}")
+    dest = generate_demo(args.dest or data_dir() / name, size=size, seed=args.seed)
+    print(f"demo dataset ready in {dest}")
+    return 0
+
+
+def _download(args) -> int:
+    from shopee_match.config import dataset_dir
+    from shopee_match.download import download_shopee
+
+    dest = download_shopee(args.dest or dataset_dir("shopee"), force=args.force)
+    print(f"Shopee data ready in {dest}")
+    return 0
+
+
+def _report(args) -> int:
+    from shopee_match.report import run_report
+
+    overrides = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param needs NAME=VALUE, got {item!r}")
+        overrides[name] = yaml.safe_load(value)
+    if args.dataset:
+        overrides["DATASET"] = args.dataset
+    runs = run_report(args.profile, overrides, out_dir=args.out, hide_code=args.hide_code,
+                      only=args.only)
+    for run in runs:
+        print(f"{run.status:>6}  {run.name}  {run.seconds:.1f}s  {run.error}")
+    print(f"report: {runs[0].html.parent / 'index.html'}")
+    failed = [r.name for r in runs if r.status != "ok"]
+    if failed:
+        print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

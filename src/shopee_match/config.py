@@ -1,0 +1,67 @@
+"""Paths and dataset names.
+
+Every path can be overridden with an environment variable, so Colab, Kaggle and
+CI can point the kit at their own folders without editing code:
+
+``SHOPEE_MATCH_HOME``      project root (default: the folder holding ``notebooks/``,
+                           else the current directory)
+``SHOPEE_MATCH_DATA``      datasets (default ``<home>/data``)
+``SHOPEE_MATCH_ARTIFACTS`` embeddings, models, submission (default ``<home>/artifacts``)
+``SHOPEE_MATCH_REPORTS``   executed notebooks and HTML (default ``<home>/reports``)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Names of the generated demo datasets and their size (see ``shopee_match.demo``).
+DEMO_DATASETS = {"demo-tiny": "tiny", "demo": "demo", "demo-shopee": "shopee"}
+#: Name of the real Kaggle data (downloaded with ``shopee-match download``).
+SHOPEE_DATASET = "shopee"
+
+
+def project_home() -> Path:
+    """Root of the project: ``$SHOPEE_MATCH_HOME`` or the nearest parent with ``notebooks/``."""
+    env = os.environ.get("SHOPEE_MATCH_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "notebooks").is_dir() and (folder / "pyproject.toml").is_file():
+            return folder
+    return here
+
+
+def data_dir() -> Path:
+    """Folder holding datasets, one sub-folder each."""
+    return _env_path("SHOPEE_MATCH_DATA", "data")
+
+
+def artifacts_dir() -> Path:
+    """Folder for caches, models and submissions."""
+    return _env_path("SHOPEE_MATCH_ARTIFACTS", "artifacts")
+
+
+def reports_dir() -> Path:
+    """Folder for executed notebooks, HTML pages and metrics.json."""
+    return _env_path("SHOPEE_MATCH_REPORTS", "reports")
+
+
+def dataset_dir(name: str) -> Path:
+    """Folder of a dataset given by name (``demo``, ``demo-tiny``, ``shopee``…) or by path."""
+    if name in DEMO_DATASETS or name == SHOPEE_DATASET:
+        return data_dir() / name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    known = ", ".join([*DEMO_DATASETS, SHOPEE_DATASET])
+    raise ValueError(
+        f"Unknown dataset {name!r}: use one of {known} or the path of a folder "
+        "holding train.csv (and train_images/)."
+    )
+
+
+def _env_path(variable: str, default: str) -> Path:
+    env = os.environ.get(variable)
+    return Path(env).expanduser().resolve() if env else project_home() / default

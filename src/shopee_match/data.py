@@ -1,0 +1,251 @@
+"""Load and validate postings in the Shopee layout.
+
+A dataset folder holds ``train.csv`` (``posting_id, image, image_phash, title,
+label_group``) and ``train_images/``; ``test.csv`` has no ``label_group``. A
+titles-only dataset simply has no ``image`` column. Loading never drops a
+posting: problems are repaired where that is safe (byte escapes, mojibake) or
+flagged in a column (``image_ok``, ``title_ok``) and listed in a
+:class:`ValidationReport`. Problems that would make every later result wrong
+(missing columns, duplicate ids) raise :class:`ShopeeDataError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shopee_match.config import dataset_dir
+
+REQUIRED_COLUMNS = ("posting_id", "title")
+IMAGE_CHECKS = ("none", "exists", "header", "decode")
+_BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
+_EXAMPLES = 5
+
+
+class ShopeeDataError(ValueError):
+    """A dataset cannot be used as it is; the message says where and what to do."""
+
+
+@dataclass
+class ValidationReport:
+    """What loading found wrong with a file, row by row (rows are CSV line numbers)."""
+
+    source: str
+    n_rows: int = 0
+    has_images: bool = False
+    has_labels: bool = False
+    empty_titles: list[tuple[int, str]] = field(default_factory=list)
+    repaired_titles: list[tuple[int, str, str, str]] = field(default_factory=list)
+    missing_images: list[tuple[int, str, str]] = field(default_factory=list)
+    unreadable_images: list[tuple[int, str, str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing had to be flagged (repaired titles do not count)."""
+        return not (self.empty_titles or self.missing_images or self.unreadable_images)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per kind of problem: count and a few examples."""
+        rows = [
+            ("empty or missing title", self.empty_titles,
+             lambda r: f"line {r[0]}: {r[1]}"),
+            ("title repaired (byte escapes / mojibake)", self.repaired_titles,
+             lambda r: f"line {r[0]}: {r[2]!r} -> {r[3]!r}"),
+            ("image file missing", self.missing_images,
+             lambda r: f"line {r[0]}: {r[2]}"),
+            ("image file unreadable", self.unreadable_images,
+             lambda r: f"line {r[0]}: {r[2]} ({r[3]})"),
+        ]
+        return pd.DataFrame(
+            [
+                {"problem": name, "count": len(items),
+                 "examples": "; ".join(fmt(item) for item in items[:_EXAMPLES])}
+                for name, items, fmt in rows
+            ]
+        )
+
+    def summary(self) -> str:
+        """Human-readable lines, one per kind of problem found."""
+        lines = [f"{self.source}: {self.n_rows} postings"]
+        for row in self.to_frame().itertuples():
+            if row.count:
+                lines.append(f"  {row.count} x {row.problem}, e.g. {row.examples}")
+        if self.ok and not self.repaired_titles:
+            lines.append("  no problems found")
+        return "\n".join(lines)
+
+
+def decode_byte_escapes(text: str) -> str:
+    r"""Turn literal UTF-8 byte escapes such as ``Caf\xc3\xa9`` into text (``Café``).
+
+    Runs that are not valid UTF-8 are left as they are.
+    """
+
+    def decode(match: re.Match[str]) -> str:
+        raw = bytes(int(h, 16) for h in match.group(0).split("\\x")[1:])
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return match.group(0)
+
+    return _BYTE_ESCAPES.sub(decode, text)
+
+
+def clean_title(text: object) -> str:
+    """Repair one raw title: NaN -> "", byte escapes and mojibake fixed, spaces trimmed."""
+    import ftfy
+
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return ""
+    fixed = ftfy.fix_text(decode_byte_escapes(str(text)))
+    return " ".join(fixed.split())
+
+
+def load_postings(
+    csv_path: str | Path,
+    images_dir: str | Path | None = None,
+    check_images: str = "header",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Read a Shopee-layout CSV, validate it and return ``(postings, report)``.
+
+    The frame keeps every row in file order and adds ``title_raw`` (as read),
+    ``title`` (repaired), ``title_ok``, ``image_path`` and ``image_ok``.
+    ``check_images`` is ``"none"``, ``"exists"``, ``"header"`` (open and verify
+    the header, default) or ``"decode"`` (decode every pixel; slow on big images).
+    """
+    csv_path = Path(csv_path)
+    if check_images not in IMAGE_CHECKS:
+        raise ValueError(f"check_images must be one of {IMAGE_CHECKS}, not {check_images!r}")
+    if not csv_path.is_file():
+        raise ShopeeDataError(
+            f"{csv_path} not found. Generate the demo data with `shopee-match demo` "
+            "or download Shopee's with `shopee-match download`."
+        )
+    df = pd.read_csv(csv_path, dtype={"posting_id": str, "image": str, "image_phash": str})
+    report = ValidationReport(source=str(csv_path), n_rows=len(df))
+    _check_columns(df, csv_path)
+    _check_ids(df, csv_path)
+    report.has_labels = "label_group" in df.columns
+    if report.has_labels:
+        _check_labels(df, csv_path)
+    _clean_titles(df, report)
+    report.has_images = "image" in df.columns
+    if report.has_images:
+        folder = Path(images_dir) if images_dir else csv_path.with_name(
+            csv_path.stem + "_images")
+        _check_images(df, folder, check_images, report, progress)
+    else:
+        df["image_path"] = ""
+        df["image_ok"] = False
+    return df, report
+
+
+def load_dataset(
+    name: str = "demo", split: str = "train", check_images: str = "header"
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Load ``<split>.csv`` of a dataset given by name (see ``config.dataset_dir``) or path.
+
+    Demo datasets are generated on first use, so a notebook never needs another
+    one to have run before it.
+    """
+    from shopee_match.config import DEMO_DATASETS
+
+    folder = dataset_dir(name)
+    if name in DEMO_DATASETS and not (folder / f"{split}.csv").is_file():
+        from shopee_match.demo import generate_demo
+
+        generate_demo(folder, size=DEMO_DATASETS[name])
+    return load_postings(folder / f"{split}.csv", check_images=check_images)
+
+
+def _check_columns(df: pd.DataFrame, path: Path) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ShopeeDataError(
+            f"{path} lacks required column(s) {missing}; found {list(df.columns)}. "
+            "A Shopee-layout CSV needs posting_id and title (image and label_group optional)."
+        )
+
+
+def _check_ids(df: pd.DataFrame, path: Path) -> None:
+    empty = df.index[df["posting_id"].isna() | (df["posting_id"].str.strip() == "")]
+    if len(empty):
+        lines = ", ".join(str(i + 2) for i in empty[:_EXAMPLES])
+        raise ShopeeDataError(f"{path}: empty posting_id on line(s) {lines}; every row needs one.")
+    dup = df["posting_id"].duplicated(keep=False)
+    if dup.any():
+        groups = df[dup].groupby("posting_id").groups
+        examples = "; ".join(
+            f"{pid!r} on lines {', '.join(str(i + 2) for i in idx)}"
+            for pid, idx in list(groups.items())[:_EXAMPLES]
+        )
+        raise ShopeeDataError(
+            f"{path}: {len(groups)} posting_id(s) occur more than once ({examples}). "
+            "Matches are reported per posting_id, so ids must be unique: drop or rename "
+            "the repeated rows."
+        )
+
+
+def _check_labels(df: pd.DataFrame, path: Path) -> None:
+    labels = pd.to_numeric(df["label_group"], errors="coerce")
+    bad = df.index[labels.isna()]
+    if len(bad):
+        lines = ", ".join(str(i + 2) for i in bad[:_EXAMPLES])
+        raise ShopeeDataError(
+            f"{path}: label_group is missing or not a number on {len(bad)} line(s) "
+            f"(e.g. {lines}). Fix those rows or remove the label_group column to treat "
+            "the file as unlabelled test data."
+        )
+    df["label_group"] = labels.astype(np.int64)
+
+
+def _clean_titles(df: pd.DataFrame, report: ValidationReport) -> None:
+    df["title_raw"] = df["title"]
+    cleaned = [clean_title(t) for t in df["title"]]
+    df["title"] = cleaned
+    df["title_ok"] = [bool(t) for t in cleaned]
+    for i, (pid, raw, new) in enumerate(zip(df["posting_id"], df["title_raw"], cleaned)):
+        if not new:
+            report.empty_titles.append((i + 2, pid))
+        elif isinstance(raw, str) and " ".join(raw.split()) != new:
+            report.repaired_titles.append((i + 2, pid, raw, new))
+
+
+def _check_images(
+    df: pd.DataFrame, folder: Path, how: str, report: ValidationReport, progress: bool
+) -> None:
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    if not folder.is_dir():
+        raise ShopeeDataError(
+            f"Images folder {folder} not found but the CSV has an image column. Put the "
+            "images there, or drop the image column to use the titles only."
+        )
+    names = df["image"].fillna("").astype(str)
+    paths = [str(folder / name) if name else "" for name in names]
+    ok = np.zeros(len(df), dtype=bool)
+    rows = tqdm(enumerate(zip(df["posting_id"], paths)), total=len(df), desc="checking images",
+                disable=not progress or how == "none", leave=False)
+    for i, (pid, path) in rows:
+        if how == "none":
+            ok[i] = bool(path)
+            continue
+        if not path or not Path(path).is_file():
+            report.missing_images.append((i + 2, pid, path or "<no file name>"))
+            continue
+        if how in ("header", "decode"):
+            try:
+                with Image.open(path) as im:
+                    im.verify() if how == "header" else im.load()
+            except Exception as err:  # PIL raises many types for bad files
+                report.unreadable_images.append((i + 2, pid, path, type(err).__name__))
+                continue
+        ok[i] = True
+    df["image_path"] = paths
+    df["image_ok"] = ok

@@ -1,0 +1,160 @@
+"""Matching metrics, vectorised with scipy sparse matrices.
+
+Match sets are mappings ``posting_id -> collection of posting_ids`` (a dict or
+a ``pd.Series`` such as :func:`shopee_match.splits.ground_truth` returns); a
+predicted set may also be a space-separated string, as in ``submission.csv``. As
+in the Kaggle competition, a posting's own id belongs to its true set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+MatchSets = Mapping[str, Iterable[str]] | pd.Series
+
+
+def row_f1_scores(predicted: MatchSets, truth: MatchSets) -> pd.Series:
+    """F1 between predicted and true match set of every posting (indexed like ``truth``)."""
+    pred, true, _ = _match_matrices(predicted, truth)
+    inter = np.asarray(pred.multiply(true).sum(axis=1)).ravel()
+    size = np.diff(pred.indptr) + np.diff(true.indptr)
+    return pd.Series(2.0 * inter / size, index=_as_series(truth).index, name="f1")
+
+
+def row_f1(predicted: MatchSets, truth: MatchSets) -> float:
+    """Kaggle's Shopee metric: mean over postings of the row-wise F1."""
+    return float(row_f1_scores(predicted, truth).mean())
+
+
+def pairwise_scores(predicted: MatchSets, truth: MatchSets) -> dict[str, float]:
+    """Precision, recall and F1 over ordered pairs (posting, other posting); self pairs ignored.
+
+    A metric whose denominator is zero (no predicted or no true pairs) is 0.
+    """
+    pred, true, self_col = _match_matrices(predicted, truth)
+    rows = np.arange(pred.shape[0])
+    self_in_pred = np.asarray(pred[rows, self_col]).ravel()
+    self_in_true = np.asarray(true[rows, self_col]).ravel()
+    tp = pred.multiply(true).sum() - (self_in_pred * self_in_true).sum()
+    n_pred = pred.nnz - self_in_pred.sum()
+    n_true = true.nnz - self_in_true.sum()
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_true if n_true else 0.0
+    f1 = 2 * tp / (n_pred + n_true) if n_pred + n_true else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+            "true_positives": int(tp), "predicted_pairs": int(n_pred), "true_pairs": int(n_true)}
+
+
+def pair_auc(scores: Sequence[float], is_match: Sequence[bool]) -> dict[str, float]:
+    """ROC-AUC and average precision of pair scores (higher = more likely the same product)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    scores = np.asarray(scores, dtype=float)
+    is_match = np.asarray(is_match, dtype=bool)
+    if scores.shape != is_match.shape:
+        raise ValueError(f"{scores.shape[0]} scores but {is_match.shape[0]} labels")
+    n_pos = int(is_match.sum())
+    if n_pos == 0 or n_pos == len(is_match):
+        raise ValueError(
+            f"AUC needs both matching and non-matching pairs; got {n_pos} matching of "
+            f"{len(is_match)}."
+        )
+    return {"roc_auc": float(roc_auc_score(is_match, scores)),
+            "average_precision": float(average_precision_score(is_match, scores))}
+
+
+def retrieval_at_k(
+    neighbors: np.ndarray, labels: Sequence[int], ks: Iterable[int] = (1, 5, 10, 20, 50)
+) -> pd.DataFrame:
+    """Recall@K and hit@K from neighbour lists, the query itself excluded.
+
+    ``neighbors`` is an ``(n, K')`` array of row indices, nearest first; ``-1``
+    pads short lists and the query's own index is skipped wherever it appears,
+    so pass ``K' >= k + 1`` columns when lists include the query. For every
+    query with at least one other member in its group: recall@K = the share of
+    those members among its first K neighbours; hit@K = 1 if any is. Both are
+    averaged over those queries; lone postings (``n_lone``) are left out.
+    """
+    neighbors = np.asarray(neighbors)
+    labels = np.asarray(labels)
+    if neighbors.ndim != 2 or neighbors.shape[0] != len(labels):
+        raise ValueError(
+            f"neighbors must be (n, K) with n = {len(labels)} labels; got {neighbors.shape}"
+        )
+    ks = sorted(set(int(k) for k in ks))
+    if ks[0] < 1 or ks[-1] > neighbors.shape[1]:
+        raise ValueError(f"each k must be in 1..{neighbors.shape[1]} (columns given); got {ks}")
+    n = len(labels)
+    valid = (neighbors >= 0) & (neighbors != np.arange(n)[:, None])
+    rank = np.cumsum(valid, axis=1)
+    positive = valid & (labels[np.where(valid, neighbors, 0)] == labels[:, None])
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    n_pos = counts[inverse] - 1
+    queries = n_pos > 0
+    rows = []
+    for k in ks:
+        found = (positive & (rank <= k)).sum(axis=1)[queries]
+        rows.append({"k": k, "recall": float(np.mean(found / n_pos[queries])) if queries.any()
+                     else float("nan"),
+                     "hit": float(np.mean(found > 0)) if queries.any() else float("nan")})
+    out = pd.DataFrame(rows)
+    out["n_queries"] = int(queries.sum())
+    out["n_lone"] = int(n - queries.sum())
+    return out
+
+
+def _as_series(sets: MatchSets) -> pd.Series:
+    if isinstance(sets, pd.Series):
+        return sets
+    if isinstance(sets, Mapping):
+        return pd.Series(list(sets.values()), index=list(sets.keys()), dtype=object)
+    raise TypeError(
+        f"match sets must be a dict or pd.Series of posting_id -> ids, not {type(sets).__name__}"
+    )
+
+
+def _match_matrices(
+    predicted: MatchSets, truth: MatchSets
+) -> tuple[sparse.csr_matrix, sparse.csr_matrix, np.ndarray]:
+    """Binary CSR matrices (rows = truth's postings, cols = all ids) and each row's own column."""
+    true = _as_series(truth)
+    pred = _as_series(predicted)
+    if not true.index.is_unique:
+        raise ValueError("truth has repeated posting_ids")
+    missing = true.index.difference(pred.index)
+    if len(missing):
+        raise ValueError(
+            f"{len(missing)} posting(s) have no prediction, e.g. {list(missing[:5])}; "
+            "give every posting a set (it may hold only itself)."
+        )
+    pred = pred.loc[true.index]
+    true_lists = [list(s) for s in true]
+    if any(len(s) == 0 for s in true_lists):
+        raise ValueError("every true match set must hold at least the posting itself")
+    pred_lists = [s.split() if isinstance(s, str) else list(s) for s in pred]
+    n = len(true)
+    flat_true = np.concatenate([np.asarray(s, dtype=object) for s in true_lists])
+    pred_sizes = np.fromiter((len(s) for s in pred_lists), dtype=np.int64, count=n)
+    flat_pred = (np.concatenate([np.asarray(s, dtype=object) for s in pred_lists if s])
+                 if pred_sizes.sum() else np.empty(0, dtype=object))
+    codes, vocab = pd.factorize(np.concatenate([true.index.to_numpy(dtype=object), flat_true,
+                                                flat_pred]))
+    self_col = codes[:n]
+    true_cols = codes[n:n + len(flat_true)]
+    pred_cols = codes[n + len(flat_true):]
+    true_sizes = np.fromiter((len(s) for s in true_lists), dtype=np.int64, count=n)
+    shape = (n, len(vocab))
+    return (_binary_csr(pred_sizes, pred_cols, shape), _binary_csr(true_sizes, true_cols, shape),
+            self_col)
+
+
+def _binary_csr(sizes: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
+    rows = np.repeat(np.arange(shape[0]), sizes)
+    m = sparse.csr_matrix((np.ones(len(cols), dtype=np.float64), (rows, cols)), shape=shape)
+    m.sum_duplicates()
+    m.data[:] = 1.0  # a repeated id counts once
+    return m

@@ -1,0 +1,171 @@
+"""Run the numbered notebooks with papermill and publish them as an HTML report.
+
+For every ``notebooks/NN_*.ipynb`` in order: execute it with the parameters of
+the chosen profile (``notebooks/profiles.yaml``), save the executed notebook,
+export it to HTML (also when it failed, so the error is visible), and collect
+its ``record()`` values into ``metrics.json`` and an ``index.html``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shopee_match.config import project_home, reports_dir
+from shopee_match.notebook import read_records
+
+KERNEL_NAME = "shopee-match"
+
+
+@dataclass
+class NotebookRun:
+    """Outcome of one notebook: where its files are, how long it took, what it recorded."""
+
+    name: str
+    status: str
+    seconds: float
+    executed: Path
+    html: Path
+    records: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+def load_profile(name: str, path: str | Path | None = None) -> dict[str, Any]:
+    """Parameters of a named profile from ``profiles.yaml`` (``ci``, ``demo``, ``full``…)."""
+    import yaml
+
+    path = Path(path) if path else project_home() / "notebooks" / "profiles.yaml"
+    profiles = yaml.safe_load(path.read_text())
+    if name not in profiles:
+        raise ValueError(f"Unknown profile {name!r}; {path} defines {sorted(profiles)}.")
+    return dict(profiles[name] or {})
+
+
+def find_notebooks(folder: str | Path) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) of a folder, in order."""
+    return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_report(
+    profile: str = "demo",
+    overrides: dict[str, Any] | None = None,
+    notebooks_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    hide_code: bool = False,
+    only: list[str] | None = None,
+    progress: bool = True,
+) -> list[NotebookRun]:
+    """Execute the notebooks and write the report; returns one :class:`NotebookRun` each.
+
+    ``overrides`` replace profile values (``{"DATASET": "shopee"}``); a name no
+    notebook declares is an error. ``only`` keeps notebooks whose name starts
+    with one of the given prefixes (``["00", "03"]``).
+    """
+    import papermill as pm
+
+    notebooks_dir = Path(notebooks_dir) if notebooks_dir else project_home() / "notebooks"
+    out_dir = Path(out_dir) if out_dir else reports_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = find_notebooks(notebooks_dir)
+    if only:
+        notebooks = [p for p in notebooks if any(p.stem.startswith(o) for o in only)]
+    if not notebooks:
+        raise FileNotFoundError(f"No numbered notebooks (NN_*.ipynb) selected in {notebooks_dir}")
+    declared = {p: set(pm.inspect_notebook(str(p))) for p in notebooks}
+    params = {**load_profile(profile, notebooks_dir / "profiles.yaml"), **(overrides or {})}
+    unknown = set(overrides or {}) - set().union(*declared.values())
+    if unknown:
+        raise ValueError(f"No notebook has parameter(s) {sorted(unknown)}; check the spelling.")
+    ensure_kernel()
+    runs = []
+    for path in notebooks:
+        mine = {k: v for k, v in params.items() if k in declared[path]}
+        runs.append(_run_one(path, out_dir, mine, hide_code, progress))
+    write_index(runs, out_dir, profile)
+    return runs
+
+
+def ensure_kernel() -> None:
+    """Install (once) a Jupyter kernel named ``shopee-match`` that runs this Python."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    except NoSuchKernel:
+        spec = None
+    if spec is not None and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+        return
+    from ipykernel.kernelspec import install
+
+    install(kernel_name=KERNEL_NAME, display_name="Python (shopee-match)", prefix=sys.prefix)
+    spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    if Path(spec.argv[0]).resolve() != Path(sys.executable).resolve():
+        raise RuntimeError(
+            f"A Jupyter kernel named {KERNEL_NAME!r} in {spec.resource_dir} runs "
+            f"{spec.argv[0]}, not this Python ({sys.executable}); remove that folder."
+        )
+
+
+def _run_one(path: Path, out_dir: Path, params: dict, hide_code: bool,
+             progress: bool) -> NotebookRun:
+    import papermill as pm
+
+    executed = out_dir / path.name
+    page = out_dir / f"{path.stem}.html"
+    start = time.perf_counter()
+    status, error = "ok", ""
+    try:
+        pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=KERNEL_NAME,
+                            cwd=str(path.parent), progress_bar=progress)
+    except pm.PapermillExecutionError as err:
+        status, error = "failed", f"{err.ename}: {err.evalue}"
+    seconds = time.perf_counter() - start
+    export_html(executed, page, hide_code)
+    records = read_records(executed) if executed.is_file() else {}
+    return NotebookRun(path.stem, status, round(seconds, 1), executed, page, records, error)
+
+
+def export_html(notebook: Path, page: Path, hide_code: bool = False) -> None:
+    """Write the executed notebook as one HTML page (code cells hidden if asked)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    body, _ = HTMLExporter(exclude_input=hide_code).from_notebook_node(nb)
+    page.write_text(body, encoding="utf-8")
+
+
+def write_index(runs: list[NotebookRun], out_dir: Path, profile: str) -> None:
+    """``metrics.json`` with every notebook's records and ``index.html`` linking the pages."""
+    metrics = {"profile": profile, "notebooks": {
+        r.name: {"status": r.status, "seconds": r.seconds, "error": r.error, "records": r.records}
+        for r in runs}}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    rows = []
+    for r in runs:
+        numbers = "<br>".join(f"{html.escape(k)} = {html.escape(_short(v))}"
+                              for k, v in r.records.items())
+        colour = "#1a7f37" if r.status == "ok" else "#cf222e"
+        rows.append(
+            f"<tr><td><a href='{html.escape(r.html.name)}'>{html.escape(r.name)}</a></td>"
+            f"<td style='color:{colour}'>{r.status}<br><small>{html.escape(r.error)}</small></td>"
+            f"<td>{r.seconds:.1f} s</td><td>{numbers}</td></tr>")
+    (out_dir / "index.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>shopee-match report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border-bottom:1px solid #ddd;"
+        "padding:.4em .8em;vertical-align:top;text-align:left}</style>"
+        f"<h1>shopee-match report</h1><p>profile: <b>{html.escape(profile)}</b></p>"
+        "<table><tr><th>notebook</th><th>status</th><th>time</th><th>key numbers</th></tr>"
+        + "".join(rows) + "</table>", encoding="utf-8")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) < 120 else text[:117] + "..."

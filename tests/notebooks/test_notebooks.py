@@ -1,0 +1,33 @@
+"""Every numbered notebook runs end-to-end under papermill on the tiny demo data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shopee_match.report import find_notebooks, run_report
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.notebooks
+
+
+@pytest.mark.parametrize("path", find_notebooks(ROOT / "notebooks"), ids=lambda p: p.stem)
+def test_notebook_runs_on_tiny_data(path, tiny_env, tmp_path):
+    [run] = run_report("ci", only=[path.stem], notebooks_dir=ROOT / "notebooks",
+                       out_dir=tmp_path / "reports", progress=False)
+    assert run.status == "ok", run.error
+    assert run.html.is_file() and run.records
+
+
+def test_eda_records_match_the_data(tiny_env, tmp_path):
+    [run] = run_report("ci", only=["00"], notebooks_dir=ROOT / "notebooks",
+                       out_dir=tmp_path / "reports", progress=False)
+    df = pd.read_csv(tiny_env / "demo-tiny" / "train.csv")
+    sizes = df["label_group"].value_counts()
+    assert run.records["n_postings"] == len(df)
+    assert run.records["n_groups"] == len(sizes)
+    assert run.records["max_group_size"] == sizes.max()
+    assert run.records["n_missing_images"] == 0

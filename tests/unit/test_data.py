@@ -1,0 +1,142 @@
+"""Loading and validating the Shopee layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from shopee_match.data import ShopeeDataError, clean_title, decode_byte_escapes, load_postings
+
+
+def write_dataset(folder: Path, rows: list[dict], images: dict[str, bytes | None] | None = None):
+    """train.csv + train_images/ with the given image files (None = absent)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
+    (folder / "train_images").mkdir(exist_ok=True)
+    for name, content in (images or {}).items():
+        if content is not None:
+            (folder / "train_images" / name).write_bytes(content)
+    return folder / "train.csv"
+
+
+def jpeg_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "x.jpg"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(path)
+    return path.read_bytes()
+
+
+def rows(n=4, **overrides):
+    base = [{"posting_id": f"train_{i}", "image": f"{i}.jpg", "image_phash": "ab" * 8,
+             "title": f"Kopi Kapal Api {i}", "label_group": 10 + i // 2} for i in range(n)]
+    for key, values in overrides.items():
+        for row, value in zip(base, values):
+            row[key] = value
+    return base
+
+
+def test_clean_dataset_loads_with_flags(tmp_path):
+    jpg = jpeg_bytes(tmp_path)
+    csv = write_dataset(tmp_path / "d", rows(), {f"{i}.jpg": jpg for i in range(4)})
+    df, report = load_postings(csv, progress=False)
+    assert list(df["posting_id"]) == [f"train_{i}" for i in range(4)]
+    assert df["image_ok"].all() and df["title_ok"].all()
+    assert report.ok and report.has_images and report.has_labels
+    assert df["label_group"].dtype == "int64"
+    assert Path(df["image_path"][0]).read_bytes() == jpg
+
+
+def test_missing_columns_are_named(tmp_path):
+    csv = write_dataset(tmp_path / "d", [{"posting_id": "a", "name": "x"}])
+    with pytest.raises(ShopeeDataError, match=r"lacks required column\(s\) \['title'\]"):
+        load_postings(csv)
+
+
+def test_duplicate_ids_name_the_id_and_lines(tmp_path):
+    data = rows(3, posting_id=["a", "b", "a"])
+    csv = write_dataset(tmp_path / "d", data)
+    with pytest.raises(ShopeeDataError, match=r"'a' on lines 2, 4"):
+        load_postings(csv, check_images="none")
+
+
+def test_empty_and_nan_titles_are_kept_and_flagged(tmp_path):
+    csv = write_dataset(tmp_path / "d", rows(3, title=["ok title", "", None]))
+    df, report = load_postings(csv, check_images="none")
+    assert len(df) == 3
+    assert list(df["title_ok"]) == [True, False, False]
+    assert list(df["title"]) == ["ok title", "", ""]
+    assert [line for line, _ in report.empty_titles] == [3, 4]
+    assert "empty or missing title" in report.summary()
+
+
+def test_byte_escapes_and_mojibake_are_repaired_and_raw_kept(tmp_path):
+    raw = r"Caf\xc3\xa9 Kopi \xf0\x9f\x94\xa5"
+    csv = write_dataset(tmp_path / "d", rows(2, title=[raw, "CafÃ© Latte"]))
+    df, report = load_postings(csv, check_images="none")
+    assert list(df["title"]) == ["Café Kopi \U0001F525", "Café Latte"]
+    assert df["title_raw"][0] == raw
+    assert len(report.repaired_titles) == 2
+
+
+def test_invalid_escape_runs_are_left_alone():
+    assert decode_byte_escapes(r"bad \xff\xfe end") == r"bad \xff\xfe end"
+    assert clean_title(float("nan")) == ""
+
+
+def test_missing_and_corrupt_images_are_counted_not_fatal(tmp_path):
+    jpg = jpeg_bytes(tmp_path)
+    images = {"0.jpg": jpg, "1.jpg": None, "2.jpg": b"not a jpeg at all", "3.jpg": jpg}
+    csv = write_dataset(tmp_path / "d", rows(), images)
+    df, report = load_postings(csv, progress=False)
+    assert len(df) == 4
+    assert list(df["image_ok"]) == [True, False, False, True]
+    assert [r[0] for r in report.missing_images] == [3]
+    assert [r[0] for r in report.unreadable_images] == [4]
+    table = report.to_frame().set_index("problem")["count"]
+    assert table["image file missing"] == 1 and table["image file unreadable"] == 1
+    assert not report.ok
+
+
+def test_truncated_image_is_caught_by_decode_check(tmp_path):
+    jpg = jpeg_bytes(tmp_path)
+    csv = write_dataset(tmp_path / "d", rows(1), {"0.jpg": jpg[: len(jpg) // 2]})
+    df, report = load_postings(csv, check_images="decode", progress=False)
+    assert not df["image_ok"][0] and len(report.unreadable_images) == 1
+
+
+def test_missing_images_folder_is_an_error(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    pd.DataFrame(rows(2)).to_csv(folder / "train.csv", index=False)
+    with pytest.raises(ShopeeDataError, match="Images folder .*train_images not found"):
+        load_postings(folder / "train.csv")
+
+
+def test_titles_only_dataset(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    pd.DataFrame([{"posting_id": "a", "title": "x", "label_group": 1},
+                  {"posting_id": "b", "title": "y", "label_group": 1}]).to_csv(
+        folder / "train.csv", index=False)
+    df, report = load_postings(folder / "train.csv")
+    assert not report.has_images and not df["image_ok"].any()
+
+
+def test_test_csv_without_labels(tmp_path):
+    data = [{k: v for k, v in r.items() if k != "label_group"} for r in rows(2)]
+    csv = write_dataset(tmp_path / "d", data)
+    df, report = load_postings(csv, check_images="none")
+    assert not report.has_labels and "label_group" not in df
+
+
+def test_bad_label_group_names_lines(tmp_path):
+    csv = write_dataset(tmp_path / "d", rows(3, label_group=[1, "x", 2]))
+    with pytest.raises(ShopeeDataError, match=r"label_group .* \(e.g. 3\)"):
+        load_postings(csv, check_images="none")
+
+
+def test_missing_csv_says_how_to_get_data(tmp_path):
+    with pytest.raises(ShopeeDataError, match="shopee-match demo"):
+        load_postings(tmp_path / "nope.csv")
