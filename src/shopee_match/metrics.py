@@ -1,4 +1,9 @@
-"""Matching metrics, vectorised with scipy sparse matrices.
+"""Matching metrics.
+
+Set-based metrics take Python sets (a set intersection per row is the fastest
+form for id sets: ~0.05 s at 70k rows); :func:`neighbor_row_f1` and
+:func:`retrieval_at_k` work on neighbour index arrays, fully vectorised, for
+sweeps over many thresholds.
 
 Match sets are mappings ``posting_id -> collection of posting_ids`` (a dict or
 a ``pd.Series`` such as :func:`shopee_match.splits.ground_truth` returns); a
@@ -12,17 +17,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 MatchSets = Mapping[str, Iterable[str]] | pd.Series
 
 
 def row_f1_scores(predicted: MatchSets, truth: MatchSets) -> pd.Series:
     """F1 between predicted and true match set of every posting (indexed like ``truth``)."""
-    pred, true, _ = _match_matrices(predicted, truth)
-    inter = np.asarray(pred.multiply(true).sum(axis=1)).ravel()
-    size = np.diff(pred.indptr) + np.diff(true.indptr)
-    return pd.Series(2.0 * inter / size, index=_as_series(truth).index, name="f1")
+    pred, true = _aligned_sets(predicted, truth)
+    scores = [2.0 * len(p & t) / (len(p) + len(t)) for p, t in zip(pred, true)]
+    return pd.Series(scores, index=_as_series(truth).index, name="f1", dtype=float)
 
 
 def row_f1(predicted: MatchSets, truth: MatchSets) -> float:
@@ -35,18 +38,39 @@ def pairwise_scores(predicted: MatchSets, truth: MatchSets) -> dict[str, float]:
 
     A metric whose denominator is zero (no predicted or no true pairs) is 0.
     """
-    pred, true, self_col = _match_matrices(predicted, truth)
-    rows = np.arange(pred.shape[0])
-    self_in_pred = np.asarray(pred[rows, self_col]).ravel()
-    self_in_true = np.asarray(true[rows, self_col]).ravel()
-    tp = pred.multiply(true).sum() - (self_in_pred * self_in_true).sum()
-    n_pred = pred.nnz - self_in_pred.sum()
-    n_true = true.nnz - self_in_true.sum()
+    pred, true = _aligned_sets(predicted, truth)
+    tp = n_pred = n_true = 0
+    for pid, p, t in zip(_as_series(truth).index, pred, true):
+        tp += len(p & t) - (pid in p and pid in t)
+        n_pred += len(p) - (pid in p)
+        n_true += len(t) - (pid in t)
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_true if n_true else 0.0
     f1 = 2 * tp / (n_pred + n_true) if n_pred + n_true else 0.0
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
             "true_positives": int(tp), "predicted_pairs": int(n_pred), "true_pairs": int(n_true)}
+
+
+def neighbor_row_f1(neighbors: np.ndarray, accepted: np.ndarray, labels: Sequence[int]
+                    ) -> np.ndarray:
+    """Row-wise F1 when each posting's matches are itself plus its accepted neighbours.
+
+    The vectorised form used by threshold sweeps: ``neighbors`` is ``(n, K)``
+    row indices (``-1`` pads; the query itself is ignored wherever it appears,
+    since it is always in its own set), ``accepted`` a boolean ``(n, K)`` mask
+    (e.g. ``sims >= threshold``) and ``labels`` the ``label_group`` of each row.
+    Neighbour lists must not repeat an index. Returns the F1 of every row.
+    """
+    neighbors = np.asarray(neighbors)
+    labels = np.asarray(labels)
+    if np.shape(accepted) != neighbors.shape or len(labels) != neighbors.shape[0]:
+        raise ValueError(f"neighbors {neighbors.shape}, accepted {np.shape(accepted)} and "
+                         f"{len(labels)} labels do not line up")
+    valid = (neighbors >= 0) & (neighbors != np.arange(len(labels))[:, None]) & accepted
+    same = labels[np.where(valid, neighbors, 0)] == labels[:, None]
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    inter = 1 + (valid & same).sum(axis=1)
+    return 2.0 * inter / (1 + valid.sum(axis=1) + counts[inverse])
 
 
 def pair_auc(scores: Sequence[float], is_match: Sequence[bool]) -> dict[str, float]:
@@ -117,10 +141,8 @@ def _as_series(sets: MatchSets) -> pd.Series:
     )
 
 
-def _match_matrices(
-    predicted: MatchSets, truth: MatchSets
-) -> tuple[sparse.csr_matrix, sparse.csr_matrix, np.ndarray]:
-    """Binary CSR matrices (rows = truth's postings, cols = all ids) and each row's own column."""
+def _aligned_sets(predicted: MatchSets, truth: MatchSets) -> tuple[list[set], list[set]]:
+    """Predicted and true sets as Python sets, in the order of ``truth``."""
     true = _as_series(truth)
     pred = _as_series(predicted)
     if not true.index.is_unique:
@@ -131,30 +153,10 @@ def _match_matrices(
             f"{len(missing)} posting(s) have no prediction, e.g. {list(missing[:5])}; "
             "give every posting a set (it may hold only itself)."
         )
-    pred = pred.loc[true.index]
-    true_lists = [list(s) for s in true]
-    if any(len(s) == 0 for s in true_lists):
+    true_sets = [t if isinstance(t, (set, frozenset)) else set(t) for t in true]
+    if any(not t for t in true_sets):
         raise ValueError("every true match set must hold at least the posting itself")
-    pred_lists = [s.split() if isinstance(s, str) else list(s) for s in pred]
-    n = len(true)
-    flat_true = np.concatenate([np.asarray(s, dtype=object) for s in true_lists])
-    pred_sizes = np.fromiter((len(s) for s in pred_lists), dtype=np.int64, count=n)
-    flat_pred = (np.concatenate([np.asarray(s, dtype=object) for s in pred_lists if s])
-                 if pred_sizes.sum() else np.empty(0, dtype=object))
-    codes, vocab = pd.factorize(np.concatenate([true.index.to_numpy(dtype=object), flat_true,
-                                                flat_pred]))
-    self_col = codes[:n]
-    true_cols = codes[n:n + len(flat_true)]
-    pred_cols = codes[n + len(flat_true):]
-    true_sizes = np.fromiter((len(s) for s in true_lists), dtype=np.int64, count=n)
-    shape = (n, len(vocab))
-    return (_binary_csr(pred_sizes, pred_cols, shape), _binary_csr(true_sizes, true_cols, shape),
-            self_col)
-
-
-def _binary_csr(sizes: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
-    rows = np.repeat(np.arange(shape[0]), sizes)
-    m = sparse.csr_matrix((np.ones(len(cols), dtype=np.float64), (rows, cols)), shape=shape)
-    m.sum_duplicates()
-    m.data[:] = 1.0  # a repeated id counts once
-    return m
+    pred_sets = [set(p.split()) if isinstance(p, str) else
+                 p if isinstance(p, (set, frozenset)) else set(p)
+                 for p in pred.reindex(true.index)]
+    return pred_sets, true_sets

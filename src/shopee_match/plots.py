@@ -8,6 +8,15 @@ import numpy as np
 import pandas as pd
 
 
+def drawable(text: str) -> str:
+    """``text`` without the characters (emoji, CJK brackets…) matplotlib's font cannot draw."""
+    from matplotlib import font_manager
+
+    font = font_manager.get_font(font_manager.findfont(font_manager.FontProperties()))
+    kept = "".join(ch for ch in text if ch.isspace() or font.get_char_index(ord(ch)))
+    return " ".join(kept.split())
+
+
 def group_size_hist(postings: pd.DataFrame, ax=None):
     """Bar chart: number of label groups of each size (log scale)."""
     import matplotlib.pyplot as plt
@@ -23,8 +32,8 @@ def group_size_hist(postings: pd.DataFrame, ax=None):
     return ax
 
 
-def distribution(values: pd.Series, title: str, xlabel: str, ax=None, bins: int = 40):
-    """Histogram with mean and median marked."""
+def distribution(values: pd.Series, title: str, xlabel: str, ax=None, bins=40):
+    """Histogram with mean and median marked (``bins``: a count or the bin edges)."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(6, 3.2))[1]
@@ -59,7 +68,8 @@ def group_gallery(postings: pd.DataFrame, groups: list, per_group: int = 5, thum
             else:
                 ax.imshow(np.full((8, 8, 3), 0.85))
                 ax.text(4, 4, "no image", ha="center", va="center", fontsize=8)
-            ax.set_title("\n".join(textwrap.wrap(item.title, 28)[:3]), fontsize=7)
+            title = drawable(item.title)
+            ax.set_title("\n".join(textwrap.wrap(title, 28)[:3]), fontsize=7)
         row[0].text(-0.1, 0.5, f"group {label}", transform=row[0].transAxes, rotation=90,
                     va="center", ha="right", fontsize=8)
     fig.tight_layout()

@@ -134,9 +134,12 @@ def export_html(notebook: Path, page: Path, hide_code: bool = False) -> None:
     """Write the executed notebook as one HTML page (code cells hidden if asked)."""
     import nbformat
     from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     nb = nbformat.read(str(notebook), as_version=4)
-    body, _ = HTMLExporter(exclude_input=hide_code).from_notebook_node(nb)
+    exporter = HTMLExporter(exclude_input=hide_code)
+    exporter.register_preprocessor(CoalesceStreamsPreprocessor(enabled=True))  # one bar, not 100
+    body, _ = exporter.from_notebook_node(nb)
     page.write_text(body, encoding="utf-8")
 
 

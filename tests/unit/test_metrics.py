@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopee_match.metrics import pair_auc, pairwise_scores, retrieval_at_k, row_f1, row_f1_scores
+from shopee_match.metrics import (
+    neighbor_row_f1,
+    pair_auc,
+    pairwise_scores,
+    retrieval_at_k,
+    row_f1,
+    row_f1_scores,
+)
 
 TRUTH = {"a": {"a", "b"}, "b": {"a", "b"}, "c": {"c"}}
 
@@ -155,3 +162,28 @@ def test_retrieval_agrees_with_plain_python():
 def test_retrieval_rejects_k_beyond_list():
     with pytest.raises(ValueError, match="each k"):
         retrieval_at_k(np.zeros((3, 2), dtype=int), [0, 0, 1], ks=[5])
+
+
+def test_neighbor_row_f1_hand_computed():
+    labels = np.array([0, 0, 1, 1, 1])
+    neighbors = np.array([[1, 2], [0, 3], [3, 4], [1, -1], [2, 3]])
+    accepted = np.array([[True, True], [False, True], [True, False], [True, True],
+                         [True, True]])
+    # row 0: pred {0,1,2}, true {0,1} -> 2*2/5; row 1: pred {1,3}, true {0,1} -> 2*1/4
+    # row 2: pred {2,3}, true {2,3,4} -> 2*2/5; row 3: pred {3,1} -> 2*1/5; row 4: {4,2,3} -> 1
+    expected = [4 / 5, 2 / 4, 4 / 5, 2 / 5, 1.0]
+    np.testing.assert_allclose(neighbor_row_f1(neighbors, accepted, labels), expected, rtol=1e-12)
+
+
+def test_neighbor_row_f1_agrees_with_set_based_f1():
+    rng = np.random.default_rng(7)
+    n = 300
+    labels = rng.integers(0, 90, size=n)
+    neighbors = np.stack([rng.permutation(n)[:12] for _ in range(n)])
+    accepted = rng.random(neighbors.shape) < 0.3
+    ids = [f"p{i}" for i in range(n)]
+    predicted = {ids[i]: {ids[i]} | {ids[j] for j, a in zip(neighbors[i], accepted[i]) if a}
+                 for i in range(n)}
+    truth = {ids[i]: {ids[j] for j in np.flatnonzero(labels == labels[i])} for i in range(n)}
+    assert neighbor_row_f1(neighbors, accepted, labels).mean() == pytest.approx(
+        reference_row_f1(predicted, truth), rel=1e-12)
