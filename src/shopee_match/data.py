@@ -150,13 +150,13 @@ def load_dataset(
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Load ``<split>.csv`` of a dataset given by name (see ``config.dataset_dir``) or path.
 
-    Demo datasets are generated on first use, so a notebook never needs another
-    one to have run before it.
+    Demo datasets are generated on first use (and again when the generator
+    changed), so a notebook never needs another one to have run before it.
     """
     from shopee_match.config import DEMO_DATASETS
 
     folder = dataset_dir(name)
-    if name in DEMO_DATASETS and not (folder / f"{split}.csv").is_file():
+    if name in DEMO_DATASETS:  # generated, or regenerated after a generator change
         from shopee_match.demo import generate_demo
 
         generate_demo(folder, size=DEMO_DATASETS[name])

@@ -140,3 +140,13 @@ def test_bad_label_group_names_lines(tmp_path):
 def test_missing_csv_says_how_to_get_data(tmp_path):
     with pytest.raises(ShopeeDataError, match="shopee-match demo"):
         load_postings(tmp_path / "nope.csv")
+
+
+def test_load_dataset_generates_demo_data_on_first_use(tmp_path, monkeypatch):
+    from shopee_match.data import load_dataset
+
+    monkeypatch.setenv("SHOPEE_MATCH_DATA", str(tmp_path))
+    monkeypatch.setattr("shopee_match.demo.SIZES", {"tiny": 24, "demo": 24, "shopee": 24})
+    df, report = load_dataset("demo-tiny")
+    assert len(df) == 24 and report.ok
+    assert (tmp_path / "demo-tiny" / "demo.json").is_file()

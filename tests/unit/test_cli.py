@@ -1,0 +1,35 @@
+"""The shopee-match command: one clear line on error, exit codes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from shopee_match.cli import main
+from shopee_match.config import dataset_dir
+
+
+def test_demo_command_writes_named_dataset(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SHOPEE_MATCH_DATA", str(tmp_path))
+    assert main(["demo", "--size", "30", "--seed", "3"]) == 0
+    assert len(pd.read_csv(tmp_path / "demo-30" / "train.csv")) == 30
+    assert "demo dataset ready" in capsys.readouterr().out
+
+
+def test_download_without_credentials_exits_2_with_help(tmp_path, monkeypatch, capsys):
+    for var in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
+    assert main(["download", "--dest", str(tmp_path / "shopee")]) == 2
+    err = capsys.readouterr().err
+    assert "KaggleCredentialsError" in err and "kaggle.json" in err
+
+
+def test_report_rejects_malformed_param(capsys):
+    assert main(["report", "-p", "DATASET"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+
+
+def test_unknown_dataset_name_says_what_is_known():
+    with pytest.raises(ValueError, match="demo-tiny"):
+        dataset_dir("no-such-dataset")
