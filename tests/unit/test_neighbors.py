@@ -1,0 +1,112 @@
+"""Exact kNN against brute force; FAISS indexes; fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from shopee_match.neighbors import (
+    INDEX_KINDS,
+    ann_knn,
+    build_index,
+    exact_knn,
+    fuse,
+    neighbor_recall,
+    search_index,
+)
+
+
+def unit_rows(n, d, seed=0):
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force(q, g, k, exclude_self=False):
+    s = q @ g.T
+    if exclude_self:
+        np.fill_diagonal(s, -np.inf)
+    idx = np.stack([np.lexsort((np.arange(len(row)), -row))[:k] for row in s])
+    return np.take_along_axis(s, idx, axis=1), idx
+
+
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_exact_knn_equals_brute_force(exclude_self):
+    x = unit_rows(300, 24)
+    sims, idx = exact_knn(x, k=10, exclude_self=exclude_self)
+    ref_s, ref_i = brute_force(x, x, 10, exclude_self)
+    np.testing.assert_array_equal(idx, ref_i)
+    np.testing.assert_allclose(sims, ref_s, rtol=1e-5, atol=1e-6)
+    if not exclude_self:
+        assert (idx[:, 0] == np.arange(300)).all()
+    else:
+        assert not (idx == np.arange(300)[:, None]).any()
+
+
+def test_result_does_not_depend_on_chunk_size():
+    x = unit_rows(257, 16, seed=1)
+    ref = exact_knn(x, k=7)
+    for chunk in (1, 10, 64, 1000):
+        s, i = exact_knn(x, k=7, chunk_rows=chunk)
+        np.testing.assert_array_equal(i, ref[1])
+        np.testing.assert_allclose(s, ref[0], rtol=1e-6)
+
+
+def test_ties_are_ordered_by_index():
+    base = unit_rows(5, 8, seed=2)
+    x = np.concatenate([base, base, base])  # rows i, i+5, i+10 identical
+    _, idx = exact_knn(x, k=3)
+    for i in range(5):
+        assert idx[i].tolist() == [i, i + 5, i + 10]
+
+
+def test_queries_against_gallery_and_sparse_input():
+    g = unit_rows(120, 12, seed=3)
+    q = unit_rows(30, 12, seed=4)
+    s, i = exact_knn(q, g, k=5)
+    ref_s, ref_i = brute_force(q, g, 5)
+    np.testing.assert_array_equal(i, ref_i)
+    ss, si = exact_knn(sparse.csr_matrix(q), sparse.csr_matrix(g), k=5)
+    np.testing.assert_array_equal(si, ref_i)
+    np.testing.assert_allclose(ss, s, rtol=1e-5)
+    with pytest.raises(ValueError, match="exclude_self"):
+        exact_knn(q, g, k=5, exclude_self=True)
+
+
+def test_k_is_clamped_to_gallery():
+    s, i = exact_knn(unit_rows(4, 3), k=50, exclude_self=True)
+    assert i.shape == (4, 3)
+
+
+def test_flat_index_equals_exact_and_ann_recall_is_high():
+    x = unit_rows(2000, 32, seed=5)
+    _, exact = exact_knn(x, k=10)
+    _, flat = search_index(build_index(x, "flat"), x, 10)
+    assert neighbor_recall(flat, exact) == 1.0
+    _, hnsw, times = ann_knn(x, k=10, kind="hnsw")
+    assert neighbor_recall(hnsw, exact) > 0.9 and times["build_s"] >= 0
+    for kind in INDEX_KINDS:
+        _, idx, _ = ann_knn(x, k=10, kind=kind)
+        assert idx.shape == (2000, 10)
+    with pytest.raises(ValueError, match="Unknown index kind"):
+        build_index(x, "lsh")
+
+
+def test_neighbor_recall_hand_computed():
+    exact = np.array([[0, 1, 2], [1, 2, 3]])
+    approx = np.array([[0, 2, 9], [3, -1, -1]])
+    assert neighbor_recall(approx, exact) == pytest.approx((2 / 3 + 1 / 3) / 2, rel=1e-12)
+
+
+def test_fused_similarity_is_weighted_mean_of_cosines():
+    a, b = unit_rows(50, 8, seed=6), unit_rows(50, 5, seed=7)
+    f = fuse({"image": a, "text": b}, {"image": 1.0, "text": 3.0})
+    expected = (1.0 * (a @ a.T) + 3.0 * (b @ b.T)) / 4.0
+    np.testing.assert_allclose(f @ f.T, expected, atol=1e-5)
+    # a row missing one modality is renormalised onto the other
+    a[0] = 0
+    f = fuse({"image": a, "text": b})
+    np.testing.assert_allclose(f[0] @ f[0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(f[0] @ f[1], (b[0] @ b[1]) / np.sqrt(2), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown modalities"):
+        fuse({"image": a}, {"text": 1.0})
