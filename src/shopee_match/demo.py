@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: number of listings of each named size
 SIZES = {"tiny": 160, "demo": 2400, "shopee": 34_250}
 IMAGE_SIZE = 192
@@ -101,6 +101,8 @@ PROMO = ("READY STOCK", "COD", "ORIGINAL 100%", "PROMO", "BISA COD", "TERMURAH",
          "Kualitas Premium", "Terlaris")
 EMOJI = ("\U0001F525", "\u2705", "\u2B50", "\U0001F4AF", "\u2764\uFE0F", "\U0001F381")
 BRACKETS = (("[", "]"), ("(", ")"), ("\u3010", "\u3011"), ("", ""), ("", ""))
+EDITIONS = ("", "", "", "", "Pro", "Plus", "Lite", "V2", "Gen 3", "Max", "Mini", "Series 5",
+            "2024", "X", "Ultra", "Neo", "Prime", "Edge", "Air", "Elite", "Classic", "S")
 SHOPS = ("toko_murah", "grosir.jkt", "official store", "bdg_shop", "SURABAYA", "mall_id",
          "storeku", "gudang88")
 
@@ -189,24 +191,40 @@ def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None
 
 
 def _products(n_groups: int, rng: np.random.Generator) -> list[dict]:
-    """Products in families of 1-4 variants that differ along one axis (hard negatives)."""
+    """Distinct products in families of 1-4 variants that differ along one axis (hard negatives).
+
+    No two groups share category, brand, line, edition and attributes, so every
+    group is a different product, as the labels claim.
+    """
     products: list[dict] = []
+    seen: set[tuple] = set()
+    attempts = 0
     while len(products) < n_groups:
-        cat = CATEGORIES[rng.integers(len(CATEGORIES))]
+        attempts += 1
+        if attempts > 20 * n_groups + 1000:
+            raise ValueError(f"the demo catalogue cannot make {n_groups} distinct products")
+        c = int(rng.integers(len(CATEGORIES)))
+        cat = CATEGORIES[c]
         base = {axis: opts[rng.integers(len(opts))] for axis, opts in cat.axes.items()}
         family = {"category": cat, "noun": cat.nouns[0], "brand": cat.brands[
             rng.integers(len(cat.brands))], "line": cat.lines[rng.integers(len(cat.lines))],
-            "colour": tuple(int(c) for c in rng.integers(30, 230, size=3)),
-            "accent": tuple(int(c) for c in rng.integers(0, 255, size=3))}
+            "edition": EDITIONS[rng.integers(len(EDITIONS))],
+            "colour": tuple(int(v) for v in rng.integers(30, 230, size=3)),
+            "accent": tuple(int(v) for v in rng.integers(0, 255, size=3))}
         axis = list(cat.axes)[rng.integers(len(cat.axes))]
         n_variants = min(int(rng.choice([1, 2, 3, 4], p=[0.4, 0.3, 0.2, 0.1])),
                          len(cat.axes[axis]), n_groups - len(products))
-        values = rng.choice(cat.axes[axis], size=n_variants, replace=False)
-        first = len(products)
-        for i, value in enumerate(values):
+        variants = []
+        for value in rng.choice(cat.axes[axis], size=n_variants, replace=False):
             attrs = {**base, axis: str(value)}
+            key = (c, family["brand"], family["line"], family["edition"], tuple(attrs.items()))
+            if key not in seen:
+                seen.add(key)
+                variants.append(attrs)
+        first = len(products)
+        for i, attrs in enumerate(variants):
             colour = COLOURS[attrs["colour"]][1] if "colour" in attrs else family["colour"]
-            sibling = None if n_variants == 1 else first + 1 if i == 0 else first
+            sibling = None if len(variants) == 1 else first + 1 if i == 0 else first
             products.append({**family, "attrs": attrs, "colour": colour,
                              "sibling_group": sibling})
     return products
@@ -216,7 +234,8 @@ def _seller_title(product: dict, rng: np.random.Generator) -> str:
     """One seller's title for a product: synonyms, units, order, promo noise, casing, typos."""
     cat = product["category"]
     attrs = [_format_attr(axis, value, rng) for axis, value in product["attrs"].items()]
-    segments = [cat.nouns[rng.integers(len(cat.nouns))], product["brand"], product["line"], *attrs]
+    line = f"{product['line']} {product['edition']}".strip()
+    segments = [cat.nouns[rng.integers(len(cat.nouns))], product["brand"], line, *attrs]
     if rng.random() < 0.2:
         segments.pop(0)  # no product noun
     if rng.random() < 0.3:
@@ -305,7 +324,8 @@ def _draw_product(product: dict):
     d.rectangle(band, fill=(250, 250, 245))
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
     d.text((cx, cy - 18), product["brand"], fill=accent, font=_font(20), anchor="mm")
-    d.text((cx, cy + 2), product["line"][:16], fill=(60, 60, 60), font=_font(11), anchor="mm")
+    line = f"{product['line']} {product['edition']}".strip()
+    d.text((cx, cy + 2), line[:22], fill=(60, 60, 60), font=_font(11), anchor="mm")
     variant = " ".join(v for k, v in product["attrs"].items() if k != "colour")
     d.text((cx, cy + 20), variant[:18], fill=(10, 10, 10), font=_font(15), anchor="mm")
     return canvas

@@ -160,3 +160,29 @@ def _aligned_sets(predicted: MatchSets, truth: MatchSets) -> tuple[list[set], li
                  p if isinstance(p, (set, frozenset)) else set(p)
                  for p in pred.reindex(true.index)]
     return pred_sets, true_sets
+
+
+def labelled_pairs(labels: Sequence[int], n_negative: int = 100_000, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(i, j, is_match)``: every same-group pair (i < j) plus random different-group pairs.
+
+    For similarity histograms and pair AUCs without scoring all n² pairs.
+    ``n_negative`` random pairs are drawn and same-group or self draws dropped.
+    """
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    pos_i, pos_j = [], []
+    for members in np.split(order, bounds):
+        if len(members) > 1:
+            a, b = np.triu_indices(len(members), k=1)
+            pos_i.append(members[a])
+            pos_j.append(members[b])
+    rng = np.random.default_rng(seed)
+    neg_i = rng.integers(0, len(labels), size=n_negative)
+    neg_j = rng.integers(0, len(labels), size=n_negative)
+    keep = labels[neg_i] != labels[neg_j]
+    i = np.concatenate([*pos_i, neg_i[keep]]).astype(np.int64)
+    j = np.concatenate([*pos_j, neg_j[keep]]).astype(np.int64)
+    n_pos = sum(len(p) for p in pos_i)
+    return i, j, np.arange(len(i)) < n_pos

@@ -79,7 +79,7 @@ def build_index(vectors: np.ndarray, kind: str = "hnsw", **params):
     ``flat`` exact; ``ivf`` IVF-Flat (``nlist``, ``nprobe``); ``hnsw`` (``M``,
     ``ef_construction``, ``ef_search``); ``ivfpq`` for very large galleries
     (``nlist``, ``nprobe``, ``m`` sub-quantizers dividing the dimension, 8 bits each,
-    fewer below 256 rows).
+    fewer below 10k rows).
     """
     import faiss
 
@@ -96,7 +96,7 @@ def build_index(vectors: np.ndarray, kind: str = "hnsw", **params):
         index.hnsw.efSearch = params.get("ef_search", 128)
     elif kind == "ivfpq":
         m = params.get("m") or next(m for m in (64, 32, 16, 8, 4, 2, 1) if d % m == 0)
-        bits = int(min(8, max(1, np.log2(n)))) if n < 256 else 8  # PQ training needs 2**bits
+        bits = int(np.clip(np.log2(max(n // 39, 2)), 1, 8))  # k-means wants 39 rows a centroid
         index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, m, bits,
                                  faiss.METRIC_INNER_PRODUCT)
     else:
@@ -157,3 +157,13 @@ def fuse(vectors: Mapping[str, np.ndarray], weights: Mapping[str, float] | None 
     fused = np.concatenate(parts, axis=1)
     norms = np.linalg.norm(fused, axis=1, keepdims=True)
     return (fused / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def pair_cosine(vectors, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Inner product of rows ``i[t]`` and ``j[t]`` for every t (dense or sparse vectors)."""
+    from scipy import sparse
+
+    if sparse.issparse(vectors):
+        vectors = vectors.tocsr()
+        return np.asarray(vectors[i].multiply(vectors[j]).sum(axis=1)).ravel().astype(np.float32)
+    return np.einsum("nd,nd->n", vectors[i], vectors[j]).astype(np.float32)

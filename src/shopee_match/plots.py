@@ -74,3 +74,69 @@ def group_gallery(postings: pd.DataFrame, groups: list, per_group: int = 5, thum
                     va="center", ha="right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def similarity_hist(sims: np.ndarray, is_match: np.ndarray, title: str, ax=None):
+    """Overlaid densities of pair similarities: same product vs different products."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(5, 3))[1]
+    bins = np.linspace(min(0.0, float(sims.min())), 1.0, 50)
+    ax.hist(sims[~is_match], bins=bins, density=True, alpha=0.6, color="#c44e52",
+            label=f"different ({(~is_match).sum():,} pairs)")
+    ax.hist(sims[is_match], bins=bins, density=True, alpha=0.6, color="#55a868",
+            label=f"same product ({is_match.sum():,} pairs)")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("cosine similarity")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def neighbor_gallery(postings: pd.DataFrame, queries: list[int], sims: np.ndarray,
+                     idx: np.ndarray, n_neighbors: int = 5, thumb: float = 1.9):
+    """Each query (left) with its nearest neighbours, framed green (same group) or red."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    labels = postings["label_group"].to_numpy() if "label_group" in postings else None
+    fig, axes = plt.subplots(len(queries), n_neighbors + 1, squeeze=False,
+                             figsize=(thumb * (n_neighbors + 1), (thumb + 0.8) * len(queries)))
+    for row, q in zip(axes, queries):
+        others = [(j, s) for j, s in zip(idx[q], sims[q]) if j != q and j >= 0][:n_neighbors]
+        for col, (ax, (j, score)) in enumerate(zip(row, [(q, None), *others])):
+            item = postings.iloc[j]
+            if item.get("image_ok", False):
+                with Image.open(item["image_path"]) as im:
+                    ax.imshow(np.asarray(im.convert("RGB")))
+            else:
+                ax.imshow(np.full((8, 8, 3), 0.85))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            colour = "#1f77b4" if col == 0 else (
+                "#2ca02c" if labels is not None and labels[j] == labels[q] else "#d62728")
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(4)
+            head = "query" if score is None else f"{score:.3f}"
+            text = "\n".join(textwrap.wrap(drawable(item["title"]), 24)[:2])
+            ax.set_title(f"{head}\n{text}", fontsize=7, color=colour)
+    fig.tight_layout()
+    return fig
+
+
+def recall_curves(table: pd.DataFrame, metric: str = "recall", ax=None):
+    """recall@K (or hit@K) against K, one line per ``modality`` in a long table."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    for name, part in table.groupby("modality", sort=False):
+        ax.plot(part["k"], part[metric], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(table["k"].unique()))
+    ax.set_xticklabels(sorted(table["k"].unique()))
+    ax.set_xlabel("K (neighbours, self excluded)")
+    ax.set_ylabel(f"{metric}@K")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax

@@ -31,3 +31,20 @@ def test_eda_records_match_the_data(tiny_env, tmp_path):
     assert run.records["n_groups"] == len(sizes)
     assert run.records["max_group_size"] == sizes.max()
     assert run.records["n_missing_images"] == 0
+
+
+def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
+    runs = run_report("ci", only=["01", "02"], notebooks_dir=ROOT / "notebooks",
+                      out_dir=tmp_path / "reports", progress=False)
+    assert [r.status for r in runs] == ["ok", "ok"], [r.error for r in runs]
+    embed, retrieval = (r.records for r in runs)
+    assert embed["modalities"] == ["image", "text", "tfidf"]
+    assert embed["dims"]["image"] == 1280 and embed["dims"]["text"] == 384
+    for auc in embed["pair_roc_auc"].values():
+        assert 0.5 < auc <= 1.0  # every modality separates products better than chance
+    recall = retrieval["recall_at_k"]
+    for modality, by_k in recall.items():
+        values = [by_k[str(k)] for k in (1, 5, 10, 20, 50)]
+        assert values == sorted(values), f"recall@K of {modality} must grow with K"
+    assert retrieval["ann_recall_vs_exact"]["exact (matmul + top-k)"] == 1.0
+    assert set(retrieval["ann_recall_vs_exact"]) >= {"ivf", "hnsw", "ivfpq"}

@@ -75,3 +75,12 @@ def test_hard_negatives_share_brand_and_line(tmp_path):
     words = df.groupby("label_group")["title"].first().str.lower().str.split().map(set)
     pairs = sum(len(a & b) >= 3 for i, a in enumerate(words) for b in list(words)[i + 1:])
     assert pairs >= 10
+
+
+def test_every_group_is_a_distinct_product():
+    from shopee_match.demo import _products
+
+    products = _products(3000, np.random.default_rng(1))
+    keys = {(p["category"].nouns[0], p["brand"], p["line"], p["edition"],
+             tuple(p["attrs"].items())) for p in products}
+    assert len(keys) == len(products) == 3000

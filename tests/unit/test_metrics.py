@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from shopee_match.metrics import (
+    labelled_pairs,
     neighbor_row_f1,
     pair_auc,
     pairwise_scores,
@@ -187,3 +188,12 @@ def test_neighbor_row_f1_agrees_with_set_based_f1():
     truth = {ids[i]: {ids[j] for j in np.flatnonzero(labels == labels[i])} for i in range(n)}
     assert neighbor_row_f1(neighbors, accepted, labels).mean() == pytest.approx(
         reference_row_f1(predicted, truth), rel=1e-12)
+
+
+def test_labelled_pairs_has_every_positive_and_only_true_negatives():
+    labels = np.array([3, 1, 3, 3, 2, 1])
+    i, j, match = labelled_pairs(labels, n_negative=500, seed=0)
+    positives = {(a, b) for a, b, m in zip(i, j, match) if m}
+    assert positives == {(0, 2), (0, 3), (2, 3), (1, 5)}
+    assert (labels[i[match]] == labels[j[match]]).all()
+    assert (labels[i[~match]] != labels[j[~match]]).all() and (~match).sum() > 100

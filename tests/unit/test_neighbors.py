@@ -13,6 +13,7 @@ from shopee_match.neighbors import (
     exact_knn,
     fuse,
     neighbor_recall,
+    pair_cosine,
     search_index,
 )
 
@@ -110,3 +111,11 @@ def test_fused_similarity_is_weighted_mean_of_cosines():
     np.testing.assert_allclose(f[0] @ f[1], (b[0] @ b[1]) / np.sqrt(2), atol=1e-5)
     with pytest.raises(ValueError, match="unknown modalities"):
         fuse({"image": a}, {"text": 1.0})
+
+
+def test_pair_cosine_dense_and_sparse():
+    x = unit_rows(20, 6, seed=8)
+    i, j = np.array([0, 3, 5]), np.array([1, 3, 19])
+    expected = [x[a] @ x[b] for a, b in zip(i, j)]
+    np.testing.assert_allclose(pair_cosine(x, i, j), expected, rtol=1e-5)
+    np.testing.assert_allclose(pair_cosine(sparse.csr_matrix(x), i, j), expected, rtol=1e-5)

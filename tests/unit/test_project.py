@@ -45,6 +45,16 @@ def test_notebook_follows_the_cell_conventions(path):
     assert "sys.path" not in "".join(c.source for c in code)
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_sees_every_parameter(path):
+    import papermill as pm
+
+    nb = nbformat.read(str(path), as_version=4)
+    [cell] = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    names = {stmt.targets[0].id for stmt in ast.parse(cell.source).body}
+    assert set(pm.inspect_notebook(str(path))) == names, "papermill could not parse a line"
+
+
 def test_profiles_only_use_declared_parameters():
     import papermill as pm
 
