@@ -1,8 +1,11 @@
 """Exact top-k neighbours: exact_knn vs the bare matrix product vs faiss.IndexFlatIP.
 
 Random unit vectors (d = 512), k = 51 (50 neighbours + self), at Shopee's
-train size (34,250) and test-time size (70,000). Targets: exact_knn within
-1.3x of the bare matmul, and at least 2.5x faster than FAISS flat.
+train size (34,250) and test-time size (70,000). Target: exact_knn within 1.3x
+of the bare matrix product (the scores alone, no top-k). The planning target
+"2.5x faster than FAISS flat" assumed FAISS flat took ~29 s at 34,250 rows; with
+faiss-cpu 1.15 it runs at BLAS speed (~the bare product), so exact_knn now uses
+it for dense vectors and the ratio printed is ~1.
 """
 
 from __future__ import annotations
@@ -18,11 +21,9 @@ DIM = 512
 
 
 def bare_matmul(x: np.ndarray, chunk_rows: int) -> None:
-    import torch
-
-    t = torch.from_numpy(x)
+    """The similarity scores alone, in the same chunks (numpy/OpenBLAS, the faster BLAS here)."""
     for start in range(0, len(x), chunk_rows):
-        t[start:start + chunk_rows] @ t.T
+        x[start:start + chunk_rows] @ x.T
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
         same = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(idx[:500], f_idx[:500])]))
         print(f"  n={n:>6}: matmul {t_mm:6.2f} s | exact_knn {t_knn:6.2f} s "
               f"({t_knn / t_mm:.2f}x matmul, target <= 1.3x) | faiss flat {t_faiss:6.2f} s "
-              f"(exact_knn {t_faiss / t_knn:.2f}x faster, target >= 2.5x) | "
+              f"(faiss/exact_knn = {t_faiss / t_knn:.2f}) | "
               f"same neighbours as faiss: {same:.4f}")
 
 

@@ -126,6 +126,7 @@ class ImageFiles:
 
         try:
             with Image.open(self.paths[i]) as im:
+                im.draft("RGB", (self.image_size, self.image_size))  # JPEG: decode at ~size
                 return self.transform(im.convert("RGB")), True
         except Exception:  # missing, truncated or not an image: flagged, not fatal
             return torch.zeros(3, self.image_size, self.image_size), False

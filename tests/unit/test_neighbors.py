@@ -11,6 +11,7 @@ from shopee_match.neighbors import (
     ann_knn,
     build_index,
     exact_knn,
+    find_neighbors,
     fuse,
     neighbor_recall,
     pair_cosine,
@@ -119,3 +120,15 @@ def test_pair_cosine_dense_and_sparse():
     expected = [x[a] @ x[b] for a, b in zip(i, j)]
     np.testing.assert_allclose(pair_cosine(x, i, j), expected, rtol=1e-5)
     np.testing.assert_allclose(pair_cosine(sparse.csr_matrix(x), i, j), expected, rtol=1e-5)
+
+
+def test_find_neighbors_dispatches_to_exact_and_faiss():
+    x = unit_rows(400, 16, seed=9)
+    s_exact, i_exact = find_neighbors(x, k=5)
+    s_flat, i_flat = find_neighbors(x, k=5, method="flat")
+    np.testing.assert_array_equal(i_exact, i_flat)
+    np.testing.assert_allclose(s_exact, s_flat, rtol=1e-5)
+    _, i_hnsw = find_neighbors(x, k=5, method="hnsw", M=16)
+    assert neighbor_recall(i_hnsw, i_exact) > 0.9
+    with pytest.raises(ValueError, match="Unknown method"):
+        find_neighbors(x, method="annoy")
