@@ -198,9 +198,10 @@ def make_encoder(spec: str, modality: str, image_size: int = 224, batch_size: in
     """Build the encoder a spec names, for ``image``, ``text`` or ``clip_text``."""
     kind, _, rest = spec.partition(":")
     device = device or pick_device()
+    batch_size = batch_size or (128 if device == "cuda" else 32 if kind != "sbert" else 64)
     if kind == "timm" and modality == "image":
         arch, _, weights = rest.partition(":")
-        return _timm_encoder(arch, weights or "none", image_size, batch_size or 32, device)
+        return _timm_encoder(arch, weights or "none", image_size, batch_size, device)
     if kind == "open_clip":
         arch, _, weights = rest.partition(":")
         model, preprocess, model_id = _open_clip(arch, weights or "none", device)
@@ -208,11 +209,11 @@ def make_encoder(spec: str, modality: str, image_size: int = 224, batch_size: in
             size = model.visual.image_size
             size = size[0] if isinstance(size, (tuple, list)) else size
             return ImageEncoder(model.visual, preprocess, model_id, int(size),
-                                int(model.visual.output_dim), batch_size or 32, device)
+                                int(model.visual.output_dim), batch_size, device)
         if modality == "clip_text":
-            return _clip_text_encoder(model, arch, model_id, batch_size or 128, device)
+            return _clip_text_encoder(model, arch, model_id, batch_size, device)
     if kind == "sbert" and modality in TEXT_MODALITIES:
-        return _sbert_encoder(rest, batch_size or 64, device)
+        return _sbert_encoder(rest, batch_size, device)
     raise ValueError(
         f"Encoder spec {spec!r} cannot serve modality {modality!r}. Use timm:ARCH:WEIGHTS or "
         "open_clip:ARCH:WEIGHTS for images, sbert:NAME_OR_DIR or open_clip:... for text."

@@ -1,0 +1,164 @@
+"""Matching strategies on hand-made neighbour lists, and agreement between F1 forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shopee_match.matching import (
+    blend,
+    candidate_pairs,
+    connected_components,
+    dynamic_accept,
+    dynamic_thresholds,
+    fit_pair_classifier,
+    matrix_row_f1,
+    matrix_to_sets,
+    min2,
+    pair_features,
+    pairs_to_matrix,
+    quantile_accept,
+    static_accept,
+    sweep,
+    to_matrix,
+    union,
+)
+from shopee_match.metrics import neighbor_row_f1, row_f1
+
+SIMS = np.array([[1.0, 0.9, 0.5, 0.1],
+                 [1.0, 0.9, 0.2, 0.1],
+                 [1.0, 0.3, 0.2, 0.1],
+                 [1.0, 0.8, 0.7, 0.6]], dtype=np.float32)
+IDX = np.array([[0, 1, 2, 3],
+                [1, 0, 3, 2],
+                [2, 3, 0, -1],
+                [3, 2, 1, 0]])
+LABELS = np.array([7, 7, 8, 8])
+
+
+def test_static_accept_skips_self_and_padding():
+    acc = static_accept(SIMS, IDX, 0.25)
+    assert acc.tolist() == [[False, True, True, False], [False, True, False, False],
+                            [False, True, False, False], [False, True, True, True]]
+
+
+def test_dynamic_threshold_hand_computed():
+    # row 0 neighbours 0.9, 0.5, 0.1: mean 0.5, std sqrt(0.32 / 3)
+    thr = dynamic_thresholds(SIMS, IDX, 1.0)
+    assert thr[0] == pytest.approx(0.5 + np.sqrt(0.32 / 3), rel=1e-6)
+    # row 2 has two real neighbours (0.3, 0.2): padding ignored
+    assert thr[2] == pytest.approx(0.25 + 0.05, rel=1e-6)
+    acc = dynamic_accept(SIMS, IDX, 1.0)
+    assert acc[0].tolist() == [False, True, False, False]
+    assert acc[2].tolist() == [False, True, False, False]
+
+
+def test_quantile_accept_keeps_the_top_share():
+    acc = quantile_accept(SIMS, IDX, 0.5)
+    assert acc[3].tolist() == [False, True, True, False]  # median of 0.8, 0.7, 0.6
+
+
+def test_min2_adds_nearest_only_for_lonely_rows_above_loose_threshold():
+    acc = static_accept(SIMS, IDX, 0.95)  # nobody matches
+    out = min2(SIMS, IDX, acc, loose_threshold=0.5)
+    assert out[:, 1].tolist() == [True, True, False, True]  # row 2's nearest is only 0.3
+    assert out.sum() == 3
+
+
+def test_matrix_forms_union_components_and_f1():
+    a = to_matrix(IDX, static_accept(SIMS, IDX, 0.85))  # 0-1, 1-0
+    b = to_matrix(IDX, static_accept(SIMS, IDX, 0.75) & (IDX == 2))  # 3-2
+    both = union(a, b)
+    assert both.diagonal().all()
+    sets = matrix_to_sets(both, ["a", "b", "c", "d"])
+    assert sets["a"] == {"a", "b"} and sets["d"] == {"d", "c"} and sets["c"] == {"c"}
+    # F1: a, b perfect; c predicted {c} vs {c, d} -> 2/3; d perfect
+    np.testing.assert_allclose(matrix_row_f1(both, LABELS), [1, 1, 2 / 3, 1], rtol=1e-12)
+    chain = to_matrix(np.array([[0, 1], [1, 2], [2, 2]]), np.array([[False, True],
+                                                                  [False, True],
+                                                                  [False, False]]))
+    closed = connected_components(chain)
+    assert closed.toarray().all()
+
+
+def test_matrix_f1_agrees_with_neighbor_f1_and_set_f1():
+    rng = np.random.default_rng(3)
+    n = 200
+    labels = rng.integers(0, 60, size=n)
+    idx = np.stack([np.concatenate([[r], rng.permutation(np.delete(np.arange(n), r))[:9]])
+                    for r in range(n)])
+    accepted = rng.random(idx.shape) < 0.3
+    accepted[:, 0] = False
+    m = to_matrix(idx, accepted)
+    np.testing.assert_allclose(matrix_row_f1(m, labels), neighbor_row_f1(idx, accepted, labels),
+                               rtol=1e-12)
+    ids = [f"p{i}" for i in range(n)]
+    truth = {ids[i]: {ids[j] for j in np.flatnonzero(labels == labels[i])} for i in range(n)}
+    assert matrix_row_f1(m, labels).mean() == pytest.approx(
+        row_f1(matrix_to_sets(m, ids), truth), rel=1e-12)
+
+
+def test_blend_is_weighted_neighbour_mean():
+    v = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    sims = np.array([[1.0, 0.5], [1.0, 0.5], [1.0, 0.5]], dtype=np.float32)
+    idx = np.array([[0, 1], [1, 0], [2, -1]])
+    out = blend(v, sims, idx, top_n=2)
+    np.testing.assert_allclose(out[0], np.array([1.0, 0.5]) / np.sqrt(1.25), rtol=1e-6)
+    np.testing.assert_allclose(out[2], [1.0, 0.0], rtol=1e-6)  # padding ignored
+
+
+def test_sweep_matches_direct_f1():
+    table = sweep(SIMS, IDX, LABELS, [0.25, 0.85], "static")
+    direct = neighbor_row_f1(IDX, static_accept(SIMS, IDX, 0.85), LABELS).mean()
+    assert table.loc[1, "f1"] == pytest.approx(direct, rel=1e-12)
+    assert table.loc[0, "mean_matches"] > table.loc[1, "mean_matches"]
+
+
+def test_pair_classifier_learns_from_features():
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = rng.integers(0, 100, size=n)
+    centres = rng.normal(size=(100, 16))
+    x = centres[labels] + 0.4 * rng.normal(size=(n, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    from shopee_match.neighbors import exact_knn
+
+    sims, idx = exact_knn(x, k=10)
+    i, j, rank = candidate_pairs(idx)
+    assert (i != j).all() and rank.min() == 1
+    feats = pair_features(i, j, rank, {"image": x}, sims, idx, phash=["h"] * n)
+    assert list(feats.columns) == ["sim_image", "rank", "query_sim_mean", "query_sim_std",
+                                   "same_phash"]
+    y = labels[i] == labels[j]
+    model = fit_pair_classifier(feats, y)
+    proba = model.predict_proba(feats.to_numpy())[:, 1]
+    assert proba[y].mean() > proba[~y].mean() + 0.3
+    m = pairs_to_matrix(i, j, proba > 0.5, n)
+    assert matrix_row_f1(m, labels).mean() > matrix_row_f1(pairs_to_matrix(
+        i, j, np.zeros(len(i), bool), n), labels).mean()
+
+
+def test_predict_matches_applies_each_step():
+    from shopee_match.matching import predict_matches
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(40), 3)
+    centres = rng.normal(size=(40, 8))
+    image = centres[labels] + 0.3 * rng.normal(size=(120, 8))
+    text = centres[labels] + 0.3 * rng.normal(size=(120, 8))
+    vectors = {name: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+               for name, v in {"image": image, "text": text}.items()}
+    base = {"fusion_weights": {"image": 1.0, "text": 1.0}, "k": 10, "strategy": "static",
+            "value": 0.8}
+    f1 = matrix_row_f1(predict_matches(vectors, base), labels).mean()
+    assert f1 > 0.8
+    everything = predict_matches(vectors, {**base, "value": 2.0})  # nothing passes
+    assert everything.nnz == 120
+    lonely_fixed = predict_matches(vectors, {**base, "value": 2.0, "min2": -1.0})
+    assert lonely_fixed.nnz == 240
+    with_union = predict_matches(vectors, {**base, "value": 2.0, "union": {"image": -1.0}})
+    assert with_union.nnz == 120 * 11
+    blended = predict_matches(vectors, {**base, "blend_rounds": 1, "blend_top_n": 3})
+    assert matrix_row_f1(blended, labels).mean() > 0.5
+    with pytest.raises(ValueError, match="pair classifier"):
+        predict_matches(vectors, {**base, "pair_threshold": 0.5})
