@@ -48,3 +48,19 @@ def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
         assert values == sorted(values), f"recall@K of {modality} must grow with K"
     assert retrieval["ann_recall_vs_exact"]["exact (matmul + top-k)"] == 1.0
     assert set(retrieval["ann_recall_vs_exact"]) >= {"ivf", "hnsw", "ivfpq"}
+
+
+def test_threshold_sweep_saves_a_usable_configuration(tiny_env, tmp_path):
+    import json
+
+    from shopee_match.config import artifacts_dir
+
+    [run] = run_report("ci", only=["03"], notebooks_dir=ROOT / "notebooks",
+                       out_dir=tmp_path / "reports", progress=False)
+    assert run.status == "ok", run.error
+    steps = [row[0] for row in run.records["ablation"]]
+    assert steps[1:3] == ["fused, static threshold", "dynamic threshold instead"]
+    assert "pair classifier (instead of thresholds)" in steps
+    assert 0.0 < run.records["best_test_f1"] <= run.records["best_test_f1_tuned_on_test"] <= 1.0
+    config = json.loads((artifacts_dir() / "match_config.json").read_text())
+    assert config["chosen_on"]["dataset"] == "demo-tiny" and config["fusion_weights"]
