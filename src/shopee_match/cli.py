@@ -1,4 +1,4 @@
-"""The ``shopee-match`` command: demo, download, report."""
+"""The ``shopee-match`` command: demo, download, report, submit."""
 
 from __future__ import annotations
 
@@ -32,9 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", help="output folder (default: reports/)")
     report.add_argument("--hide-code", action="store_true", help="HTML without code cells")
 
+    submit = commands.add_parser("submit", help="write submission.csv with a saved configuration")
+    submit.add_argument("--dataset", default="demo",
+                        help="dataset whose test set to match (default: demo's held-out split)")
+    submit.add_argument("--config", help="match_config.json (default: artifacts/)")
+    submit.add_argument("--out", help="output file (default: artifacts/submission.csv)")
+
     args = parser.parse_args(argv)
     try:
-        return {"demo": _demo, "download": _download, "report": _report}[args.command](args)
+        commands = {"demo": _demo, "download": _download, "report": _report, "submit": _submit}
+        return commands[args.command](args)
     except Exception as err:  # one clear line for the user, not a traceback
         print(f"shopee-match {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
@@ -80,6 +87,30 @@ def _report(args) -> int:
     if failed:
         print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _submit(args) -> int:
+    from pathlib import Path
+
+    from shopee_match.config import artifacts_dir
+    from shopee_match.metrics import row_f1
+    from shopee_match.submission import (
+        load_match_config,
+        load_test_postings,
+        predict_submission,
+        read_submission,
+        write_submission,
+    )
+
+    config, model = load_match_config(args.config or artifacts_dir() / "match_config.json")
+    postings, folder = load_test_postings(args.dataset, config["chosen_on"].get("split_seed", 0))
+    out = write_submission(predict_submission(postings, config, model),
+                           Path(args.out) if args.out else artifacts_dir() / "submission.csv")
+    print(f"{len(postings)} postings -> {out} (validated)")
+    if (folder / "solution.csv").is_file():
+        f1 = row_f1(read_submission(out), read_submission(folder / "solution.csv"))
+        print(f"row-wise F1 against {folder / 'solution.csv'}: {f1:.4f}")
     return 0
 
 

@@ -249,3 +249,35 @@ def _check_images(
         ok[i] = True
     df["image_path"] = paths
     df["image_ok"] = ok
+
+
+def write_test_layout(postings: pd.DataFrame, dest: str | Path) -> Path:
+    """Write labelled postings as a Kaggle-style test set: ``test.csv`` without
+    ``label_group``, ``test_images/`` (hard links, or copies), and ``solution.csv``
+    (``posting_id,matches``) to score a submission. Returns ``dest``; idempotent.
+    """
+    import os
+    import shutil
+
+    from shopee_match.splits import ground_truth
+
+    dest = Path(dest)
+    images = dest / "test_images"
+    images.mkdir(parents=True, exist_ok=True)
+    columns = [c for c in ("posting_id", "image", "image_phash", "title") if c in postings]
+    table = postings[columns].copy()
+    table["title"] = postings["title_raw"] if "title_raw" in postings else postings["title"]
+    if "image" in postings:
+        for name, source in zip(postings["image"], postings["image_path"]):
+            target = images / name
+            if source and Path(source).is_file() and not target.exists():
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+    truth = ground_truth(postings)
+    solution = pd.DataFrame({"posting_id": truth.index,
+                             "matches": [" ".join(sorted(s)) for s in truth]})
+    table.to_csv(dest / "test.csv", index=False)
+    solution.to_csv(dest / "solution.csv", index=False)
+    return dest

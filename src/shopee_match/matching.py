@@ -171,7 +171,7 @@ def pair_features(i: np.ndarray, j: np.ndarray, rank: np.ndarray, vectors: dict,
                   ) -> pd.DataFrame:
     """Features of candidate pairs for the pair classifier.
 
-    One similarity per modality in ``vectors`` (``sim_<name>``), the neighbour
+    One similarity per modality in ``vectors`` (``sim_<name>``, names sorted), the neighbour
     rank, the query's neighbour-similarity mean and std (from ``sims``/``idx``,
     usually the fused lists) and, if given, whether the two photos share a phash.
     """
@@ -181,7 +181,7 @@ def pair_features(i: np.ndarray, j: np.ndarray, rank: np.ndarray, vectors: dict,
     count = np.maximum(mask.sum(axis=1), 1)
     mean = np.where(mask, sims, 0).sum(axis=1) / count
     std = np.sqrt(np.where(mask, (sims - mean[:, None]) ** 2, 0).sum(axis=1) / count)
-    features = {f"sim_{name}": pair_cosine(v, i, j) for name, v in vectors.items()}
+    features = {f"sim_{name}": pair_cosine(vectors[name], i, j) for name in sorted(vectors)}
     features |= {"rank": rank.astype(np.float32), "query_sim_mean": mean[i],
                  "query_sim_std": std[i]}
     if phash is not None:

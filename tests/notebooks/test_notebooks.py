@@ -64,3 +64,23 @@ def test_threshold_sweep_saves_a_usable_configuration(tiny_env, tmp_path):
     assert 0.0 < run.records["best_test_f1"] <= run.records["best_test_f1_tuned_on_test"] <= 1.0
     config = json.loads((artifacts_dir() / "match_config.json").read_text())
     assert config["chosen_on"]["dataset"] == "demo-tiny" and config["fusion_weights"]
+
+
+def test_submission_uses_the_saved_configuration(tiny_env, tmp_path, capsys):
+    from shopee_match.cli import main
+    from shopee_match.config import artifacts_dir
+    from shopee_match.submission import validate_submission
+
+    runs = run_report("ci", only=["03", "06"], notebooks_dir=ROOT / "notebooks",
+                      out_dir=tmp_path / "reports", progress=False)
+    assert [r.status for r in runs] == ["ok", "ok"], [r.error for r in runs]
+    submission = runs[1].records
+    assert 0.0 < submission["test_f1"] <= 1.0
+    heldout = tiny_env / "demo-tiny-heldout"
+    test_ids = pd.read_csv(heldout / "test.csv")["posting_id"]
+    assert submission["n_test_postings"] == len(test_ids)
+    validate_submission(artifacts_dir() / "submission.csv", test_ids)
+    # the command line gives the same file and score
+    assert main(["submit", "--dataset", "demo-tiny", "--out", str(tmp_path / "cli.csv")]) == 0
+    assert (tmp_path / "cli.csv").read_text() == (artifacts_dir() / "submission.csv").read_text()
+    assert f"{submission['test_f1']:.4f}" in capsys.readouterr().out
