@@ -124,8 +124,14 @@ def _run_one(path: Path, out_dir: Path, params: dict, hide_code: bool,
                             cwd=str(path.parent), progress_bar=progress)
     except pm.PapermillExecutionError as err:
         status, error = "failed", f"{err.ename}: {err.evalue}"
+    except Exception as err:  # kernel died, timeout…: still report it, go on with the others
+        status, error = "failed", f"{type(err).__name__}: {err}"
     seconds = time.perf_counter() - start
-    export_html(executed, page, hide_code)
+    if executed.is_file():
+        export_html(executed, page, hide_code)
+    else:
+        page.write_text(f"<!doctype html><meta charset='utf-8'><h1>{html.escape(path.stem)}"
+                        f"</h1><pre>{html.escape(error)}</pre>", encoding="utf-8")
     records = read_records(executed) if executed.is_file() else {}
     return NotebookRun(path.stem, status, round(seconds, 1), executed, page, records, error)
 

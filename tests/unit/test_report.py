@@ -31,6 +31,7 @@ def notebooks(tmp_path):
     make_notebook(folder / "00_ok.ipynb",
                   "from shopee_match.notebook import record\nrecord('double', N * 2)")
     make_notebook(folder / "01_fail.ipynb", "raise ValueError('boom ' + str(N))")
+    make_notebook(folder / "02_dies.ipynb", "import os\nos._exit(3)")
     (folder / "profiles.yaml").write_text(yaml.safe_dump({"t": {"N": 5}}))
     return folder
 
@@ -38,7 +39,9 @@ def notebooks(tmp_path):
 def test_runs_all_reports_failure_and_still_writes_html(notebooks, tmp_path):
     out = tmp_path / "out"
     runs = run_report("t", notebooks_dir=notebooks, out_dir=out, progress=False)
-    assert [(r.name, r.status) for r in runs] == [("00_ok", "ok"), ("01_fail", "failed")]
+    assert [(r.name, r.status) for r in runs] == [("00_ok", "ok"), ("01_fail", "failed"),
+                                                  ("02_dies", "failed")]
+    assert "Dead" in runs[2].error and runs[2].html.is_file()
     assert runs[0].records == {"double": 10}
     assert "boom 5" in runs[1].error
     assert "boom 5" in (out / "01_fail.html").read_text()
@@ -64,4 +67,4 @@ def test_cli_exits_nonzero_naming_the_failed_notebook(notebooks, tmp_path, monke
     monkeypatch.setenv("SHOPEE_MATCH_HOME", str(tmp_path))
     (tmp_path / "pyproject.toml").write_text("")
     assert main(["report", "--profile", "t", "--out", str(tmp_path / "o")]) == 1
-    assert "failed notebooks: 01_fail" in capsys.readouterr().err
+    assert "failed notebooks: 01_fail, 02_dies" in capsys.readouterr().err
