@@ -49,6 +49,7 @@ def embed_dataset(
     profile: str | dict = "offline",
     modalities: list[str] | None = None,
     image_size: int = 224,
+    max_tokens: int | None = None,
     cache_dir: str | Path | None = None,
     chunk_rows: int = 1024,
     device: str | None = None,
@@ -58,7 +59,8 @@ def embed_dataset(
 
     Image rows need ``image_path`` (as :func:`shopee_match.data.load_postings`
     adds); a dataset without images simply has no ``image`` modality. Results
-    are cached under ``artifacts/embeddings`` by model, data and parameters.
+    are cached under ``artifacts/embeddings`` by model, data and parameters
+    (``image_size`` for images, ``max_tokens`` for SBERT titles).
     """
     from tqdm.auto import tqdm
 
@@ -89,14 +91,16 @@ def embed_dataset(
         spec = specs[modality]
         items = (postings["image_path"] if modality == "image" else postings["title"])
         items = items.fillna("").astype(str).tolist()
-        params = {"image_size": image_size} if modality == "image" else {}
+        params = ({"image_size": image_size} if modality == "image" else
+                  {"max_tokens": max_tokens} if spec.startswith("sbert:") else {})
         meta = cache_meta(model_identity(spec), fingerprint, {"modality": modality, **params})
         encoder = None
 
         def compute(rows: slice, modality=modality, spec=spec, items=items):
             nonlocal encoder
             if encoder is None:
-                encoder = make_encoder(spec, modality, image_size=image_size, device=device)
+                encoder = make_encoder(spec, modality, image_size=image_size, device=device,
+                                       max_tokens=max_tokens)
                 bar.reset()
             return encoder.encode(items[rows], bar=bar)
 

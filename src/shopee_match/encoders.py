@@ -60,7 +60,6 @@ class Encoder:
 
     model_id: str = ""
     dim: int = 0
-    params: dict = {}
 
     def encode(self, items: list[str], bar=None) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -84,7 +83,6 @@ class ImageEncoder(Encoder):
         self.batch_size = batch_size
         self.workers = (min(4, max(1, (os.cpu_count() or 2) // 2)) if workers is None
                         else workers)
-        self.params = {"image_size": image_size}
 
     def encode(self, items: list[str], bar=None) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -135,12 +133,11 @@ class ImageFiles:
 class TextEncoder(Encoder):
     """Wraps a function that embeds a list of non-empty titles."""
 
-    def __init__(self, embed, model_id: str, dim: int, batch_size: int, params: dict):
+    def __init__(self, embed, model_id: str, dim: int, batch_size: int):
         self.embed = embed
         self.model_id = model_id
         self.dim = dim
         self.batch_size = batch_size
-        self.params = params
 
     def encode(self, items: list[str], bar=None) -> tuple[np.ndarray, np.ndarray]:
         ok = np.array([bool(t and t.strip()) for t in items], dtype=bool)
@@ -194,8 +191,12 @@ def _sbert_path(name: str) -> str:
 
 
 def make_encoder(spec: str, modality: str, image_size: int = 224, batch_size: int | None = None,
-                 device: str | None = None) -> Encoder:
-    """Build the encoder a spec names, for ``image``, ``text`` or ``clip_text``."""
+                 device: str | None = None, max_tokens: int | None = None) -> Encoder:
+    """Build the encoder a spec names, for ``image``, ``text`` or ``clip_text``.
+
+    ``max_tokens`` truncates titles for SBERT models (``None``: the model's own
+    limit); CLIP text always uses its model's context length.
+    """
     kind, _, rest = spec.partition(":")
     device = device or pick_device()
     batch_size = batch_size or (128 if device == "cuda" else 32 if kind != "sbert" else 64)
@@ -213,7 +214,7 @@ def make_encoder(spec: str, modality: str, image_size: int = 224, batch_size: in
         if modality == "clip_text":
             return _clip_text_encoder(model, arch, model_id, batch_size, device)
     if kind == "sbert" and modality in TEXT_MODALITIES:
-        return _sbert_encoder(rest, batch_size, device)
+        return _sbert_encoder(rest, batch_size, device, max_tokens)
     raise ValueError(
         f"Encoder spec {spec!r} cannot serve modality {modality!r}. Use timm:ARCH:WEIGHTS or "
         "open_clip:ARCH:WEIGHTS for images, sbert:NAME_OR_DIR or open_clip:... for text."
@@ -271,15 +272,16 @@ def _clip_text_encoder(model, arch: str, model_id: str, batch_size: int,
         with torch.inference_mode():
             return model.encode_text(tokenizer(titles).to(device)).float().cpu().numpy()
 
-    dim = int(embed(["x"]).shape[1])
-    return TextEncoder(embed, model_id, dim, batch_size,
-                       {"context_length": int(getattr(model, "context_length", 77))})
+    return TextEncoder(embed, model_id, int(embed(["x"]).shape[1]), batch_size)
 
 
-def _sbert_encoder(name: str, batch_size: int, device: str) -> TextEncoder:
+def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | None
+                   ) -> TextEncoder:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(_sbert_path(name), device=device)
+    if max_tokens:
+        model.max_seq_length = max_tokens
     model_id = model_identity(f"sbert:{name}")
     dim = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
            else model.get_sentence_embedding_dimension())
@@ -288,8 +290,29 @@ def _sbert_encoder(name: str, batch_size: int, device: str) -> TextEncoder:
         return model.encode(titles, batch_size=batch_size, convert_to_numpy=True,
                             show_progress_bar=False)
 
-    return TextEncoder(embed, model_id, int(dim), batch_size,
-                       {"max_seq_length": int(model.max_seq_length)})
+    return TextEncoder(embed, model_id, int(dim), batch_size)
+
+
+def embed_images(paths: list[str], spec: str = "timm:tf_efficientnet_lite0:pypi",
+                 image_size: int = 224, device: str | None = None, progress: bool = True
+                 ) -> np.ndarray:
+    """L2-normalised float32 image embeddings in input order; unreadable files give zero rows."""
+    from tqdm.auto import tqdm
+
+    encoder = make_encoder(spec, "image", image_size=image_size, device=device)
+    with tqdm(total=len(paths), desc="images", disable=not progress, leave=False) as bar:
+        return encoder.encode(list(paths), bar=bar)[0]
+
+
+def embed_texts(titles: list[str], spec: str = "sbert:pypi-minilm", device: str | None = None,
+                max_tokens: int | None = None, progress: bool = True) -> np.ndarray:
+    """L2-normalised float32 title embeddings in input order; empty titles give zero rows."""
+    from tqdm.auto import tqdm
+
+    modality = "clip_text" if spec.startswith("open_clip:") else "text"
+    encoder = make_encoder(spec, modality, device=device, max_tokens=max_tokens)
+    with tqdm(total=len(titles), desc="titles", disable=not progress, leave=False) as bar:
+        return encoder.encode(list(titles), bar=bar)[0]
 
 
 def tfidf_vectors(titles: list[str], max_features: int = 100_000):

@@ -110,3 +110,30 @@ def test_titles_only_dataset_has_no_image_modality(tiny_clip, tmp_path):
     assert set(out) == {"clip_text", "tfidf"}
     with pytest.raises(ValueError, match="Unknown model profile"):
         embed_dataset(df, "nope", cache_dir=tmp_path)
+
+
+def test_embed_images_and_texts_functions(images, tiny_clip):
+    from shopee_match.encoders import embed_images, embed_texts
+
+    v = embed_images(images, spec="timm:test_efficientnet:none", image_size=48, device="cpu",
+                     progress=False)
+    assert v.dtype == np.float32 and v.shape[0] == 5 and not v[3:].any()
+    t = embed_texts(["a red box", ""], spec=tiny_clip, device="cpu", progress=False)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), [1.0, 0.0], atol=1e-5)
+
+
+def test_max_tokens_truncates_and_keys_the_cache(tmp_path):
+    from shopee_match.encoders import embed_texts
+
+    long = "kopi " * 40 + "kapal api"
+    short = "kopi " * 40 + "torabika"
+    full = embed_texts([long, short], progress=False)
+    cut = embed_texts([long, short], max_tokens=8, progress=False)
+    assert float(full[0] @ full[1]) < 0.9999  # the tails differ...
+    np.testing.assert_allclose(cut[0], cut[1], atol=1e-6)  # ...and are cut off at 8 tokens
+    df = pd.DataFrame({"posting_id": ["a", "b"], "title": [long, short]})
+    first = embed_dataset(df, "offline", modalities=["text"], max_tokens=8, cache_dir=tmp_path,
+                          progress=False)
+    other = embed_dataset(df, "offline", modalities=["text"], max_tokens=16, cache_dir=tmp_path,
+                          progress=False)
+    assert not first["text"].from_cache and not other["text"].from_cache
