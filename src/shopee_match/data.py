@@ -220,7 +220,8 @@ def _check_images(
     df: pd.DataFrame, folder: Path, how: str, report: ValidationReport, progress: bool
 ) -> None:
     from PIL import Image
-    from tqdm.auto import tqdm
+
+    from shopee_match.progress import progress_bar
 
     if not folder.is_dir():
         raise ShopeeDataError(
@@ -230,8 +231,9 @@ def _check_images(
     names = df["image"].fillna("").astype(str)
     paths = [str(folder / name) if name else "" for name in names]
     ok = np.zeros(len(df), dtype=bool)
-    rows = tqdm(enumerate(zip(df["posting_id"], paths)), total=len(df), desc="checking images",
-                disable=not progress or how == "none", leave=False)
+    rows = progress_bar(enumerate(zip(df["posting_id"], paths)), total=len(df),
+                        desc="checking images", disable=not progress or how == "none",
+                        leave=False)
     for i, (pid, path) in rows:
         if how == "none":
             ok[i] = bool(path)

@@ -154,7 +154,8 @@ def generate_demo(
 def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None:
     import imagehash
     from PIL import Image
-    from tqdm.auto import tqdm
+
+    from shopee_match.progress import progress_bar
 
     rng = np.random.default_rng(seed)
     images = folder / "train_images"
@@ -165,7 +166,7 @@ def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None
     ids = 10**8 + rng.choice(39 * 10**8, size=n_rows, replace=False)
     photo_of = {}  # (group index) -> file names already used, for reuse
     rows = []
-    bar = tqdm(total=n_rows, desc="generating demo listings", disable=not progress)
+    bar = progress_bar(total=n_rows, desc="generating demo listings", disable=not progress)
     for g, (product, size) in enumerate(zip(products, sizes)):
         canonical = _draw_product(product)
         used = photo_of.setdefault(g, [])

@@ -62,9 +62,8 @@ def embed_dataset(
     are cached under ``artifacts/embeddings`` by model, data and parameters
     (``image_size`` for images, ``max_tokens`` for SBERT titles).
     """
-    from tqdm.auto import tqdm
-
     from shopee_match.encoders import make_encoder, model_identity, tfidf_vectors
+    from shopee_match.progress import progress_bar
 
     specs = resolve_profile(profile)
     specs["tfidf"] = "tfidf"
@@ -104,7 +103,7 @@ def embed_dataset(
                 bar.reset()
             return encoder.encode(items[rows], bar=bar)
 
-        with tqdm(total=len(items), desc=f"{modality} ({spec})", disable=not progress,
+        with progress_bar(total=len(items), desc=f"{modality} ({spec})", disable=not progress,
                   leave=False) as bar:
             vectors, ok, hit = cache.get_or_compute(meta, ids, compute, chunk_rows)
         out[modality] = Embeddings(modality, vectors, ok, meta["model_id"],

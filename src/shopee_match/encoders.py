@@ -197,6 +197,9 @@ def make_encoder(spec: str, modality: str, image_size: int = 224, batch_size: in
     ``max_tokens`` truncates titles for SBERT models (``None``: the model's own
     limit); CLIP text always uses its model's context length.
     """
+    from shopee_match.progress import silence_widget_warning
+
+    silence_widget_warning()
     kind, _, rest = spec.partition(":")
     device = device or pick_device()
     batch_size = batch_size or (128 if device == "cuda" else 32 if kind != "sbert" else 64)
@@ -297,21 +300,21 @@ def embed_images(paths: list[str], spec: str = "timm:tf_efficientnet_lite0:pypi"
                  image_size: int = 224, device: str | None = None, progress: bool = True
                  ) -> np.ndarray:
     """L2-normalised float32 image embeddings in input order; unreadable files give zero rows."""
-    from tqdm.auto import tqdm
+    from shopee_match.progress import progress_bar
 
     encoder = make_encoder(spec, "image", image_size=image_size, device=device)
-    with tqdm(total=len(paths), desc="images", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(paths), desc="images", disable=not progress, leave=False) as bar:
         return encoder.encode(list(paths), bar=bar)[0]
 
 
 def embed_texts(titles: list[str], spec: str = "sbert:pypi-minilm", device: str | None = None,
                 max_tokens: int | None = None, progress: bool = True) -> np.ndarray:
     """L2-normalised float32 title embeddings in input order; empty titles give zero rows."""
-    from tqdm.auto import tqdm
+    from shopee_match.progress import progress_bar
 
     modality = "clip_text" if spec.startswith("open_clip:") else "text"
     encoder = make_encoder(spec, modality, device=device, max_tokens=max_tokens)
-    with tqdm(total=len(titles), desc="titles", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(titles), desc="titles", disable=not progress, leave=False) as bar:
         return encoder.encode(list(titles), bar=bar)[0]
 
 

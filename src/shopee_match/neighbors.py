@@ -31,7 +31,8 @@ def exact_knn(queries, gallery=None, k: int = 50, exclude_self: bool = False,
     ordered by gallery index.
     """
     from scipy import sparse
-    from tqdm.auto import tqdm
+
+    from shopee_match.progress import progress_bar
 
     self_search = gallery is None
     gallery = queries if self_search else gallery
@@ -47,7 +48,7 @@ def exact_knn(queries, gallery=None, k: int = 50, exclude_self: bool = False,
     sims = np.empty((n_q, k), dtype=np.float32)
     idx = np.empty((n_q, k), dtype=np.int64)
     starts = range(0, n_q, chunk_rows)
-    for start in tqdm(starts, desc="exact kNN", disable=not progress, leave=False):
+    for start in progress_bar(starts, desc="exact kNN", disable=not progress, leave=False):
         stop = min(start + chunk_rows, n_q)
         s, i = search(state, queries[start:stop], k + (1 if exclude_self else 0))
         if exclude_self:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -20,6 +21,10 @@ def test_notebook_runs_on_tiny_data(path, tiny_env, tmp_path):
                        out_dir=tmp_path / "reports", progress=False)
     assert run.status == "ok", run.error
     assert run.html.is_file() and run.records
+    nb = nbformat.read(str(run.executed), as_version=4)
+    streams = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                      if o.get("output_type") == "stream")
+    assert "IProgress not found" not in streams  # no tqdm widget warning in reports
 
 
 def test_eda_records_match_the_data(tiny_env, tmp_path):
