@@ -93,19 +93,18 @@ def embed_dataset(
         params = ({"image_size": image_size} if modality == "image" else
                   {"max_tokens": max_tokens} if spec.startswith("sbert:") else {})
         meta = cache_meta(model_identity(spec), fingerprint, {"modality": modality, **params})
-        encoder = None
-
-        def compute(rows: slice, modality=modality, spec=spec, items=items):
-            nonlocal encoder
-            if encoder is None:
-                encoder = make_encoder(spec, modality, image_size=image_size, device=device,
-                                       max_tokens=max_tokens)
-                bar.reset()
-            return encoder.encode(items[rows], bar=bar)
-
+        found = cache.load(meta, ids)
+        if found is not None:
+            out[modality] = Embeddings(modality, *found, meta["model_id"],
+                                       time.perf_counter() - start, True)
+            continue
+        encoder = make_encoder(spec, modality, image_size=image_size, device=device,
+                               max_tokens=max_tokens)
         with progress_bar(total=len(items), desc=f"{modality} ({spec})", disable=not progress,
-                  leave=False) as bar:
-            vectors, ok, hit = cache.get_or_compute(meta, ids, compute, chunk_rows)
+                          leave=False) as bar:
+            vectors, ok, _ = cache.get_or_compute(
+                meta, ids, lambda rows, e=encoder, x=items: e.encode(x[rows], bar=bar),
+                chunk_rows)
         out[modality] = Embeddings(modality, vectors, ok, meta["model_id"],
-                                   time.perf_counter() - start, hit)
+                                   time.perf_counter() - start, False)
     return out
