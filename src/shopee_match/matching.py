@@ -212,7 +212,8 @@ def pairs_to_matrix(i: np.ndarray, j: np.ndarray, keep: np.ndarray, n: int) -> s
 
 
 def predict_matches(vectors: dict, config: dict, pair_model=None,
-                    phash: Sequence[str] | None = None) -> sparse.csr_matrix:
+                    phash: Sequence[str] | None = None, cache: dict | None = None
+                    ) -> sparse.csr_matrix:
     """Apply a matching configuration (as notebook 03 saves it) to one gallery's vectors.
 
     ``vectors`` maps modality -> array (``tfidf`` may be sparse); ``config`` keys:
@@ -220,17 +221,25 @@ def predict_matches(vectors: dict, config: dict, pair_model=None,
     and ``blend_top_n``, then either ``pair_threshold`` (with a fitted ``pair_model``)
     or ``strategy`` (static/dynamic/quantile) + ``value``, optional ``min2``
     (loose threshold) and ``union`` ({modality: static threshold}).
+    Pass the same ``cache`` dict on every call over one gallery (a sweep) to reuse
+    neighbour lists that do not depend on the knob being tuned.
     """
     from shopee_match.neighbors import exact_knn, fuse
 
-    dense = {m: v for m, v in vectors.items() if m in config["fusion_weights"]}
-    fused = fuse(dense, config["fusion_weights"])
+    cache = {} if cache is None else cache
     k = config.get("k", 50) + 1
-    sims, idx = exact_knn(fused, k=k)
-    for _ in range(config.get("blend_rounds", 0)):
-        fused = blend(fused, sims, idx, config.get("blend_top_n", 3))
+    weights = config["fusion_weights"]
+    rounds, top_n = config.get("blend_rounds", 0), config.get("blend_top_n", 3)
+    key = ("fused", tuple(sorted(weights.items())), k, rounds, top_n)
+    if key not in cache:
+        fused = fuse({m: v for m, v in vectors.items() if m in weights}, weights)
         sims, idx = exact_knn(fused, k=k)
-    n = len(fused)
+        for _ in range(rounds):
+            fused = blend(fused, sims, idx, top_n)
+            sims, idx = exact_knn(fused, k=k)
+        cache[key] = sims, idx
+    sims, idx = cache[key]
+    n = len(idx)
     if config.get("pair_threshold") is not None:
         if pair_model is None:
             raise ValueError("this configuration needs the fitted pair classifier")
@@ -246,7 +255,9 @@ def predict_matches(vectors: dict, config: dict, pair_model=None,
             accepted = min2(sims, idx, accepted, config["min2"])
         matches = to_matrix(idx, accepted)
     for modality, threshold in (config.get("union") or {}).items():
-        s, i = exact_knn(vectors[modality], k=k)
+        if ("modality", modality, k) not in cache:
+            cache["modality", modality, k] = exact_knn(vectors[modality], k=k)
+        s, i = cache["modality", modality, k]
         matches = union(matches, to_matrix(i, static_accept(s, i, threshold)))
     if config.get("components"):
         matches = connected_components(matches)

@@ -162,3 +162,20 @@ def test_predict_matches_applies_each_step():
     assert matrix_row_f1(blended, labels).mean() > 0.5
     with pytest.raises(ValueError, match="pair classifier"):
         predict_matches(vectors, {**base, "pair_threshold": 0.5})
+
+
+def test_predict_matches_cache_gives_the_same_result():
+    from shopee_match.matching import predict_matches
+
+    rng = np.random.default_rng(2)
+    v = rng.normal(size=(60, 6)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    vectors = {"image": v, "text": v[::-1].copy()}
+    cache = {}
+    for value in (0.2, 0.5):
+        config = {"fusion_weights": {"image": 1.0}, "k": 8, "strategy": "static", "value": value,
+                  "union": {"text": 0.6}, "blend_rounds": 1}
+        cached = predict_matches(vectors, config, cache=cache)
+        fresh = predict_matches(vectors, config)
+        assert (cached != fresh).nnz == 0
+    assert len(cache) == 2  # one fused list and one text list, reused across values
