@@ -16,46 +16,50 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-
-def others(idx: np.ndarray) -> np.ndarray:
-    """Mask of real neighbours: not padding and not the query itself."""
-    return (idx >= 0) & (idx != np.arange(len(idx))[:, None])
+from shopee_match.metrics import neighbor_row_f1
+from shopee_match.neighbors import real_neighbors
 
 
 def static_accept(sims: np.ndarray, idx: np.ndarray, threshold: float) -> np.ndarray:
     """Accept neighbours whose similarity is at least ``threshold``."""
-    return others(idx) & (sims >= threshold)
+    return real_neighbors(idx) & (sims >= threshold)
+
+
+def neighbor_sim_stats(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each query's neighbour similarities (self, padding out)."""
+    mask = real_neighbors(idx)
+    count = np.maximum(mask.sum(axis=1), 1)
+    mean = np.where(mask, sims, 0).sum(axis=1) / count
+    var = np.where(mask, (sims - mean[:, None]) ** 2, 0).sum(axis=1) / count
+    return mean, np.sqrt(var)
 
 
 def dynamic_thresholds(sims: np.ndarray, idx: np.ndarray, multiplier: float) -> np.ndarray:
     """Per-query threshold ``mean + multiplier * std`` of its neighbours' similarities.
 
-    Self and padding are left out of the statistics. A query in a dense region
-    (many similar listings: variants of one family) gets a higher bar than an
-    isolated one.
+    A query in a dense region (many similar listings: variants of one family)
+    gets a higher bar than an isolated one.
     """
-    mask = others(idx)
-    count = np.maximum(mask.sum(axis=1), 1)
-    mean = np.where(mask, sims, 0).sum(axis=1) / count
-    var = np.where(mask, (sims - mean[:, None]) ** 2, 0).sum(axis=1) / count
-    return mean + multiplier * np.sqrt(var)
+    mean, std = neighbor_sim_stats(sims, idx)
+    return mean + multiplier * std
 
 
-def dynamic_accept(sims: np.ndarray, idx: np.ndarray, multiplier: float,
-                   floor: float = -1.0) -> np.ndarray:
-    """Accept neighbours above the query's :func:`dynamic_thresholds` (and ``floor``)."""
-    thresholds = np.maximum(dynamic_thresholds(sims, idx, multiplier), floor)
-    return others(idx) & (sims >= thresholds[:, None])
+def dynamic_accept(sims: np.ndarray, idx: np.ndarray, multiplier: float) -> np.ndarray:
+    """Accept neighbours above the query's :func:`dynamic_thresholds`."""
+    return real_neighbors(idx) & (sims >= dynamic_thresholds(sims, idx, multiplier)[:, None])
 
 
-def quantile_accept(sims: np.ndarray, idx: np.ndarray, quantile: float,
-                    floor: float = -1.0) -> np.ndarray:
+def quantile_accept(sims: np.ndarray, idx: np.ndarray, quantile: float) -> np.ndarray:
     """Accept neighbours above the ``quantile`` of the query's neighbour similarities."""
-    mask = others(idx)
+    mask = real_neighbors(idx)
     thresholds = np.full(len(sims), np.inf)
     some = mask.any(axis=1)
     thresholds[some] = np.nanquantile(np.where(mask[some], sims[some], np.nan), quantile, axis=1)
-    return mask & (sims >= np.maximum(thresholds, floor)[:, None])
+    return mask & (sims >= thresholds[:, None])
+
+
+#: threshold strategies by name: ``accept(sims, idx, value) -> mask``
+STRATEGIES = {"static": static_accept, "dynamic": dynamic_accept, "quantile": quantile_accept}
 
 
 def min2(sims: np.ndarray, idx: np.ndarray, accepted: np.ndarray,
@@ -65,7 +69,7 @@ def min2(sims: np.ndarray, idx: np.ndarray, accepted: np.ndarray,
     Every Shopee posting has at least one match, so a lonely prediction is
     probably a miss (the 1st-place team's "min-2" rule).
     """
-    mask = others(idx)
+    mask = real_neighbors(idx)
     out = accepted & mask
     lonely = ~out.any(axis=1)
     first = np.argmax(mask, axis=1)  # first real neighbour of each row
@@ -75,16 +79,10 @@ def min2(sims: np.ndarray, idx: np.ndarray, accepted: np.ndarray,
     return out
 
 
-def to_matrix(idx: np.ndarray, accepted: np.ndarray, n: int | None = None) -> sparse.csr_matrix:
+def to_matrix(idx: np.ndarray, accepted: np.ndarray) -> sparse.csr_matrix:
     """Boolean ``n x n`` matrix of predicted matches, the diagonal (self) included."""
-    n = n or len(idx)
     rows = np.repeat(np.arange(len(idx)), accepted.sum(axis=1))
-    cols = idx[accepted]
-    data = np.ones(len(rows) + n, dtype=bool)
-    m = sparse.csr_matrix((data, (np.concatenate([rows, np.arange(n)]),
-                                  np.concatenate([cols, np.arange(n)]))), shape=(n, n))
-    m.sum_duplicates()
-    return m
+    return pairs_to_matrix(rows, idx[accepted], len(idx))
 
 
 def union(*matrices: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -95,11 +93,6 @@ def union(*matrices: sparse.csr_matrix) -> sparse.csr_matrix:
     return out.tocsr()
 
 
-def symmetric(matches: sparse.csr_matrix) -> sparse.csr_matrix:
-    """If a matches b, b matches a."""
-    return (matches + matches.T).astype(bool).tocsr()
-
-
 def connected_components(matches: sparse.csr_matrix) -> sparse.csr_matrix:
     """Transitive closure: every posting matches its whole connected component."""
     from scipy.sparse.csgraph import connected_components as components
@@ -108,17 +101,6 @@ def connected_components(matches: sparse.csr_matrix) -> sparse.csr_matrix:
     one_hot = sparse.csr_matrix((np.ones(len(comp), dtype=bool),
                                  (np.arange(len(comp)), comp)))
     return (one_hot @ one_hot.T).astype(bool).tocsr()
-
-
-def matrix_row_f1(matches: sparse.csr_matrix, labels: Sequence[int]) -> np.ndarray:
-    """Row-wise F1 of a match matrix against ``label_group``s (vectorised)."""
-    labels = np.asarray(labels)
-    matches = matches.tocsr()
-    rows = np.repeat(np.arange(matches.shape[0]), np.diff(matches.indptr))
-    hit = labels[rows] == labels[matches.indices]
-    inter = np.bincount(rows, weights=hit, minlength=matches.shape[0])
-    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    return 2.0 * inter / (np.diff(matches.indptr) + counts[inverse])
 
 
 def matrix_to_sets(matches: sparse.csr_matrix, ids: Sequence[str]) -> pd.Series:
@@ -143,11 +125,8 @@ def blend(vectors: np.ndarray, sims: np.ndarray, idx: np.ndarray, top_n: int = 3
 
 def sweep(sims: np.ndarray, idx: np.ndarray, labels: Sequence[int], values: Sequence[float],
           strategy: str = "static") -> pd.DataFrame:
-    """Mean row-wise F1 (and precision/recall) for every threshold or multiplier in ``values``."""
-    from shopee_match.metrics import neighbor_row_f1
-
-    accept = {"static": static_accept, "dynamic": dynamic_accept,
-              "quantile": quantile_accept}[strategy]
+    """Mean row-wise F1 and mean match count for every value of a :data:`STRATEGIES` entry."""
+    accept = STRATEGIES[strategy]
     labels = np.asarray(labels)
     rows = []
     for value in values:
@@ -160,7 +139,7 @@ def sweep(sims: np.ndarray, idx: np.ndarray, labels: Sequence[int], values: Sequ
 
 def candidate_pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i, j, rank)`` for every real neighbour j of every query i (rank 1 = nearest other)."""
-    mask = others(idx)
+    mask = real_neighbors(idx)
     rank = np.cumsum(mask, axis=1)
     i = np.repeat(np.arange(len(idx)), mask.sum(axis=1))
     return i, idx[mask], rank[mask]
@@ -177,10 +156,7 @@ def pair_features(i: np.ndarray, j: np.ndarray, rank: np.ndarray, vectors: dict,
     """
     from shopee_match.neighbors import pair_cosine
 
-    mask = others(idx)
-    count = np.maximum(mask.sum(axis=1), 1)
-    mean = np.where(mask, sims, 0).sum(axis=1) / count
-    std = np.sqrt(np.where(mask, (sims - mean[:, None]) ** 2, 0).sum(axis=1) / count)
+    mean, std = neighbor_sim_stats(sims, idx)
     features = {f"sim_{name}": pair_cosine(vectors[name], i, j) for name in sorted(vectors)}
     features |= {"rank": rank.astype(np.float32), "query_sim_mean": mean[i],
                  "query_sim_std": std[i]}
@@ -202,10 +178,10 @@ def fit_pair_classifier(features: pd.DataFrame, is_match: np.ndarray, seed: int 
     return model.fit(features.to_numpy(), np.asarray(is_match, dtype=bool))
 
 
-def pairs_to_matrix(i: np.ndarray, j: np.ndarray, keep: np.ndarray, n: int) -> sparse.csr_matrix:
-    """Match matrix from the kept pairs ``(i, j)``, the diagonal included."""
-    rows = np.concatenate([i[keep], np.arange(n)])
-    cols = np.concatenate([j[keep], np.arange(n)])
+def pairs_to_matrix(i: np.ndarray, j: np.ndarray, n: int) -> sparse.csr_matrix:
+    """Boolean ``n x n`` match matrix holding the pairs ``(i, j)`` and the diagonal."""
+    rows = np.concatenate([i, np.arange(n)])
+    cols = np.concatenate([j, np.arange(n)])
     m = sparse.csr_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(n, n))
     m.sum_duplicates()
     return m
@@ -239,18 +215,15 @@ def predict_matches(vectors: dict, config: dict, pair_model=None,
             sims, idx = exact_knn(fused, k=k)
         cache[key] = sims, idx
     sims, idx = cache[key]
-    n = len(idx)
     if config.get("pair_threshold") is not None:
         if pair_model is None:
             raise ValueError("this configuration needs the fitted pair classifier")
         i, j, rank = candidate_pairs(idx)
         feats = pair_features(i, j, rank, vectors, sims, idx, phash)
         keep = pair_model.predict_proba(feats.to_numpy())[:, 1] >= config["pair_threshold"]
-        matches = pairs_to_matrix(i, j, keep, n)
+        matches = pairs_to_matrix(i[keep], j[keep], len(idx))
     else:
-        accept = {"static": static_accept, "dynamic": dynamic_accept,
-                  "quantile": quantile_accept}[config["strategy"]]
-        accepted = accept(sims, idx, config["value"])
+        accepted = STRATEGIES[config["strategy"]](sims, idx, config["value"])
         if config.get("min2") is not None:
             accepted = min2(sims, idx, accepted, config["min2"])
         matches = to_matrix(idx, accepted)

@@ -1,7 +1,8 @@
-"""Nearest neighbours by cosine similarity: exact (chunked matmul + top-k) and FAISS indexes.
+"""Nearest neighbours by cosine similarity: exact search and approximate FAISS indexes.
 
 Every search returns ``(sims, idx)``: ``(n_queries, k)`` float32 similarities
-and int64 gallery row indices, nearest first. Vectors are expected to be
+and int64 gallery row indices, nearest first (``-1`` pads lists an approximate
+index could not fill; see :func:`real_neighbors`). Vectors are expected to be
 L2-normalised (inner product = cosine); zero rows (missing image, empty title)
 score 0 against everything.
 """
@@ -15,6 +16,11 @@ import numpy as np
 
 MEMORY_PER_CHUNK = 256 * 2**20  # bytes of similarity scores held at once
 INDEX_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+
+
+def real_neighbors(idx: np.ndarray) -> np.ndarray:
+    """Mask of the entries of self-search lists that are other rows: not padding, not the query."""
+    return (idx >= 0) & (idx != np.arange(len(idx))[:, None])
 
 
 def exact_knn(queries, gallery=None, k: int = 50, exclude_self: bool = False,
@@ -42,8 +48,10 @@ def exact_knn(queries, gallery=None, k: int = 50, exclude_self: bool = False,
     k = min(k, n_g - (1 if exclude_self else 0))
     if k < 1:
         raise ValueError(f"not enough gallery rows ({n_g}) for k >= 1")
-    search = _sparse_chunk_search if sparse.issparse(gallery) else _flat_chunk_search
-    state = _prepare(gallery)
+    if sparse.issparse(gallery):
+        search, state = _sparse_chunk_search, gallery.T.tocsr()
+    else:
+        search, state = search_index, build_index(gallery, "flat")
     chunk_rows = chunk_rows or max(1, MEMORY_PER_CHUNK // (4 * n_g))
     sims = np.empty((n_q, k), dtype=np.float32)
     idx = np.empty((n_q, k), dtype=np.int64)
@@ -55,24 +63,6 @@ def exact_knn(queries, gallery=None, k: int = 50, exclude_self: bool = False,
             s, i = _drop_self(s, i, np.arange(start, stop), k)
         sims[start:stop], idx[start:stop] = s, i
     _order_ties(sims, idx)
-    return sims, idx
-
-
-def _prepare(gallery):
-    from scipy import sparse
-
-    if sparse.issparse(gallery):
-        return gallery.T.tocsr()
-    import faiss
-
-    x = np.ascontiguousarray(gallery, dtype=np.float32)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    return index
-
-
-def _flat_chunk_search(index, queries, k: int):
-    sims, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return sims, idx
 
 
@@ -109,8 +99,8 @@ def find_neighbors(vectors, k: int = 50, method: str = "exact", **params
 
 def _order_ties(sims: np.ndarray, idx: np.ndarray) -> None:
     """Sort each row by similarity descending, then index ascending (in place)."""
-    order = np.lexsort((idx, -sims), axis=1) if sims.size else None
-    if order is not None:
+    if sims.size:
+        order = np.lexsort((idx, -sims), axis=1)
         sims[:] = np.take_along_axis(sims, order, axis=1)
         idx[:] = np.take_along_axis(idx, order, axis=1)
 

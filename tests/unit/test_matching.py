@@ -12,7 +12,6 @@ from shopee_match.matching import (
     dynamic_accept,
     dynamic_thresholds,
     fit_pair_classifier,
-    matrix_row_f1,
     matrix_to_sets,
     min2,
     pair_features,
@@ -23,7 +22,7 @@ from shopee_match.matching import (
     to_matrix,
     union,
 )
-from shopee_match.metrics import neighbor_row_f1, row_f1
+from shopee_match.metrics import matrix_row_f1, neighbor_row_f1, row_f1
 
 SIMS = np.array([[1.0, 0.9, 0.5, 0.1],
                  [1.0, 0.9, 0.2, 0.1],
@@ -133,9 +132,10 @@ def test_pair_classifier_learns_from_features():
     model = fit_pair_classifier(feats, y)
     proba = model.predict_proba(feats.to_numpy())[:, 1]
     assert proba[y].mean() > proba[~y].mean() + 0.3
-    m = pairs_to_matrix(i, j, proba > 0.5, n)
+    keep = proba > 0.5
+    m = pairs_to_matrix(i[keep], j[keep], n)
     assert matrix_row_f1(m, labels).mean() > matrix_row_f1(pairs_to_matrix(
-        i, j, np.zeros(len(i), bool), n), labels).mean()
+        i[:0], j[:0], n), labels).mean()
 
 
 def test_predict_matches_applies_each_step():
