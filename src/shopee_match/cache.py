@@ -16,13 +16,14 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from shopee_match.files import atomic_write
 
 CACHE_VERSION = 1
 
@@ -66,11 +67,9 @@ class EmbeddingCache:
         """Stored ``(vectors, ok)`` if the entry matches ``meta`` and ``ids`` exactly, else None."""
         return _read_checked(self.path(meta), meta, ids)
 
-    def save(self, meta: dict, ids: list[str], vectors: np.ndarray, ok: np.ndarray) -> Path:
+    def save(self, meta: dict, ids: list[str], vectors: np.ndarray, ok: np.ndarray) -> None:
         """Write an entry atomically."""
-        path = self.path(meta)
-        _write_atomic(path, meta, ids, vectors, ok)
-        return path
+        _write_atomic(self.path(meta), meta, ids, vectors, ok)
 
     def get_or_compute(
         self,
@@ -79,15 +78,25 @@ class EmbeddingCache:
         compute: Callable[[slice], tuple[np.ndarray, np.ndarray]],
         chunk_rows: int = 2048,
     ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """``(vectors, ok, from_cache)``; ``compute(rows)`` encodes one slice of rows.
-
-        Each finished chunk is saved, so after an interruption only the chunks
-        not yet saved are computed again.
-        """
-        ids = [str(i) for i in ids]
-        found = self.load(meta, ids)
+        """``(vectors, ok, from_cache)``: the stored entry, else :meth:`compute_chunked`."""
+        found = self.load(meta, [str(i) for i in ids])
         if found is not None:
             return (*found, True)
+        return (*self.compute_chunked(meta, ids, compute, chunk_rows), False)
+
+    def compute_chunked(
+        self,
+        meta: dict,
+        ids: list[str],
+        compute: Callable[[slice], tuple[np.ndarray, np.ndarray]],
+        chunk_rows: int = 2048,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Compute an entry chunk by chunk with ``compute(rows)``, then save it.
+
+        Each finished chunk is saved under ``<key>.parts/``, so after an
+        interruption only the chunks not yet saved are computed again.
+        """
+        ids = [str(i) for i in ids]
         parts = self.root / f"{cache_key(meta)}.parts"
         chunks = []
         for start in range(0, len(ids), chunk_rows):
@@ -103,7 +112,7 @@ class EmbeddingCache:
         ok = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, bool)
         self.save(meta, ids, vectors, ok)
         shutil.rmtree(parts, ignore_errors=True)
-        return vectors, ok, False
+        return vectors, ok
 
 
 def _read_checked(path: Path, meta: dict, ids: list[str]):
@@ -131,13 +140,6 @@ def _read_checked(path: Path, meta: dict, ids: list[str]):
 
 def _write_atomic(path: Path, meta: dict, ids: list[str], vectors: np.ndarray,
                   ok: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, vectors=np.asarray(vectors, dtype=np.float32), ok=np.asarray(ok, bool),
-                     ids=np.asarray(ids, dtype=str), meta=np.asarray(json.dumps(meta)))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as f:
+        np.savez(f, vectors=np.asarray(vectors, dtype=np.float32), ok=np.asarray(ok, bool),
+                 ids=np.asarray(ids, dtype=str), meta=np.asarray(json.dumps(meta)))

@@ -102,7 +102,7 @@ def embed_dataset(
                                max_tokens=max_tokens)
         with progress_bar(total=len(items), desc=f"{modality} ({spec})", disable=not progress,
                           leave=False) as bar:
-            vectors, ok, _ = cache.get_or_compute(
+            vectors, ok = cache.compute_chunked(
                 meta, ids, lambda rows, e=encoder, x=items: e.encode(x[rows], bar=bar),
                 chunk_rows)
         out[modality] = Embeddings(modality, vectors, ok, meta["model_id"],

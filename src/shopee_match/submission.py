@@ -8,13 +8,12 @@ validated, and :func:`validate_submission` checks any file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from shopee_match.files import atomic_write
 
 
 class SubmissionError(ValueError):
@@ -70,11 +69,8 @@ def write_submission(matches: pd.Series, path: str | Path) -> Path:
             for pid, ids in matches.items()]
     df = pd.DataFrame(rows, columns=["posting_id", "matches"])
     validate_submission(df, matches.index)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with atomic_write(path, "w") as f:
         df.to_csv(f, index=False)
-    os.replace(tmp, path)
     return path
 
 
@@ -127,11 +123,6 @@ def predict_submission(postings: pd.DataFrame, config: dict, pair_model=None,
     phash = postings["image_phash"].to_numpy() if "image_phash" in postings else None
     matches = predict_matches(vectors, config, pair_model, phash)
     return matrix_to_sets(matches, postings["posting_id"].astype(str).to_numpy())
-
-
-def match_counts(matches: pd.Series) -> pd.Series:
-    """Number of ids (self included) predicted for each posting."""
-    return matches.map(len).astype(np.int64)
 
 
 def load_test_postings(dataset: str, split_seed: int = 0) -> tuple[pd.DataFrame, Path]:
