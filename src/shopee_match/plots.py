@@ -52,28 +52,32 @@ def group_gallery(postings: pd.DataFrame, groups: list, per_group: int = 5, thum
     Rows without a readable image show a grey tile saying so.
     """
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     fig, axes = plt.subplots(len(groups), per_group, figsize=(thumb * per_group,
                              (thumb + 0.9) * len(groups)), squeeze=False)
     for row, label in zip(axes, groups):
         members = postings[postings["label_group"] == label].head(per_group)
-        for ax, item in zip(row, list(members.itertuples()) + [None] * per_group):
+        for ax in row:
             ax.set_axis_off()
-            if item is None:
-                continue
-            if getattr(item, "image_ok", False):
-                with Image.open(item.image_path) as im:
-                    ax.imshow(np.asarray(im.convert("RGB")))
-            else:
-                ax.imshow(np.full((8, 8, 3), 0.85))
-                ax.text(4, 4, "no image", ha="center", va="center", fontsize=8)
-            title = drawable(item.title)
-            ax.set_title("\n".join(textwrap.wrap(title, 28)[:3]), fontsize=7)
+        for ax, (_, item) in zip(row, members.iterrows()):
+            _listing_tile(ax, item)
+            ax.set_title("\n".join(textwrap.wrap(drawable(item["title"]), 28)[:3]), fontsize=7)
         row[0].text(-0.1, 0.5, f"group {label}", transform=row[0].transAxes, rotation=90,
                     va="center", ha="right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _listing_tile(ax, item: pd.Series) -> None:
+    """A listing's photo, or a grey tile saying "no image" when it has none readable."""
+    from PIL import Image
+
+    if item.get("image_ok", False):
+        with Image.open(item["image_path"]) as im:
+            ax.imshow(np.asarray(im.convert("RGB")))
+    else:
+        ax.imshow(np.full((8, 8, 3), 0.85))
+        ax.text(3.5, 3.5, "no image", ha="center", va="center", fontsize=8)
 
 
 def similarity_hist(sims: np.ndarray, is_match: np.ndarray, title: str, ax=None):
@@ -96,7 +100,6 @@ def neighbor_gallery(postings: pd.DataFrame, queries: list[int], sims: np.ndarra
                      idx: np.ndarray, n_neighbors: int = 5, thumb: float = 1.9):
     """Each query (left) with its nearest neighbours, framed green (same group) or red."""
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     labels = postings["label_group"].to_numpy() if "label_group" in postings else None
     fig, axes = plt.subplots(len(queries), n_neighbors + 1, squeeze=False,
@@ -105,11 +108,7 @@ def neighbor_gallery(postings: pd.DataFrame, queries: list[int], sims: np.ndarra
         others = [(j, s) for j, s in zip(idx[q], sims[q]) if j != q and j >= 0][:n_neighbors]
         for col, (ax, (j, score)) in enumerate(zip(row, [(q, None), *others])):
             item = postings.iloc[j]
-            if item.get("image_ok", False):
-                with Image.open(item["image_path"]) as im:
-                    ax.imshow(np.asarray(im.convert("RGB")))
-            else:
-                ax.imshow(np.full((8, 8, 3), 0.85))
+            _listing_tile(ax, item)
             ax.set_xticks([])
             ax.set_yticks([])
             colour = "#1f77b4" if col == 0 else (

@@ -127,12 +127,13 @@ def _run_one(path: Path, out_dir: Path, params: dict, hide_code: bool,
     except Exception as err:  # kernel died, timeout…: still report it, go on with the others
         status, error = "failed", f"{type(err).__name__}: {err}"
     seconds = time.perf_counter() - start
+    records = {}
     if executed.is_file():
         export_html(executed, page, hide_code)
+        records = read_records(executed)
     else:
         page.write_text(f"<!doctype html><meta charset='utf-8'><h1>{html.escape(path.stem)}"
                         f"</h1><pre>{html.escape(error)}</pre>", encoding="utf-8")
-    records = read_records(executed) if executed.is_file() else {}
     return NotebookRun(path.stem, status, round(seconds, 1), executed, page, records, error)
 
 

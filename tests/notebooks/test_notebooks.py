@@ -51,8 +51,10 @@ def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
     for modality, by_k in recall.items():
         values = [by_k[str(k)] for k in (1, 5, 10, 20, 50)]
         assert values == sorted(values), f"recall@K of {modality} must grow with K"
-    assert retrieval["ann_recall_vs_exact"]["exact (matmul + top-k)"] == 1.0
-    assert set(retrieval["ann_recall_vs_exact"]) >= {"ivf", "hnsw", "ivfpq"}
+    ann = retrieval["ann_recall_vs_exact"]
+    assert set(ann) >= {"ivf", "hnsw", "ivfpq"}
+    assert all(0.0 <= v <= 1.0 for v in ann.values())
+    assert ann["hnsw"] >= 0.9  # on 160 rows HNSW should find almost every exact neighbour
 
 
 def test_threshold_sweep_saves_a_usable_configuration(tiny_env, tmp_path):
