@@ -32,10 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", help="output folder (default: reports/)")
     report.add_argument("--hide-code", action="store_true", help="HTML without code cells")
 
-    submit = commands.add_parser("submit", help="write submission.csv with a saved configuration")
+    submit = commands.add_parser(
+        "submit", help="write submission.csv with the saved candidate that is best on val")
     submit.add_argument("--dataset", default="demo",
                         help="dataset whose test set to match (default: demo's held-out split)")
-    submit.add_argument("--config", help="match_config.json (default: artifacts/)")
+    submit.add_argument("--candidate", help="use this candidate (artifacts/candidates/NAME) "
+                        "instead of the best on val")
+    submit.add_argument("--split-seed", type=int, default=0,
+                        help="split seed the candidates were chosen with (default: 0)")
     submit.add_argument("--out", help="output file (default: artifacts/submission.csv)")
 
     args = parser.parse_args(argv)
@@ -93,19 +97,25 @@ def _report(args) -> int:
 def _submit(args) -> int:
     from pathlib import Path
 
+    from shopee_match.candidates import pick_candidate
     from shopee_match.config import artifacts_dir
     from shopee_match.metrics import row_f1
     from shopee_match.submission import (
-        load_match_config,
         load_test_postings,
         predict_submission,
         read_submission,
+        train_fingerprint,
         write_submission,
     )
 
-    config, model = load_match_config(args.config or artifacts_dir() / "match_config.json")
-    postings, folder = load_test_postings(args.dataset, config["chosen_on"].get("split_seed", 0))
-    out = write_submission(predict_submission(postings, config, model),
+    candidate, board = pick_candidate(train_fingerprint(args.dataset), args.split_seed,
+                                      args.candidate)
+    print(board.drop(columns=["created"]).to_string(index=False, float_format="%.4f"))
+    how = "as asked" if args.candidate else "best val F1"
+    print(f"using candidate {candidate.name} ({how}): val F1 {candidate.val_f1:.4f}, "
+          f"fair test F1 {candidate.test_f1:.4f}")
+    postings, folder = load_test_postings(args.dataset, args.split_seed)
+    out = write_submission(predict_submission(postings, candidate.config, candidate.load_model()),
                            Path(args.out) if args.out else artifacts_dir() / "submission.csv")
     print(f"{len(postings)} postings -> {out} (validated)")
     if (folder / "solution.csv").is_file():

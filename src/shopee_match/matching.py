@@ -187,51 +187,75 @@ def pairs_to_matrix(i: np.ndarray, j: np.ndarray, n: int) -> sparse.csr_matrix:
     return m
 
 
-def predict_matches(vectors: dict, config: dict, pair_model=None,
-                    phash: Sequence[str] | None = None, cache: dict | None = None
-                    ) -> sparse.csr_matrix:
-    """Apply a matching configuration (as notebook 03 saves it) to one gallery's vectors.
+def fused_neighbors(vectors: dict, weights: dict, k: int, blend_rounds: int = 0,
+                    blend_top_n: int = 3, cache: dict | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Self-search lists ``(sims, idx)`` of the weighted fusion of ``vectors`` (``k`` columns,
+    the query usually first), after ``blend_rounds`` of neighbourhood blending.
 
-    ``vectors`` maps modality -> array (``tfidf`` may be sparse); ``config`` keys:
-    ``fusion_weights`` (dense modalities fused), ``k`` (neighbours), ``blend_rounds``
-    and ``blend_top_n``, then either ``pair_threshold`` (with a fitted ``pair_model``)
-    or ``strategy`` (static/dynamic/quantile) + ``value``, optional ``min2``
-    (loose threshold) and ``union`` ({modality: static threshold}).
-    Pass the same ``cache`` dict on every call over one gallery (a sweep) to reuse
-    neighbour lists that do not depend on the knob being tuned.
+    A single modality is searched as it is (so sparse TF-IDF works alone). Results are
+    kept in ``cache`` (a dict per gallery) under the weights, ``k`` and blending.
     """
     from shopee_match.neighbors import exact_knn, fuse
 
     cache = {} if cache is None else cache
-    k = config.get("k", 50) + 1
-    weights = config["fusion_weights"]
-    rounds, top_n = config.get("blend_rounds", 0), config.get("blend_top_n", 3)
-    key = ("fused", tuple(sorted(weights.items())), k, rounds, top_n)
+    key = ("fused", tuple(sorted(weights.items())), k, blend_rounds, blend_top_n)
     if key not in cache:
-        fused = fuse({m: v for m, v in vectors.items() if m in weights}, weights)
+        used = [m for m, w in weights.items() if w > 0]
+        missing = [m for m in used if m not in vectors]
+        if missing:
+            raise ValueError(f"no vectors for modality {missing}; have {sorted(vectors)}")
+        fused = vectors[used[0]] if len(used) == 1 else fuse(
+            {m: vectors[m] for m in used}, weights)
         sims, idx = exact_knn(fused, k=k)
-        for _ in range(rounds):
-            fused = blend(fused, sims, idx, top_n)
+        for _ in range(blend_rounds):
+            fused = blend(fused, sims, idx, blend_top_n)
             sims, idx = exact_knn(fused, k=k)
         cache[key] = sims, idx
-    sims, idx = cache[key]
-    if config.get("pair_threshold") is not None:
-        if pair_model is None:
-            raise ValueError("this configuration needs the fitted pair classifier")
+    return cache[key]
+
+
+def pair_training_data(vectors: dict, labels: Sequence[int], config,
+                       phash: Sequence[str] | None = None, cache: dict | None = None
+                       ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features and labels (same group or not) of one gallery's candidate pairs: the top
+    ``config.k`` fused neighbours of every listing, as the pair classifier sees them."""
+    sims, idx = fused_neighbors(vectors, config.fusion_weights, config.k + 1,
+                                config.blend_rounds, config.blend_top_n, cache)
+    i, j, rank = candidate_pairs(idx)
+    labels = np.asarray(labels)
+    return pair_features(i, j, rank, vectors, sims, idx, phash), labels[i] == labels[j]
+
+
+def predict_matches(vectors: dict, config, model=None, phash: Sequence[str] | None = None,
+                    cache: dict | None = None) -> sparse.csr_matrix:
+    """Apply a :class:`~shopee_match.matcher.MatchConfig` to one gallery's vectors.
+
+    ``vectors`` maps modality -> array (``tfidf`` may be sparse) and must hold
+    ``config.modalities``; ``model`` is the fitted second stage when the config has one.
+    Pass the same ``cache`` dict on every call over one gallery (a sweep) to reuse
+    neighbour lists that do not depend on the knob being tuned.
+    """
+    cache = {} if cache is None else cache
+    k = config.k + 1
+    sims, idx = fused_neighbors(vectors, config.fusion_weights, k, config.blend_rounds,
+                                config.blend_top_n, cache)
+    if config.second_stage is not None:
+        if model is None:
+            raise ValueError(f"this configuration needs its fitted {config.second_stage.kind} "
+                             f"({config.second_stage.file})")
         i, j, rank = candidate_pairs(idx)
         feats = pair_features(i, j, rank, vectors, sims, idx, phash)
-        keep = pair_model.predict_proba(feats.to_numpy())[:, 1] >= config["pair_threshold"]
+        keep = model.predict_proba(feats.to_numpy())[:, 1] >= config.second_stage.threshold
         matches = pairs_to_matrix(i[keep], j[keep], len(idx))
     else:
-        accepted = STRATEGIES[config["strategy"]](sims, idx, config["value"])
-        if config.get("min2") is not None:
-            accepted = min2(sims, idx, accepted, config["min2"])
+        accepted = STRATEGIES[config.strategy](sims, idx, config.value)
+        if config.min2 is not None:
+            accepted = min2(sims, idx, accepted, config.min2)
         matches = to_matrix(idx, accepted)
-    for modality, threshold in (config.get("union") or {}).items():
-        if ("modality", modality, k) not in cache:
-            cache["modality", modality, k] = exact_knn(vectors[modality], k=k)
-        s, i = cache["modality", modality, k]
+    for modality, threshold in config.union.items():
+        s, i = fused_neighbors(vectors, {modality: 1.0}, k, cache=cache)
         matches = union(matches, to_matrix(i, static_accept(s, i, threshold)))
-    if config.get("components"):
+    if config.components:
         matches = connected_components(matches)
     return matches

@@ -3,7 +3,9 @@
 ``record(name, value)`` displays the value with a MIME type of our own next to
 a plain-text line, so it is visible in the notebook and HTML, and
 :func:`read_records` finds it in the saved ``.ipynb`` (the ~30-line nbformat
-replacement for scrapbook that microsoft/recommenders uses).
+replacement for scrapbook that microsoft/recommenders uses). The value is
+stored as JSON text, because nbformat sorts the keys of JSON objects it writes
+and recorded dicts keep their order (recall@K for K = 1, 5, 10, 20, 50).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ def record(name: str, value: Any) -> Any:
     from IPython.display import display
 
     value = _plain(value)
-    json.dumps(value, allow_nan=False)  # fail here, not when the report is built
-    display({RECORD_MIME: {"name": name, "value": value}, "text/plain": f"{name} = {value!r}"},
+    text = json.dumps(value, allow_nan=False)  # fail here, not when the report is built
+    display({RECORD_MIME: {"name": name, "json": text}, "text/plain": f"{name} = {value!r}"},
             raw=True)
     return value
 
@@ -38,7 +40,7 @@ def read_records(notebook: str | Path) -> dict[str, Any]:
             data = output.get("data", {})
             if RECORD_MIME in data:
                 item = data[RECORD_MIME]
-                records[item["name"]] = item["value"]
+                records[item["name"]] = json.loads(item["json"])
     return records
 
 

@@ -139,3 +139,35 @@ def recall_curves(table: pd.DataFrame, metric: str = "recall", ax=None):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def leaderboard_chart(board: pd.DataFrame, ax=None):
+    """Horizontal bars of each candidate's val F1 and fair test F1 (the one used in bold).
+
+    ``board`` has the columns of :func:`shopee_match.candidates.leaderboard`
+    (``candidate``, ``val F1``, ``test F1 (fair)``, ``usable``) and optionally ``used``.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = board[board["val F1"].notna()].iloc[::-1]  # best at the top
+    ax = ax or plt.subplots(figsize=(10, 1.4 + 0.6 * max(len(rows), 1)))[1]
+    y = np.arange(len(rows))
+    val = rows["val F1"].astype(float).to_numpy()
+    test = rows["test F1 (fair)"].astype(float).to_numpy()
+    ax.barh(y + 0.2, val, height=0.38, color="#4c72b0", label="val F1 (chooses)")
+    ax.barh(y - 0.2, test, height=0.38, color="#dd8452", label="test F1 (fair, reported)")
+    for yi, v, t in zip(y, val, test):
+        ax.text(v, yi + 0.2, f" {v:.3f}", va="center", fontsize=8)
+        ax.text(t, yi - 0.2, f" {t:.3f}", va="center", fontsize=8)
+    used = rows["used"].to_numpy() if "used" in rows else np.zeros(len(rows), bool)
+    labels = [f"{name}{'  ← submitted' if u else ''}{'' if ok else ' (not usable)'}"
+              for name, u, ok in zip(rows["candidate"], used, rows["usable"])]
+    ax.set_yticks(y, labels)
+    for tick, u in zip(ax.get_yticklabels(), used):
+        tick.set_fontweight("bold" if u else "normal")
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel("mean row-wise F1")
+    ax.set_title("Candidates: chosen by val F1, reported by fair test F1")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.figure.tight_layout()
+    return ax

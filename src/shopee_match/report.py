@@ -151,7 +151,8 @@ def export_html(notebook: Path, page: Path, hide_code: bool = False) -> None:
 
 
 def write_index(runs: list[NotebookRun], out_dir: Path, profile: str) -> None:
-    """``metrics.json`` with every notebook's records and ``index.html`` linking the pages."""
+    """``metrics.json`` with every notebook's records and ``index.html``: the candidates'
+    leaderboard first (from the submission notebook's records), then one row per notebook."""
     metrics = {"profile": profile, "notebooks": {
         r.name: {"status": r.status, "seconds": r.seconds, "error": r.error, "records": r.records}
         for r in runs}}
@@ -170,8 +171,55 @@ def write_index(runs: list[NotebookRun], out_dir: Path, profile: str) -> None:
         "<style>body{font-family:sans-serif;margin:2em}td,th{border-bottom:1px solid #ddd;"
         "padding:.4em .8em;vertical-align:top;text-align:left}</style>"
         f"<h1>shopee-match report</h1><p>profile: <b>{html.escape(profile)}</b></p>"
+        + _leaderboard_section(runs, out_dir) +
+        "<h2>Notebooks</h2>"
         "<table><tr><th>notebook</th><th>status</th><th>time</th><th>key numbers</th></tr>"
         + "".join(rows) + "</table>", encoding="utf-8")
+
+
+def _leaderboard_section(runs: list[NotebookRun], out_dir: Path) -> str:
+    """HTML of the candidates' leaderboard (chart + table) recorded by the submission
+    notebook, or a line saying that no notebook in this report recorded one."""
+    source = next((r for r in runs if "leaderboard" in r.records), None)
+    if source is None or not source.records["leaderboard"]:
+        return ("<h2>Candidates</h2><p>No leaderboard in this report: it comes from the "
+                "submission notebook (06), which did not run or saw no candidate.</p>")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from shopee_match.plots import leaderboard_chart
+
+    board = pd.DataFrame(source.records["leaderboard"])
+    ax = leaderboard_chart(board)
+    ax.figure.savefig(out_dir / "leaderboard.png", dpi=110)
+    plt.close(ax.figure)
+    used = source.records.get("candidate", "")
+    cells = []
+    for row in board.itertuples(index=False):
+        row = dict(zip(board.columns, row))
+        style = " style='font-weight:bold'" if row.get("used") else ""
+        cells.append(
+            f"<tr{style}><td>{html.escape(str(row['candidate']))}</td>"
+            f"<td>{_f1(row['val F1'])}</td><td>{_f1(row['test F1 (fair)'])}</td>"
+            f"<td>{'yes' if row['usable'] else 'no'}</td>"
+            f"<td><small>{html.escape(str(row.get('reason') or ''))}</small></td></tr>")
+    return (
+        "<h2>Candidates</h2>"
+        f"<p>The submission used <b>{html.escape(str(used))}</b> "
+        f"(<a href='{html.escape(source.html.name)}'>{html.escape(source.name)}</a>): the "
+        "usable candidate with the best <b>val</b> F1. The fair test F1 is reported, never "
+        "used to choose.</p>"
+        "<img src='leaderboard.png' alt='val and fair test F1 per candidate' "
+        "style='max-width:760px'>"
+        "<table><tr><th>candidate</th><th>val F1</th><th>test F1 (fair)</th><th>usable</th>"
+        "<th>reason</th></tr>" + "".join(cells) + "</table>")
+
+
+def _f1(value: Any) -> str:
+    return "" if value is None else f"{float(value):.4f}"
 
 
 def _short(value: Any) -> str:

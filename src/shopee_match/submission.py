@@ -1,4 +1,4 @@
-"""Competition-style ``submission.csv``: build it from a saved configuration, validate, write.
+"""Competition-style ``submission.csv``: build it from a saved candidate, validate, write.
 
 The file has columns ``posting_id,matches``; ``matches`` is a space-separated
 list of posting ids that includes the posting itself. Every write is
@@ -7,13 +7,14 @@ validated, and :func:`validate_submission` checks any file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+from shopee_match.candidates import Candidate, utc_now
 from shopee_match.files import atomic_write
+from shopee_match.matcher import MatchConfig
 
 
 class SubmissionError(ValueError):
@@ -81,48 +82,43 @@ def read_submission(path: str | Path) -> pd.Series:
                      dtype=object)
 
 
-def load_match_config(path: str | Path) -> tuple[dict, object]:
-    """A configuration saved by notebook 03 and its pair classifier (or None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: run notebooks/03_threshold_f1_sweep.ipynb (or "
-            "`shopee-match report --only 03`) to choose and save a matching configuration.")
-    config = json.loads(path.read_text())
-    model = None
-    if config.get("pair_model"):
-        import joblib
-
-        model = joblib.load(path.parent / config["pair_model"])
-    return config, model
-
-
-def predict_submission(postings: pd.DataFrame, config: dict, pair_model=None,
+def predict_submission(postings: pd.DataFrame, config: MatchConfig, model=None,
                        cache_dir: str | Path | None = None, progress: bool = True
                        ) -> pd.Series:
-    """Embed ``postings`` as the configuration says and predict each one's match set."""
+    """Embed ``postings`` with the configuration's encoders and predict each one's match set.
+
+    ``model`` is the configuration's fitted second stage (``Candidate.load_model()``).
+    """
     from shopee_match.embeddings import embed_dataset
     from shopee_match.matching import matrix_to_sets, predict_matches
 
-    wanted = sorted({*config["fusion_weights"], *(config.get("union") or {})})
-    if config.get("pair_threshold") is not None:
-        wanted = sorted(set(wanted) | set(config.get("models", {})))
-    embeddings = embed_dataset(postings, config["profile"], modalities=wanted,
-                               image_size=config["image_size"], cache_dir=cache_dir,
-                               progress=progress)
+    wanted = config.modalities
+    embeddings = embed_dataset(postings, {m: s for m, s in config.encoders.items()
+                                          if m != "tfidf"},
+                               modalities=wanted, image_size=config.image_size,
+                               cache_dir=cache_dir, progress=progress)
     for m, e in embeddings.items():
-        chosen = config.get("models", {}).get(m)
+        chosen = config.models.get(m)
         if chosen and chosen != e.model_id:
             raise ValueError(f"The configuration was tuned with {chosen} for {m}, but this "
-                             f"environment gives {e.model_id}; re-run notebook 03.")
+                             f"environment gives {e.model_id}; re-run the notebook that made "
+                             "the candidate.")
     vectors = {m: e.vectors for m, e in embeddings.items()}
     missing = [m for m in wanted if m not in vectors]
     if missing:
         raise ValueError(f"The configuration needs modalities {missing} that these postings "
-                         "lack (no images?); re-run notebook 03 on data like this.")
+                         "lack (no images?); choose a candidate made on data like this.")
     phash = postings["image_phash"].to_numpy() if "image_phash" in postings else None
-    matches = predict_matches(vectors, config, pair_model, phash)
+    matches = predict_matches(vectors, config, model, phash)
     return matrix_to_sets(matches, postings["posting_id"].astype(str).to_numpy())
+
+
+def train_fingerprint(dataset: str) -> str:
+    """Fingerprint of a dataset's labelled ``train.csv``: candidates made from it carry it."""
+    from shopee_match.cache import dataset_fingerprint
+    from shopee_match.data import load_dataset
+
+    return dataset_fingerprint(load_dataset(dataset, "train", check_images="none")[0])
 
 
 def load_test_postings(dataset: str, split_seed: int = 0) -> tuple[pd.DataFrame, Path]:
@@ -147,30 +143,26 @@ def load_test_postings(dataset: str, split_seed: int = 0) -> tuple[pd.DataFrame,
     return load_postings(held_out / "test.csv")[0], held_out
 
 
-def quick_match_config(dataset: str, profile: str = "offline", image_size: int = 224,
-                       split_seed: int = 0, k: int = 50) -> dict:
-    """A fallback configuration when notebook 03 has not run: equal-weight fusion of the
-    dense modalities with the static threshold that maximises F1 on the val split."""
+def quick_candidate(dataset: str, profile: str = "offline", image_size: int = 224,
+                    split_seed: int = 0, k: int = 50) -> Candidate:
+    """An unsaved fallback when no notebook saved a candidate: equal-weight fusion of the
+    dense modalities with the static threshold chosen on val (fair test F1 alongside)."""
     import numpy as np
 
+    from shopee_match.cache import dataset_fingerprint
     from shopee_match.data import load_dataset
-    from shopee_match.embeddings import embed_dataset
-    from shopee_match.matching import sweep
-    from shopee_match.neighbors import exact_knn, fuse
-    from shopee_match.splits import split_by_group
+    from shopee_match.embeddings import embed_dataset, resolve_profile
+    from shopee_match.selection import Galleries, tune
 
     postings, _ = load_dataset(dataset, "train")
     embeddings = embed_dataset(postings, profile, image_size=image_size)
-    dense = {m: e.vectors for m, e in embeddings.items() if m != "tfidf"}
-    val = split_by_group(postings["label_group"], seed=split_seed) == "val"
-    weights = {m: 1.0 for m in dense}
-    sims, idx = exact_knn(fuse({m: v[val] for m, v in dense.items()}, weights),
-                          k=min(k + 1, int(val.sum())))
-    table = sweep(sims, idx, postings["label_group"].to_numpy()[val],
-                  np.linspace(0.3, 0.98, 69))
-    best = table.loc[table["f1"].idxmax()]
-    return {"fusion_weights": weights, "k": k, "strategy": "static", "value": best["value"],
-            "profile": profile, "image_size": image_size,
-            "models": {m: e.model_id for m, e in embeddings.items() if m in dense},
-            "chosen_on": {"dataset": dataset, "split_seed": split_seed,
-                          "val_f1": best["f1"], "note": "quick fallback, not notebook 03"}}
+    dense = [m for m in embeddings if m != "tfidf"]
+    galleries = Galleries({m: embeddings[m].vectors for m in dense},
+                          postings["label_group"].to_numpy(), split_seed=split_seed)
+    base = MatchConfig(encoders=resolve_profile(profile) | {"tfidf": "tfidf"},
+                       fusion_weights={m: 1.0 for m in dense}, k=k, image_size=image_size,
+                       value=0.5, models={m: embeddings[m].model_id for m in dense})
+    tuned = tune(galleries.evaluator(), base, "value", list(np.linspace(0.3, 0.98, 69)))
+    return Candidate("quick-fallback", tuned.config, tuned.val_f1, tuned.test_f1, dataset,
+                     dataset_fingerprint(postings), split_seed, "quick_candidate", utc_now(),
+                     tuned.test_f1_upper)

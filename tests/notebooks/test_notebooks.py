@@ -57,10 +57,8 @@ def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
     assert ann["hnsw"] >= 0.9  # on 160 rows HNSW should find almost every exact neighbour
 
 
-def test_threshold_sweep_saves_a_usable_configuration(tiny_env, tmp_path):
-    import json
-
-    from shopee_match.config import artifacts_dir
+def test_threshold_sweep_saves_candidate_03(tiny_env, tmp_path):
+    from shopee_match.candidates import candidates_dir, load_candidate
 
     [run] = run_report("ci", only=["03"], notebooks_dir=ROOT / "notebooks",
                        out_dir=tmp_path / "reports", progress=False)
@@ -69,25 +67,60 @@ def test_threshold_sweep_saves_a_usable_configuration(tiny_env, tmp_path):
     assert steps[1:3] == ["fused, static threshold", "dynamic threshold instead"]
     assert "pair classifier (instead of thresholds)" in steps
     assert 0.0 < run.records["best_test_f1"] <= run.records["best_test_f1_tuned_on_test"] <= 1.0
-    config = json.loads((artifacts_dir() / "match_config.json").read_text())
-    assert config["chosen_on"]["dataset"] == "demo-tiny" and config["fusion_weights"]
+    candidate = load_candidate(candidates_dir() / "03_thresholds")
+    assert candidate.dataset == "demo-tiny" and candidate.split_seed == 0
+    assert candidate.val_f1 == pytest.approx(run.records["best_val_f1"], abs=1e-4)
+    assert candidate.test_f1 == pytest.approx(run.records["best_test_f1"], abs=1e-4)
+    assert not candidate.missing_files()
 
 
-def test_submission_uses_the_saved_configuration(tiny_env, tmp_path, capsys):
+def test_submission_uses_the_best_candidate_on_val(tiny_env, tmp_path, capsys):
+    import json
+    import shutil
+
+    from shopee_match.candidates import candidates_dir
     from shopee_match.cli import main
     from shopee_match.config import artifacts_dir
     from shopee_match.submission import validate_submission
 
-    runs = run_report("ci", only=["03", "06"], notebooks_dir=ROOT / "notebooks",
-                      out_dir=tmp_path / "reports", progress=False)
-    assert [r.status for r in runs] == ["ok", "ok"], [r.error for r in runs]
-    submission = runs[1].records
+    [sweep] = run_report("ci", only=["03"], notebooks_dir=ROOT / "notebooks",
+                         out_dir=tmp_path / "reports", progress=False)
+    assert sweep.status == "ok", sweep.error
+    # a better-looking candidate made from other data must be skipped, with its reason
+    other = candidates_dir() / "zz_other_data"
+    shutil.copytree(candidates_dir() / "03_thresholds", other)
+    meta = json.loads((other / "candidate.json").read_text())
+    meta |= {"fingerprint": "0" * 20, "dataset": "demo-shopee", "val_f1": 0.99}
+    (other / "candidate.json").write_text(json.dumps(meta))
+
+    [run] = run_report("ci", only=["06"], notebooks_dir=ROOT / "notebooks",
+                       out_dir=tmp_path / "reports", progress=False)
+    assert run.status == "ok", run.error
+    submission = run.records
+    assert submission["candidate"] == "03_thresholds"
+    board = {row["candidate"]: row for row in submission["leaderboard"]}
+    assert board["03_thresholds"]["used"] and not board["zz_other_data"]["usable"]
+    assert "made from other data" in board["zz_other_data"]["reason"]
     assert 0.0 < submission["test_f1"] <= 1.0
     heldout = tiny_env / "demo-tiny-heldout"
     test_ids = pd.read_csv(heldout / "test.csv")["posting_id"]
     assert submission["n_test_postings"] == len(test_ids)
     validate_submission(artifacts_dir() / "submission.csv", test_ids)
-    # the command line gives the same file and score
-    assert main(["submit", "--dataset", "demo-tiny", "--out", str(tmp_path / "cli.csv")]) == 0
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert "used <b>03_thresholds</b>" in index
+    # the command line gives the same file and score, and names the candidate it used
+    assert main(["submit", "--dataset", "demo-tiny", "--candidate", "03_thresholds",
+                 "--out", str(tmp_path / "cli.csv")]) == 0
     assert (tmp_path / "cli.csv").read_text() == (artifacts_dir() / "submission.csv").read_text()
-    assert f"{submission['test_f1']:.4f}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"{submission['test_f1']:.4f}" in out and "using candidate 03_thresholds" in out
+    assert "made from other data" in out
+    assert main(["submit", "--dataset", "demo-tiny", "--candidate", "zz_other_data"]) == 2
+    assert "cannot be used: made from other data" in capsys.readouterr().err
+
+
+def test_submit_without_candidates_says_which_notebook_to_run(tiny_env, tmp_path, capsys):
+    from shopee_match.cli import main
+
+    assert main(["submit", "--dataset", "demo-tiny"]) == 2
+    assert "run notebooks/03_threshold_f1_sweep" in capsys.readouterr().err.lower()

@@ -139,6 +139,7 @@ def test_pair_classifier_learns_from_features():
 
 
 def test_predict_matches_applies_each_step():
+    from shopee_match.matcher import MatchConfig, SecondStage
     from shopee_match.matching import predict_matches
 
     rng = np.random.default_rng(1)
@@ -148,23 +149,27 @@ def test_predict_matches_applies_each_step():
     text = centres[labels] + 0.3 * rng.normal(size=(120, 8))
     vectors = {name: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
                for name, v in {"image": image, "text": text}.items()}
-    base = {"fusion_weights": {"image": 1.0, "text": 1.0}, "k": 10, "strategy": "static",
-            "value": 0.8}
+    base = MatchConfig(encoders={"image": "timm:x:none", "text": "sbert:y"},
+                       fusion_weights={"image": 1.0, "text": 1.0}, k=10, value=0.8)
     f1 = matrix_row_f1(predict_matches(vectors, base), labels).mean()
     assert f1 > 0.8
-    everything = predict_matches(vectors, {**base, "value": 2.0})  # nothing passes
+    everything = predict_matches(vectors, base.replace(value=2.0))  # nothing passes
     assert everything.nnz == 120
-    lonely_fixed = predict_matches(vectors, {**base, "value": 2.0, "min2": -1.0})
+    lonely_fixed = predict_matches(vectors, base.replace(value=2.0, min2=-1.0))
     assert lonely_fixed.nnz == 240
-    with_union = predict_matches(vectors, {**base, "value": 2.0, "union": {"image": -1.0}})
+    with_union = predict_matches(vectors, base.replace(value=2.0, union={"image": -1.0}))
     assert with_union.nnz == 120 * 11
-    blended = predict_matches(vectors, {**base, "blend_rounds": 1, "blend_top_n": 3})
+    blended = predict_matches(vectors, base.replace(blend_rounds=1, blend_top_n=3))
     assert matrix_row_f1(blended, labels).mean() > 0.5
-    with pytest.raises(ValueError, match="pair classifier"):
-        predict_matches(vectors, {**base, "pair_threshold": 0.5})
+    closed = predict_matches(vectors, base.replace(value=-1.0, k=2, components=True))
+    assert closed.nnz > predict_matches(vectors, base.replace(value=-1.0, k=2)).nnz
+    staged = base.replace(second_stage=SecondStage("pair_classifier", 0.5, "m.joblib"))
+    with pytest.raises(ValueError, match="needs its fitted pair_classifier"):
+        predict_matches(vectors, staged)
 
 
 def test_predict_matches_cache_gives_the_same_result():
+    from shopee_match.matcher import MatchConfig
     from shopee_match.matching import predict_matches
 
     rng = np.random.default_rng(2)
@@ -173,9 +178,31 @@ def test_predict_matches_cache_gives_the_same_result():
     vectors = {"image": v, "text": v[::-1].copy()}
     cache = {}
     for value in (0.2, 0.5):
-        config = {"fusion_weights": {"image": 1.0}, "k": 8, "strategy": "static", "value": value,
-                  "union": {"text": 0.6}, "blend_rounds": 1}
+        config = MatchConfig(encoders={"image": "a", "text": "b"}, fusion_weights={"image": 1.0},
+                             k=8, value=value, union={"text": 0.6}, blend_rounds=1)
         cached = predict_matches(vectors, config, cache=cache)
         fresh = predict_matches(vectors, config)
         assert (cached != fresh).nnz == 0
     assert len(cache) == 2  # one fused list and one text list, reused across values
+
+
+def test_pair_training_data_labels_candidate_pairs_by_group():
+    from shopee_match.matcher import MatchConfig
+    from shopee_match.matching import pair_training_data
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(10), 2)
+    v = rng.normal(size=(20, 4)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    config = MatchConfig(encoders={"image": "a"}, fusion_weights={"image": 1.0}, k=3, value=0.5)
+    features, is_match = pair_training_data({"image": v}, labels, config)
+    assert len(features) == len(is_match) == 20 * 3  # k others per listing
+    assert set(features.columns) == {"sim_image", "rank", "query_sim_mean", "query_sim_std"}
+    assert ((features["rank"].to_numpy() - 1) == np.tile(np.arange(3), 20)).all()
+    sims = v @ v.T  # naive reference: is each listing's partner among its 3 nearest others?
+    np.fill_diagonal(sims, -np.inf)
+    top3 = np.argsort(-sims, axis=1)[:, :3]
+    expected = (labels[top3] == labels[:, None]).ravel()
+    assert np.array_equal(is_match, expected)
+    assert np.allclose(features["sim_image"], np.take_along_axis(sims, top3, 1).ravel(),
+                       atol=1e-6)

@@ -26,12 +26,25 @@ def test_read_records_finds_values_in_outputs(tmp_path):
     cell = nbformat.v4.new_code_cell("record(...)")
     cell.outputs = [
         nbformat.v4.new_output("display_data", data={
-            RECORD_MIME: {"name": "f1", "value": 0.5}, "text/plain": "f1 = 0.5"}),
+            RECORD_MIME: {"name": "f1", "json": "0.5"}, "text/plain": "f1 = 0.5"}),
         nbformat.v4.new_output("stream", text="noise"),
         nbformat.v4.new_output("display_data", data={
-            RECORD_MIME: {"name": "f1", "value": 0.7}, "text/plain": "f1 = 0.7"}),
+            RECORD_MIME: {"name": "f1", "json": "0.7"}, "text/plain": "f1 = 0.7"}),
     ]
     nb.cells = [nbformat.v4.new_markdown_cell("x"), cell]
     path = tmp_path / "n.ipynb"
     nbformat.write(nb, str(path))
     assert read_records(path) == {"f1": 0.7}
+
+
+def test_recorded_dicts_keep_their_order_through_nbformat(tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda data, raw: shown.append(data))
+    record("recall_at_k", {1: 0.5, 5: 0.7, 10: 0.8, 20: 0.9, 50: 0.95})
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("record(...)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=shown[0])]
+    nb.cells = [cell]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))  # nbformat sorts the keys of JSON objects it writes
+    assert list(read_records(path)["recall_at_k"]) == ["1", "5", "10", "20", "50"]

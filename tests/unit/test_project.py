@@ -81,3 +81,15 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make report" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_lists_every_notebook_in_one_table():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| # | notebook | what it shows | |")
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    listed = [p.stem for p in NOTEBOOKS if any(f"[`{p.stem}`]" in row for row in table)]
+    assert listed == [p.stem for p in NOTEBOOKS], "a notebook is missing or the table is split"

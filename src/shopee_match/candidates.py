@@ -1,0 +1,214 @@
+"""Candidates: every way to match that a notebook produced, saved with its scores.
+
+A candidate is a folder ``artifacts/candidates/<name>/`` holding
+``candidate.json`` (the :class:`~shopee_match.matcher.MatchConfig`, val F1,
+fair test F1, the dataset fingerprint and split seed it was chosen on, when
+and by which notebook) and the model files the configuration needs (the pair
+classifier; later fine-tuned weights and cross-encoders). Submission, dedupe
+and the service take the candidate with the best **val** F1 among those made
+from the same data and split (:func:`pick_candidate`), never the best test F1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shopee_match.matcher import MatchConfig
+
+CANDIDATE_FILE = "candidate.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class NoCandidateError(RuntimeError):
+    """No saved candidate can be used; the message lists why and which notebook to run."""
+
+
+@dataclass
+class Candidate:
+    """A saved way to match, with the figures it was chosen by."""
+
+    name: str
+    config: MatchConfig
+    val_f1: float
+    test_f1: float
+    dataset: str
+    fingerprint: str
+    split_seed: int
+    notebook: str
+    created: str
+    test_f1_upper: float | None = None
+    files: list[str] = field(default_factory=list)
+    folder: Path | None = None
+
+    def missing_files(self) -> list[str]:
+        """Files the candidate lists that are not in its folder."""
+        return [f for f in self.files if not (self.folder / f).exists()]
+
+    def load_model(self):
+        """The fitted second stage (e.g. the pair classifier), or None without one."""
+        stage = self.config.second_stage
+        if stage is None:
+            return None
+        import joblib
+
+        return joblib.load(self.folder / stage.file)
+
+
+def utc_now() -> str:
+    """The current time in UTC, ISO 8601 to the second (a candidate's ``created``)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def candidates_dir() -> Path:
+    """``artifacts/candidates`` (follows ``SHOPEE_MATCH_ARTIFACTS``)."""
+    from shopee_match.config import artifacts_dir
+
+    return artifacts_dir() / "candidates"
+
+
+def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float, *,
+                   dataset: str, fingerprint: str, split_seed: int, notebook: str,
+                   test_f1_upper: float | None = None, files: Mapping[str, Any] | None = None,
+                   root: str | Path | None = None) -> Candidate:
+    """Write (or replace) candidate ``name``; returns it as :func:`load_candidate` would.
+
+    ``files`` maps a file name inside the folder to an existing path (copied; a
+    folder is copied whole) or to a Python object (saved with joblib). The
+    second stage's ``file`` must be among them. The folder is written beside
+    and renamed into place, so a reader never sees half a candidate.
+    """
+    if not _NAME.match(name):
+        raise ValueError(f"candidate name {name!r}: use letters, digits, '_', '-' and '.'")
+    files = dict(files or {})
+    stage = config.second_stage
+    if stage is not None and stage.file not in files:
+        raise ValueError(f"the configuration needs {stage.file!r}; pass it in files")
+    root = Path(root) if root else candidates_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".{name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for file_name, item in files.items():
+        target = staging / file_name
+        if isinstance(item, (str, Path)):
+            source = Path(item)
+            if source.is_dir():
+                shutil.copytree(source, target)
+            elif source.is_file():
+                shutil.copyfile(source, target)
+            else:
+                raise FileNotFoundError(f"{source} (for candidate file {file_name!r}) not found")
+        else:
+            import joblib
+
+            joblib.dump(item, target)
+    meta = {"name": name, "config": config.to_dict(), "val_f1": float(val_f1),
+            "test_f1": float(test_f1),
+            "test_f1_upper": None if test_f1_upper is None else float(test_f1_upper),
+            "dataset": dataset, "fingerprint": fingerprint, "split_seed": int(split_seed),
+            "notebook": notebook, "created": utc_now(),
+            "files": sorted(files)}
+    (staging / CANDIDATE_FILE).write_text(json.dumps(meta, indent=2))
+    final = root / name
+    old = root / f".{name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return load_candidate(final)
+
+
+def load_candidate(folder: str | Path) -> Candidate:
+    """Read a candidate folder; a broken or outdated file gives an error saying what to do."""
+    folder = Path(folder)
+    path = folder / CANDIDATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (not a saved candidate)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-run the notebook that made it"
+                         ) from err
+    config = MatchConfig.from_dict(meta.pop("config", None), source=str(path))
+    known = {f for f in Candidate.__dataclass_fields__} - {"config", "folder"}
+    missing = sorted({"val_f1", "test_f1", "dataset", "fingerprint", "split_seed"} - set(meta))
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; re-run the notebook that made it")
+    return Candidate(config=config, folder=folder,
+                     **{k: v for k, v in meta.items() if k in known})
+
+
+def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
+                root: str | Path | None = None) -> pd.DataFrame:
+    """Every saved candidate, best val F1 first, with whether it is usable here and why not.
+
+    A candidate is usable when it loads, its files are present and (if given) it
+    was made from data with ``fingerprint`` and with ``split_seed``.
+    """
+    root = Path(root) if root else candidates_dir()
+    rows = []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     ) if root.is_dir() else []
+    for folder in folders:
+        row = {"candidate": folder.name, "val F1": None, "test F1 (fair)": None,
+               "notebook": "", "dataset": "", "created": "", "usable": False, "reason": ""}
+        try:
+            c = load_candidate(folder)
+        except (OSError, ValueError, TypeError) as err:
+            rows.append({**row, "reason": f"cannot be read: {err}"})
+            continue
+        row |= {"val F1": c.val_f1, "test F1 (fair)": c.test_f1, "notebook": c.notebook,
+                "dataset": c.dataset, "created": c.created}
+        missing = c.missing_files()
+        if fingerprint is not None and c.fingerprint != fingerprint:
+            row["reason"] = (f"made from other data ({c.dataset}, fingerprint {c.fingerprint}; "
+                             f"this data has {fingerprint})")
+        elif split_seed is not None and c.split_seed != split_seed:
+            row["reason"] = f"chosen on split seed {c.split_seed}, not {split_seed}"
+        elif missing:
+            row["reason"] = f"missing file(s) {missing} in {folder}"
+        else:
+            row["usable"] = True
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["candidate", "val F1", "test F1 (fair)", "notebook",
+                                        "dataset", "created", "usable", "reason"])
+    order = table.assign(_v=table["val F1"].astype(float).fillna(-1.0)).sort_values(
+        ["usable", "_v", "candidate"], ascending=[False, False, True], kind="stable")
+    return order.drop(columns="_v").reset_index(drop=True)
+
+
+def pick_candidate(fingerprint: str, split_seed: int, name: str | None = None,
+                   root: str | Path | None = None) -> tuple[Candidate, pd.DataFrame]:
+    """The usable candidate with the best val F1 (or the one named), and the leaderboard.
+
+    Ties in val F1 go to the name that sorts first. Raises :class:`NoCandidateError`
+    with every candidate's reason when none (or not the named one) can be used.
+    """
+    root = Path(root) if root else candidates_dir()
+    table = leaderboard(fingerprint, split_seed, root)
+    if name is not None:
+        rows = table[table["candidate"] == name]
+        if rows.empty:
+            raise NoCandidateError(f"no candidate named {name!r} in {root}; saved: "
+                                   f"{table['candidate'].tolist() or 'none'}")
+        if not rows["usable"].iloc[0]:
+            raise NoCandidateError(f"candidate {name!r} cannot be used: {rows['reason'].iloc[0]}")
+        return load_candidate(root / name), table
+    usable = table[table["usable"]]
+    if usable.empty:
+        reasons = "".join(f"\n  {r.candidate}: {r.reason}" for r in table.itertuples())
+        raise NoCandidateError(
+            f"no usable candidate in {root} for this data (fingerprint {fingerprint}, split "
+            f"seed {split_seed}).{reasons}\nRun notebooks/03_threshold_f1_sweep.ipynb on this "
+            "dataset (`shopee-match report --only 03 --dataset NAME`) to save one.")
+    return load_candidate(root / usable["candidate"].iloc[0]), table

@@ -1,0 +1,198 @@
+"""The selection protocol: every choice made on val, test reported once.
+
+Label groups are split 70/15/15 into train / val / test (:class:`Galleries`);
+each split is matched only within itself, as a test set is at submission time.
+A knob is tuned by evaluating each value on val and picking the best (the first
+of equal values); the test F1 at that value is the *fair* figure, and the best
+test F1 over all values is shown only as an upper bound (:func:`tune`). An
+:class:`Ablation` adds one step at a time, keeps a step only if it raised val
+F1, and reports each step's test gain against the last kept row.
+
+The functions take an ``evaluate(config, split) -> F1`` callable, so the
+protocol can be checked with any evaluator; :meth:`Galleries.evaluate` is the
+real one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shopee_match.matcher import MatchConfig
+
+Evaluate = Callable[[MatchConfig, str], float]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The option chosen on val: its index, val F1, fair test F1 and the test-tuned bound."""
+
+    index: int
+    val_f1: float
+    test_f1: float | None
+    test_f1_upper: float | None
+
+
+def choose(val_f1: Sequence[float], test_f1: Sequence[float] | None = None) -> Choice:
+    """Pick the option with the best val F1 (the first of equal ones); test F1 is only read."""
+    val_f1 = np.asarray(val_f1, dtype=float)
+    if val_f1.size == 0:
+        raise ValueError("nothing to choose from: no options were evaluated")
+    best = int(np.argmax(val_f1))
+    if test_f1 is None:
+        return Choice(best, float(val_f1[best]), None, None)
+    test_f1 = np.asarray(test_f1, dtype=float)
+    if test_f1.shape != val_f1.shape:
+        raise ValueError(f"{len(val_f1)} val scores but {len(test_f1)} test scores")
+    return Choice(best, float(val_f1[best]), float(test_f1[best]), float(test_f1.max()))
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A configuration chosen on val with its val F1, fair test F1 and test-tuned bound."""
+
+    config: MatchConfig | None
+    val_f1: float
+    test_f1: float
+    test_f1_upper: float
+
+
+def choose_config(evaluate: Evaluate, configs: Sequence[MatchConfig]) -> Tuned:
+    """Evaluate ``configs`` on val and test; return the one with the best val F1."""
+    val_f1 = [evaluate(c, "val") for c in configs]
+    test_f1 = [evaluate(c, "test") for c in configs]
+    pick = choose(val_f1, test_f1)
+    return Tuned(configs[pick.index], pick.val_f1, pick.test_f1, pick.test_f1_upper)
+
+
+def tune(evaluate: Evaluate, base: MatchConfig, knob: str, values: Sequence[Any]) -> Tuned:
+    """Tune one field of ``base`` over ``values`` on val (see :func:`choose_config`)."""
+    return choose_config(evaluate, [base.replace(**{knob: v}) for v in values])
+
+
+def best_of(tried: Sequence[Tuned]) -> Tuned:
+    """The :class:`Tuned` with the best val F1 (the first of equal ones)."""
+    return tried[choose([t.val_f1 for t in tried]).index]
+
+
+def choose_on_sweeps(values: Sequence[float], val_table: pd.DataFrame,
+                     test_table: pd.DataFrame) -> tuple[float, Choice]:
+    """The value of a threshold sweep (:func:`shopee_match.matching.sweep`) chosen on val."""
+    pick = choose(val_table["f1"], test_table["f1"])
+    return float(values[pick.index]), pick
+
+
+class Ablation:
+    """Steps added one at a time; a step is kept for the next rows only if it raised val F1."""
+
+    def __init__(self):
+        self.rows: list[dict[str, Any]] = []
+        self.kept: Tuned | None = None
+
+    def add(self, step: str, tuned: Tuned, kept: bool) -> bool:
+        """Append a row; ``kept`` makes it the base of the following steps."""
+        self.rows.append({"step": step, "tuned": tuned, "kept": bool(kept)})
+        if kept:
+            self.kept = tuned
+        return bool(kept)
+
+    def try_step(self, step: str, tuned: Tuned) -> bool:
+        """Add a step, kept only if its val F1 beats the last kept row's (or none was kept)."""
+        return self.add(step, tuned, self.kept is None or tuned.val_f1 > self.kept.val_f1)
+
+    @property
+    def config(self) -> MatchConfig | None:
+        """The configuration of the last kept row (the base for the next step)."""
+        return None if self.kept is None else self.kept.config
+
+    def table(self) -> pd.DataFrame:
+        """One row per step: val F1, fair test F1, test-tuned bound, kept, gain vs last kept."""
+        out, last_kept = [], None
+        for row in self.rows:
+            t = row["tuned"]
+            out.append({"step": row["step"], "val F1": t.val_f1, "test F1 (fair)": t.test_f1,
+                        "test F1 (tuned on test)": t.test_f1_upper, "kept": row["kept"],
+                        "gain vs last kept (test, fair)":
+                            np.nan if last_kept is None else t.test_f1 - last_kept})
+            if row["kept"]:
+                last_kept = t.test_f1
+        return pd.DataFrame(out).set_index("step")
+
+    def best(self) -> tuple[str, Tuned]:
+        """Step name and result with the best val F1 among rows with a configuration."""
+        usable = [row for row in self.rows if row["tuned"].config is not None]
+        if not usable:
+            raise ValueError("no ablation row has a usable configuration")
+        row = usable[choose([r["tuned"].val_f1 for r in usable]).index]
+        return row["step"], row["tuned"]
+
+
+class Galleries:
+    """One dataset's vectors split by label group; each split is matched only within itself.
+
+    ``vectors`` maps modality -> array aligned with ``labels`` (``tfidf`` may be
+    sparse); ``phash`` (optional) feeds the pair classifier's equal-photo feature.
+    Neighbour lists are cached per split, so a sweep searches each gallery once.
+    """
+
+    def __init__(self, vectors: dict, labels: Sequence[int], phash: Sequence[str] | None = None,
+                 split_seed: int = 0, fractions: Sequence[float] = (0.7, 0.15, 0.15)):
+        from shopee_match.splits import SPLIT_NAMES, split_by_group
+
+        labels = np.asarray(labels)
+        split = split_by_group(labels, fractions, seed=split_seed)
+        self.split_seed = split_seed
+        self.rows = {s: np.flatnonzero(split == s) for s in SPLIT_NAMES}
+        self.labels = {s: labels[r] for s, r in self.rows.items()}
+        self.vectors = {s: {m: v[r] for m, v in vectors.items()} for s, r in self.rows.items()}
+        phash = None if phash is None else np.asarray(phash, dtype=object)
+        self.phash = {s: None if phash is None else phash[r] for s, r in self.rows.items()}
+        self.cache: dict[str, dict] = {s: {} for s in self.rows}
+
+    def sizes(self) -> pd.DataFrame:
+        """Listings and label groups per split."""
+        return pd.DataFrame({s: {"listings": len(r), "groups": len(np.unique(self.labels[s]))}
+                             for s, r in self.rows.items()})
+
+    def neighbors(self, split: str, weights: dict[str, float], k: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Cached self-search lists (``k`` others + self) of the fused ``weights`` in a split."""
+        from shopee_match.matching import fused_neighbors
+
+        return fused_neighbors(self.vectors[split], weights, k + 1, cache=self.cache[split])
+
+    def sweep(self, split: str, weights: dict[str, float], k: int, values: Sequence[float],
+              strategy: str = "static") -> pd.DataFrame:
+        """F1 of a threshold strategy over ``values`` on one split's fused neighbours."""
+        from shopee_match.matching import sweep
+
+        return sweep(*self.neighbors(split, weights, k), self.labels[split], values, strategy)
+
+    def predict(self, config: MatchConfig, split: str, model=None):
+        """Match matrix of one split under ``config`` (``model``: its fitted second stage)."""
+        from shopee_match.matching import predict_matches
+
+        return predict_matches(self.vectors[split], config, model, self.phash[split],
+                               cache=self.cache[split])
+
+    def evaluate(self, config: MatchConfig, split: str, model=None) -> float:
+        """Mean row-wise F1 of ``config`` on one split."""
+        from shopee_match.metrics import matrix_row_f1
+
+        return float(matrix_row_f1(self.predict(config, split, model), self.labels[split]).mean())
+
+    def evaluator(self, model=None) -> Evaluate:
+        """``evaluate(config, split)`` with a fixed second-stage model."""
+        return lambda config, split: self.evaluate(config, split, model)
+
+    def pair_training_data(self, split: str, config: MatchConfig
+                           ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Pair features and same-group labels of one split's candidate pairs."""
+        from shopee_match.matching import pair_training_data
+
+        return pair_training_data(self.vectors[split], self.labels[split], config,
+                                  self.phash[split], self.cache[split])

@@ -1,0 +1,114 @@
+"""Candidates: saved with their files, ranked by val F1, skipped with a reason when unusable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from shopee_match.candidates import (
+    NoCandidateError,
+    leaderboard,
+    load_candidate,
+    pick_candidate,
+    save_candidate,
+)
+from shopee_match.matcher import MatchConfig, SecondStage
+
+CONFIG = MatchConfig(encoders={"image": "timm:x:none", "text": "sbert:y"},
+                     fusion_weights={"image": 1.0, "text": 1.0}, value=0.5)
+
+
+def save(root, name, val, test, fingerprint="fp1", split_seed=0, **kw):
+    return save_candidate(name, kw.pop("config", CONFIG), val, test, dataset="demo",
+                          fingerprint=fingerprint, split_seed=split_seed, notebook="test",
+                          root=root, **kw)
+
+
+def test_save_and_load_round_trip_with_the_second_stage_model(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression().fit(np.array([[0.0], [1.0], [0.1], [0.9]]), [0, 1, 0, 1])
+    config = CONFIG.replace(second_stage=SecondStage("pair_classifier", 0.4, "pair.joblib"))
+    saved = save(tmp_path, "03_thresholds", 0.8, 0.7, config=config, test_f1_upper=0.75,
+                 files={"pair.joblib": model})
+    back = load_candidate(tmp_path / "03_thresholds")
+    assert back.config == config and back.val_f1 == 0.8 and back.test_f1_upper == 0.75
+    assert back.files == ["pair.joblib"] and back.created == saved.created
+    assert back.load_model().predict([[0.95]])[0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["03_thresholds"]  # no staging left
+
+
+def test_saving_needs_the_second_stage_file_and_copies_paths(tmp_path):
+    config = CONFIG.replace(second_stage=SecondStage("pair_classifier", 0.4, "pair.joblib"))
+    with pytest.raises(ValueError, match="needs 'pair.joblib'"):
+        save(tmp_path, "x", 0.8, 0.7, config=config)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.bin").write_bytes(b"123")
+    c = save(tmp_path / "c", "04_finetuned", 0.8, 0.7, files={"model": weights})
+    assert (c.folder / "model" / "model.bin").read_bytes() == b"123"
+    with pytest.raises(ValueError, match="candidate name"):
+        save(tmp_path, "../escape", 0.8, 0.7)
+
+
+def test_saving_again_replaces_the_candidate(tmp_path):
+    save(tmp_path, "03_thresholds", 0.5, 0.5, files={"old.joblib": {"a": 1}})
+    again = save(tmp_path, "03_thresholds", 0.6, 0.55)
+    assert again.val_f1 == 0.6 and not (again.folder / "old.joblib").exists()
+
+
+def test_pick_takes_the_best_val_not_the_best_test(tmp_path):
+    save(tmp_path, "03_thresholds", 0.80, 0.90)
+    save(tmp_path, "04_finetuned", 0.85, 0.70)
+    picked, board = pick_candidate("fp1", 0, root=tmp_path)
+    assert picked.name == "04_finetuned"
+    assert board["candidate"].tolist() == ["04_finetuned", "03_thresholds"]
+    forced, _ = pick_candidate("fp1", 0, name="03_thresholds", root=tmp_path)
+    assert forced.name == "03_thresholds"
+
+
+def test_equal_val_f1_goes_to_the_first_name(tmp_path):
+    save(tmp_path, "b_second", 0.8, 0.9)
+    save(tmp_path, "a_first", 0.8, 0.1)
+    assert pick_candidate("fp1", 0, root=tmp_path)[0].name == "a_first"
+
+
+def test_unusable_candidates_are_skipped_with_a_reason(tmp_path):
+    save(tmp_path, "03_thresholds", 0.70, 0.70)
+    save(tmp_path, "other_data", 0.99, 0.99, fingerprint="fp2")
+    save(tmp_path, "other_split", 0.98, 0.98, split_seed=1)
+    gone = save(tmp_path, "missing_file", 0.97, 0.97, files={"m.joblib": {"w": 1}})
+    (gone.folder / "m.joblib").unlink()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "candidate.json").write_text("{not json")
+    legacy = save(tmp_path, "legacy", 0.96, 0.96)
+    meta = json.loads((legacy.folder / "candidate.json").read_text())
+    meta["config"] = {"fusion_weights": {"image": 1.0}, "profile": "offline",
+                      "chosen_on": {}, "value": 0.5}
+    (legacy.folder / "candidate.json").write_text(json.dumps(meta))
+
+    picked, board = pick_candidate("fp1", 0, root=tmp_path)
+    assert picked.name == "03_thresholds"
+    reasons = dict(zip(board["candidate"], board["reason"]))
+    assert reasons["03_thresholds"] == ""
+    assert "made from other data" in reasons["other_data"] and "fp2" in reasons["other_data"]
+    assert "split seed 1, not 0" in reasons["other_split"]
+    assert "missing file(s) ['m.joblib']" in reasons["missing_file"]
+    assert "not valid JSON" in reasons["broken"]
+    assert "re-run notebooks/03" in reasons["legacy"]
+    assert board["usable"].tolist()[0] and not board["usable"].tolist()[1:].count(True)
+    with pytest.raises(NoCandidateError, match="other_data.*made from other data"):
+        pick_candidate("fp1", 0, name="other_data", root=tmp_path)
+
+
+def test_no_usable_candidate_says_which_notebook_to_run(tmp_path):
+    with pytest.raises(NoCandidateError, match="03_threshold_f1_sweep"):
+        pick_candidate("fp1", 0, root=tmp_path / "none")
+    save(tmp_path, "other", 0.9, 0.9, fingerprint="fp2")
+    with pytest.raises(NoCandidateError, match="(?s)other: made from other data.*notebooks/03"):
+        pick_candidate("fp1", 0, root=tmp_path)
+    with pytest.raises(NoCandidateError, match="no candidate named 'nope'"):
+        pick_candidate("fp1", 0, name="nope", root=tmp_path)
+    assert leaderboard(root=tmp_path)["usable"].tolist() == [True]  # no filter given

@@ -1,0 +1,37 @@
+"""The report's front page: the candidates' leaderboard first, then the notebooks."""
+
+from __future__ import annotations
+
+from shopee_match.report import NotebookRun, write_index
+
+
+def run(tmp_path, name, records):
+    return NotebookRun(name, "ok", 1.0, tmp_path / f"{name}.ipynb", tmp_path / f"{name}.html",
+                       records)
+
+
+def test_index_opens_with_the_leaderboard_and_the_candidate_used(tmp_path):
+    board = [
+        {"candidate": "04_finetuned", "val F1": 0.86, "test F1 (fair)": 0.84, "usable": True,
+         "used": True, "reason": ""},
+        {"candidate": "03_thresholds", "val F1": 0.84, "test F1 (fair)": 0.85, "usable": True,
+         "used": False, "reason": ""},
+        {"candidate": "old", "val F1": 0.99, "test F1 (fair)": 0.99, "usable": False,
+         "used": False, "reason": "made from other data <demo-shopee>"},
+    ]
+    runs = [run(tmp_path, "03_threshold_f1_sweep", {"best_val_f1": 0.84}),
+            run(tmp_path, "06_submission", {"candidate": "04_finetuned", "leaderboard": board})]
+    write_index(runs, tmp_path, "demo")
+    page = (tmp_path / "index.html").read_text()
+    assert (tmp_path / "leaderboard.png").stat().st_size > 1000
+    assert page.index("leaderboard.png") < page.index("03_threshold_f1_sweep.html")
+    assert "used <b>04_finetuned</b>" in page
+    assert "<td>0.8600</td><td>0.8400</td>" in page
+    assert "&lt;demo-shopee&gt;" in page  # reasons are escaped
+
+
+def test_index_without_a_submission_says_where_the_leaderboard_comes_from(tmp_path):
+    write_index([run(tmp_path, "00_eda", {"n": 1})], tmp_path, "ci")
+    page = (tmp_path / "index.html").read_text()
+    assert "No leaderboard in this report" in page and "00_eda.html" in page
+    assert not (tmp_path / "leaderboard.png").exists()
