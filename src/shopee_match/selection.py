@@ -196,3 +196,14 @@ class Galleries:
 
         return pair_training_data(self.vectors[split], self.labels[split], config,
                                   self.phash[split], self.cache[split])
+
+
+def best_static_f1(vectors, labels: Sequence[int], k: int = 50,
+                   values: Sequence[float] | None = None) -> float:
+    """Mean row-wise F1 of one gallery at its best static threshold: the val score that picks a
+    training epoch (only ever computed on val)."""
+    from shopee_match.matching import fused_neighbors, sweep
+
+    values = np.linspace(0.05, 0.99, 48) if values is None else values
+    sims, idx = fused_neighbors({"x": vectors}, {"x": 1.0}, k + 1)
+    return float(sweep(sims, idx, labels, values)["f1"].max())
