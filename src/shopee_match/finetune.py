@@ -147,6 +147,17 @@ def arcface_margin(epoch: int, epochs: int, margin: tuple[float, float]) -> floa
     return start if epochs == 1 else start + (end - start) * epoch / (epochs - 1)
 
 
+def seed_training(seed: int) -> None:
+    """Seed what training draws from: torch (initial weights, dropout) and Python's
+    ``random`` (timm's and torchvision's augmentations)."""
+    import random
+
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def lr_factor(step: int, total: int, warmup: float) -> float:
     """Learning-rate multiplier: linear warm-up over ``warmup`` of the steps, then cosine."""
     warm = max(1, int(round(warmup * total)))
@@ -183,7 +194,7 @@ def fit(model, load_batch: Callable[[list[int]], object], forward: Callable,
 
     from shopee_match.progress import progress_bar
 
-    torch.manual_seed(config.seed)
+    seed_training(config.seed)
     labels = np.asarray(labels)
     classes = np.unique(labels, return_inverse=True)[1]
     sampler = PKSampler(labels, config.p, config.k, config.seed)
@@ -440,6 +451,7 @@ def train_head(vectors: dict[str, np.ndarray], labels: Sequence[int], split: np.
     x = torch.from_numpy(np.concatenate([vectors[m] for m in names], axis=1).astype(np.float32))
     labels = np.asarray(labels)
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    seed_training(config.seed)
     model = projection_head(x.shape[1], config.out_dim, config.hidden)
 
     def val_f1(m):

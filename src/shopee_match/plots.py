@@ -97,8 +97,10 @@ def similarity_hist(sims: np.ndarray, is_match: np.ndarray, title: str, ax=None)
 
 
 def neighbor_gallery(postings: pd.DataFrame, queries: list[int], sims: np.ndarray,
-                     idx: np.ndarray, n_neighbors: int = 5, thumb: float = 1.9):
-    """Each query (left) with its nearest neighbours, framed green (same group) or red."""
+                     idx: np.ndarray, n_neighbors: int = 5, thumb: float = 1.9,
+                     title: str | None = None):
+    """Each query (left) with its nearest neighbours, framed green (same group) or red;
+    ``title`` goes above the whole figure."""
     import matplotlib.pyplot as plt
 
     labels = postings["label_group"].to_numpy() if "label_group" in postings else None
@@ -119,7 +121,11 @@ def neighbor_gallery(postings: pd.DataFrame, queries: list[int], sims: np.ndarra
             head = "query" if score is None else f"{score:.3f}"
             text = "\n".join(textwrap.wrap(drawable(item["title"]), 24)[:2])
             ax.set_title(f"{head}\n{text}", fontsize=7, color=colour)
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title, x=0.01, ha="left", fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    else:
+        fig.tight_layout()
     return fig
 
 

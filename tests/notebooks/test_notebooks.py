@@ -124,3 +124,24 @@ def test_submit_without_candidates_says_which_notebook_to_run(tiny_env, tmp_path
 
     assert main(["submit", "--dataset", "demo-tiny"]) == 2
     assert "run notebooks/03_threshold_f1_sweep" in capsys.readouterr().err.lower()
+
+
+def test_finetuning_saves_a_candidate_that_submission_takes_when_best_on_val(tiny_env, tmp_path):
+    from shopee_match.candidates import candidates_dir, leaderboard, load_candidate
+    from shopee_match.submission import train_fingerprint
+
+    runs = run_report("ci", only=["03", "04", "06"], notebooks_dir=ROOT / "notebooks",
+                      out_dir=tmp_path / "reports", progress=False)
+    assert [r.status for r in runs] == ["ok"] * 3, [r.error for r in runs]
+    finetune, submission = runs[1].records, runs[2].records
+    assert set(finetune["regimes"]) == {"joint", "text_ft", "image_ft"}
+    assert all(v > 0 for v in finetune["train_speed_per_s"].values())
+    assert 0.0 < finetune["best_test_f1"] <= finetune["best_test_f1_tuned_on_test"] <= 1.0
+    candidate = load_candidate(candidates_dir() / "04_finetuned")
+    assert not candidate.missing_files() and (candidate.folder / "models").is_dir()
+    assert candidate.val_f1 == pytest.approx(finetune["best_val_f1"], abs=1e-4)
+    board = leaderboard(train_fingerprint("demo-tiny"), 0)
+    best = board.loc[board["usable"], "candidate"].iloc[0]  # best val F1 among usable ones
+    assert set(board["candidate"]) == {"03_thresholds", "04_finetuned"}
+    assert submission["candidate"] == best
+    assert 0.0 < submission["test_f1"] <= 1.0

@@ -258,3 +258,21 @@ def test_openclip_visual_tower_trains_only_its_unlocked_groups():
     trained = {n for n, p in model.named_parameters() if p.grad is not None}
     assert "neck.weight" in trained
     assert not any("transformer.resblocks.0." in n for n in trained)
+
+
+def test_training_is_reproducible_whatever_ran_before(tmp_path):
+    import random
+
+    import torch
+
+    x, labels = noisy_groups(seed=3)
+    split = np.where(labels % 4 == 0, "val", "train")
+    results = []
+    for noise in (1, 2):  # other code consumed the global random streams differently
+        torch.manual_seed(noise)
+        random.seed(noise)
+        results.append(train_head({"image": x}, labels, split,
+                                  TrainConfig(p=4, k=2, epochs=2, out_dim=8), {"image": "a"}, 64,
+                                  "fp", 0, k=5, root=tmp_path / str(noise), device="cpu",
+                                  progress=False))
+    assert results[0].history.epochs[-1]["loss"] == results[1].history.epochs[-1]["loss"]
