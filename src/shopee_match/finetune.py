@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -178,14 +178,20 @@ class History:
         return self.epochs[self.best_epoch]["val_f1"] if self.epochs else float("nan")
 
 
-def fit(model, load_batch: Callable[[list[int]], object], forward: Callable,
-        labels: Sequence[int], config: TrainConfig, val_f1: Callable[[object], float],
-        workdir: str | Path | None = None, device: str = "cpu", progress: bool = True
-        ) -> History:
+def batches_from(load_batch: Callable[[list[int]], object]) -> Callable:
+    """``batches`` for :func:`fit` that loads each batch's inputs in this process."""
+    return lambda sampler: ((rows, load_batch(rows)) for rows in sampler)
+
+
+def fit(model, batches: Callable[[PKSampler], Iterable[tuple[list[int], object]]],
+        forward: Callable, labels: Sequence[int], config: TrainConfig,
+        val_f1: Callable[[object], float], workdir: str | Path | None = None,
+        device: str = "cpu", progress: bool = True) -> History:
     """Train ``model`` on P×K batches; keep the weights of the epoch with the best val F1.
 
-    ``load_batch(indices)`` returns the inputs of those training rows and
-    ``forward(model, inputs)`` their embeddings; ``labels`` are the training rows'
+    ``batches(sampler)`` yields ``(indices, inputs)`` for the sampler's batches of
+    training rows (:func:`batches_from`, or a DataLoader with workers);
+    ``forward(model, inputs)`` gives their embeddings; ``labels`` are the training rows'
     label groups; ``val_f1(model)`` scores the model on the val split (the
     selection protocol's choice, never test). With a ``workdir`` a checkpoint is
     written after every epoch and an interrupted run resumes from it.
@@ -200,7 +206,7 @@ def fit(model, load_batch: Callable[[list[int]], object], forward: Callable,
     sampler = PKSampler(labels, config.p, config.k, config.seed)
     model.to(device)
     with torch.no_grad():  # one probe batch gives the embedding size
-        dim = int(forward(model.eval(), load_batch(next(iter(sampler)))).shape[1])
+        dim = int(forward(model.eval(), next(iter(batches(sampler)))[1]).shape[1])
     loss_fn, miner = make_loss(config.loss, int(classes.max()) + 1, dim, config)
     loss_fn.to(device)
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": config.lr}]
@@ -228,12 +234,12 @@ def fit(model, load_batch: Callable[[list[int]], object], forward: Callable,
             loss_fn.margin = arcface_margin(epoch, config.epochs, config.margin)
         model.train()
         began, seen, losses = time.perf_counter(), 0, []
-        bar = progress_bar(sampler, total=len(sampler), disable=not progress, leave=False,
-                           desc=f"{config.regime} epoch {epoch + 1}/{config.epochs}")
-        for batch in bar:
+        bar = progress_bar(batches(sampler), total=len(sampler), disable=not progress,
+                           leave=False, desc=f"{config.regime} epoch {epoch + 1}/{config.epochs}")
+        for batch, inputs in bar:
             target = torch.as_tensor(classes[batch], device=device)
             with torch.autocast(device_type="cuda", enabled=amp):
-                emb = forward(model, load_batch(batch))
+                emb = forward(model, inputs)
             emb = emb.float()
             loss = loss_fn(emb, target, miner(emb, target) if miner else None)
             optimizer.zero_grad(set_to_none=True)
@@ -407,6 +413,27 @@ def apply_head(folder: str | Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     return out.astype(np.float32)
 
 
+class TrainImages:
+    """Map-style dataset of training photos: ``(augmented image, row)``; an unreadable file
+    gives a blank image (the batch keeps its shape)."""
+
+    def __init__(self, paths: Sequence[str], transform, size: int):
+        self.paths, self.transform, self.size = list(paths), transform, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int):
+        import torch
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[row]) as im:
+                return self.transform(im.convert("RGB")), row
+        except Exception:  # missing or corrupt: flagged by data validation, not fatal here
+            return torch.zeros(3, self.size, self.size), row
+
+
 @dataclass
 class FineTuned:
     """A fine-tuned encoder: its spec, folder, training history and whether it was trained
@@ -458,8 +485,9 @@ def train_head(vectors: dict[str, np.ndarray], labels: Sequence[int], split: np.
         with torch.no_grad():
             return best_static_f1(m(x[val].to(device)).cpu().numpy(), labels[val], k)
 
-    history = fit(model, lambda rows: x[train[rows]].to(device), lambda m, inputs: m(inputs),
-                  labels[train], config, val_f1, folder / "checkpoint", device, progress)
+    history = fit(model, batches_from(lambda rows: x[train[rows]].to(device)),
+                  lambda m, inputs: m(inputs), labels[train], config, val_f1,
+                  folder / "checkpoint", device, progress)
     meta = {"kind": "head", "inputs": {m: base[m] for m in names}, "image_size": image_size,
             "input_dims": {m: int(vectors[m].shape[1]) for m in names},
             "in_dim": int(x.shape[1]), "out_dim": config.out_dim, "hidden": config.hidden,
@@ -474,7 +502,6 @@ def train_image(paths: Sequence[str], labels: Sequence[int], split: np.ndarray,
     """Train (or load) the image tower of ``base_spec`` (top ``config.unfrozen_blocks`` + a
     BN neck) on augmented training photos; epochs chosen by val F1 of the embedded val photos."""
     import torch
-    from PIL import Image
 
     from shopee_match.encoders import ImageEncoder, image_transform, pick_device
     from shopee_match.selection import best_static_f1
@@ -495,22 +522,21 @@ def train_image(paths: Sequence[str], labels: Sequence[int], split: np.ndarray,
     augment = image_transform(base_spec, size, training=True)
     plain = image_transform(base_spec, size)
 
-    def load_batch(rows):
-        images = []
-        for i in train[rows]:
-            try:
-                with Image.open(paths[i]) as im:
-                    images.append(augment(im.convert("RGB")))
-            except Exception:  # unreadable photo: a blank image keeps the batch shape
-                images.append(torch.zeros(3, size, size))
-        return torch.stack(images).to(device)
+    images = TrainImages([paths[i] for i in train], augment, size)
+    workers = 4 if device == "cuda" else 0  # 2 CPU cores: decoding beside the model is slower
+
+    def batches(sampler):
+        loader = torch.utils.data.DataLoader(images, batch_sampler=sampler, num_workers=workers,
+                                             pin_memory=device == "cuda")
+        for batch, rows in loader:
+            yield rows.tolist(), batch.to(device, non_blocking=True)
 
     def val_f1(m):
         encoder = ImageEncoder(m, plain, "training", size, 0, device=device, workers=0,
                                channels_last=False)
         return best_static_f1(encoder.encode([paths[i] for i in val])[0], labels[val], k)
 
-    history = fit(model, load_batch, lambda m, inputs: m(inputs), labels[train], config, val_f1,
+    history = fit(model, batches, lambda m, inputs: m(inputs), labels[train], config, val_f1,
                   folder / "checkpoint", device, progress)
     meta = {"kind": "image", "base": base_spec, "image_size": size,
             "unfrozen_blocks": config.unfrozen_blocks, "config": asdict(config)}
@@ -553,7 +579,7 @@ def train_text(titles: Sequence[str], labels: Sequence[int], split: np.ndarray,
                            normalize_embeddings=True, show_progress_bar=False)
         return best_static_f1(vectors.astype(np.float32), labels[val], k)
 
-    history = fit(model, load_batch, forward, labels[train], config, val_f1,
+    history = fit(model, batches_from(load_batch), forward, labels[train], config, val_f1,
                   folder / "checkpoint", device, progress)
     meta = {"kind": "text", "base": base_spec, "config": asdict(config)}
     return FineTuned(save_model(folder, model.cpu(), meta, history), folder, history, True)

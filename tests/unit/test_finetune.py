@@ -11,6 +11,7 @@ from shopee_match.finetune import (
     PKSampler,
     TrainConfig,
     arcface_margin,
+    batches_from,
     fit,
     lr_factor,
     make_loss,
@@ -146,8 +147,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
         return 0.5
 
     def args(model, val):
-        return (model, lambda rows: inputs[rows], lambda m, b: m(b), labels, config, val,
-                tmp_path / "ckpt", "cpu", False)
+        return (model, batches_from(lambda rows: inputs[rows]), lambda m, b: m(b), labels,
+                config, val, tmp_path / "ckpt", "cpu", False)
 
     with pytest.raises(KeyboardInterrupt):
         fit(*args(projection_head(24, 8), crash_in_epoch_2))
