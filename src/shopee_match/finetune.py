@@ -518,6 +518,7 @@ def train_image(paths: Sequence[str], labels: Sequence[int], split: np.ndarray,
         size = clip_image_size(load_open_clip(arch, weights or "none")[0])
     paths, labels = list(paths), np.asarray(labels)
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    seed_training(config.seed)
     model = image_tower(base_spec, config.unfrozen_blocks)
     augment = image_transform(base_spec, size, training=True)
     plain = image_transform(base_spec, size)

@@ -277,3 +277,23 @@ def test_training_is_reproducible_whatever_ran_before(tmp_path):
                                   "fp", 0, k=5, root=tmp_path / str(noise), device="cpu",
                                   progress=False))
     assert results[0].history.epochs[-1]["loss"] == results[1].history.epochs[-1]["loss"]
+
+
+def test_image_training_repeats_whatever_ran_before(tiny, tmp_path):
+    import random
+
+    import torch
+
+    from shopee_match.finetune import train_image
+
+    postings, labels, split, fp = tiny
+    config = TrainConfig(regime="image", p=4, k=2, epochs=1, image_size=32, unfrozen_blocks=1)
+    losses = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)
+        random.seed(noise)
+        result = train_image(postings["image_path"].tolist(), labels, split, config,
+                             "timm:tf_efficientnet_lite0:none", fp, 0, k=5,
+                             root=tmp_path / str(noise), device="cpu", progress=False)
+        losses.append(result.history.epochs[0]["loss"])
+    assert losses[0] == losses[1]
