@@ -57,13 +57,18 @@ class Candidate:
         return [f for f in self.files if not (self.folder / f).exists()]
 
     def load_model(self):
-        """The fitted second stage (e.g. the pair classifier), or None without one."""
+        """The fitted second stage (the pair classifier or a cross-encoder reranker), or None
+        without one."""
         stage = self.config.second_stage
         if stage is None:
             return None
-        import joblib
+        if stage.kind == "pair_classifier":
+            import joblib
 
-        return joblib.load(self.folder / stage.file)
+            return joblib.load(self.folder / stage.file)
+        from shopee_match.rerank import Reranker
+
+        return Reranker.load(self.folder / stage.file)
 
 
 def utc_now() -> str:

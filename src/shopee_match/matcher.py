@@ -18,8 +18,10 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-#: second-stage pair scorers that :func:`shopee_match.matching.predict_matches` knows
-SECOND_STAGES = ("pair_classifier",)
+#: second-stage pair scorers that :func:`shopee_match.matching.predict_matches` knows: a
+#: classifier over pair features, a cross-encoder alone, or a classifier over the pair features
+#: plus the cross-encoder's probability (``rerank``; see :mod:`shopee_match.rerank`)
+SECOND_STAGES = ("pair_classifier", "cross_encoder", "rerank")
 #: modalities with sparse vectors: usable in ``union`` and as pair features, not in the fusion
 SPARSE_MODALITIES = ("tfidf",)
 #: keys of the flat dict that notebook 03 saved before MatchConfig existed
@@ -34,7 +36,8 @@ class MatchConfigError(ValueError):
 class SecondStage:
     """A pair scorer applied to every candidate pair; pairs scoring ``>= threshold`` match.
 
-    ``file`` is the fitted model's file name inside the candidate folder that holds it.
+    ``file`` is the fitted model's file (or folder, for the cross-encoder kinds) inside the
+    candidate folder that holds it.
     """
 
     kind: str

@@ -228,11 +228,13 @@ def pair_training_data(vectors: dict, labels: Sequence[int], config,
 
 
 def predict_matches(vectors: dict, config, model=None, phash: Sequence[str] | None = None,
-                    cache: dict | None = None) -> sparse.csr_matrix:
+                    cache: dict | None = None, titles: Sequence[str] | None = None
+                    ) -> sparse.csr_matrix:
     """Apply a :class:`~shopee_match.matcher.MatchConfig` to one gallery's vectors.
 
     ``vectors`` maps modality -> array (``tfidf`` may be sparse) and must hold
-    ``config.modalities``; ``model`` is the fitted second stage when the config has one.
+    ``config.modalities``; ``model`` is the fitted second stage when the config has one
+    (the cross-encoder kinds also read the ``titles``).
     Pass the same ``cache`` dict on every call over one gallery (a sweep) to reuse
     neighbour lists that do not depend on the knob being tuned.
     """
@@ -246,7 +248,13 @@ def predict_matches(vectors: dict, config, model=None, phash: Sequence[str] | No
                              f"({config.second_stage.file})")
         i, j, rank = candidate_pairs(idx)
         feats = pair_features(i, j, rank, vectors, sims, idx, phash)
-        keep = model.predict_proba(feats.to_numpy())[:, 1] >= config.second_stage.threshold
+        if config.second_stage.kind == "pair_classifier":
+            scores = model.predict_proba(feats.to_numpy())[:, 1]
+        elif titles is None:
+            raise ValueError(f"the {config.second_stage.kind} second stage needs the titles")
+        else:
+            scores = model.score(feats, titles, i, j, cache)
+        keep = scores >= config.second_stage.threshold
         matches = pairs_to_matrix(i[keep], j[keep], len(idx))
     else:
         accepted = STRATEGIES[config.strategy](sims, idx, config.value)

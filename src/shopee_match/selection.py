@@ -135,12 +135,14 @@ class Galleries:
     """One dataset's vectors split by label group; each split is matched only within itself.
 
     ``vectors`` maps modality -> array aligned with ``labels`` (``tfidf`` may be
-    sparse); ``phash`` (optional) feeds the pair classifier's equal-photo feature.
+    sparse); ``phash`` (optional) feeds the pair classifier's equal-photo feature and
+    ``titles`` (optional) the cross-encoder second stages.
     Neighbour lists are cached per split, so a sweep searches each gallery once.
     """
 
     def __init__(self, vectors: dict, labels: Sequence[int], phash: Sequence[str] | None = None,
-                 split_seed: int = 0, fractions: Sequence[float] = (0.7, 0.15, 0.15)):
+                 split_seed: int = 0, fractions: Sequence[float] = (0.7, 0.15, 0.15),
+                 titles: Sequence[str] | None = None):
         from shopee_match.splits import SPLIT_NAMES, split_by_group
 
         labels = np.asarray(labels)
@@ -151,6 +153,8 @@ class Galleries:
         self.vectors = {s: {m: v[r] for m, v in vectors.items()} for s, r in self.rows.items()}
         phash = None if phash is None else np.asarray(phash, dtype=object)
         self.phash = {s: None if phash is None else phash[r] for s, r in self.rows.items()}
+        titles = None if titles is None else np.asarray(titles, dtype=object)
+        self.titles = {s: None if titles is None else titles[r] for s, r in self.rows.items()}
         self.cache: dict[str, dict] = {s: {} for s in self.rows}
 
     def sizes(self) -> pd.DataFrame:
@@ -177,7 +181,7 @@ class Galleries:
         from shopee_match.matching import predict_matches
 
         return predict_matches(self.vectors[split], config, model, self.phash[split],
-                               cache=self.cache[split])
+                               cache=self.cache[split], titles=self.titles[split])
 
     def evaluate(self, config: MatchConfig, split: str, model=None) -> float:
         """Mean row-wise F1 of ``config`` on one split."""

@@ -109,7 +109,8 @@ def predict_submission(postings: pd.DataFrame, config: MatchConfig, model=None,
         raise ValueError(f"The configuration needs modalities {missing} that these postings "
                          "lack (no images?); choose a candidate made on data like this.")
     phash = postings["image_phash"].to_numpy() if "image_phash" in postings else None
-    matches = predict_matches(vectors, config, model, phash)
+    matches = predict_matches(vectors, config, model, phash,
+                              titles=postings["title"].fillna("").astype(str).to_numpy())
     return matrix_to_sets(matches, postings["posting_id"].astype(str).to_numpy())
 
 

@@ -1,0 +1,187 @@
+"""Reranking: pairs never straddle splits, augmentation keeps the product, clusters, gray zone,
+and a cross-encoder trained, saved, reloaded and used as a second stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shopee_match.rerank import (
+    augment_title,
+    capped_components,
+    gray_band,
+    read_labelled,
+    split_pairs,
+    training_pairs,
+    write_gray_zone,
+)
+from shopee_match.selection import Galleries
+
+
+def test_augmentation_changes_the_text_but_keeps_the_words():
+    rng = np.random.default_rng(0)
+    title = "[PROMO] Kopi Kapal Api Special 25gr!"
+    variants = [augment_title(title, rng) for _ in range(50)]
+    assert all(v != title for v in variants)
+    core = {"kopi", "kapal", "api", "special", "25gr"}
+    assert all(core <= set(v.lower().replace("!", " ").split()) for v in variants)
+    again = np.random.default_rng(0)
+    assert [augment_title(title, again) for _ in range(50)] == variants  # seeded
+
+
+def clustered(n_groups=30, per_group=3, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_groups), per_group)
+    v = rng.normal(size=(n_groups, 8))[labels] + 0.6 * rng.normal(size=(len(labels), 8))
+    v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    titles = [f"product {g} variant {i}" for i, g in enumerate(labels)]
+    return {"text": v}, labels, titles
+
+
+def test_candidate_pairs_never_straddle_splits_and_are_labelled_by_group():
+    vectors, labels, _ = clustered()
+    galleries = Galleries(vectors, labels, split_seed=1)
+    pairs = split_pairs(galleries, {"text": 1.0}, k=5)
+    split_of = np.empty(len(labels), dtype=object)
+    for name, rows in galleries.rows.items():
+        split_of[rows] = name
+    assert (split_of[pairs["a"]] == pairs["split"]).all()
+    assert (split_of[pairs["b"]] == pairs["split"]).all()
+    assert (pairs["a"] < pairs["b"]).all() and not pairs.duplicated(["a", "b"]).any()
+    assert (pairs["label"] == (labels[pairs["a"]] == labels[pairs["b"]])).all()
+    sims = (vectors["text"][pairs["a"]] * vectors["text"][pairs["b"]]).sum(1)
+    assert np.allclose(pairs["sim"], sims, atol=1e-5)
+
+
+def test_training_pairs_are_balanced_with_the_hardest_negatives():
+    vectors, labels, titles = clustered(seed=2)
+    pairs = split_pairs(Galleries(vectors, labels), {"text": 1.0}, k=8)
+    table = training_pairs(pairs, titles, max_negatives=100, seed=0)
+    counts = table["kind"].value_counts()
+    assert counts["hard negative"] == 100
+    assert (table["label"] == 1).sum() == (table["label"] == 0).sum()
+    train_neg = pairs[(pairs["split"] == "train") & ~pairs["label"]]
+    assert len(train_neg) > 100
+    kept = set(table.loc[table["kind"] == "hard negative", "sentence1"] + "|" +
+               table.loc[table["kind"] == "hard negative", "sentence2"])
+    hardest = train_neg.nlargest(100, "sim")
+    assert kept == {titles[a] + "|" + titles[b] for a, b in zip(hardest["a"], hardest["b"])}
+    augmented = table[table["kind"] == "augmented positive"]
+    assert len(augmented) == 100 - counts["positive"] and (augmented["label"] == 1).all()
+    assert not set(augmented["sentence1"]) & set(titles)  # text changed
+    extra = pd.DataFrame({"sentence1": ["x"], "sentence2": ["y"], "label": [0.0]})
+    assert len(training_pairs(pairs, titles, 100, extra=extra)) == len(table) + 1
+
+
+def test_capped_components_cut_chains_at_their_weakest_edges():
+    # 0-1-2-3-4 chain; the 2-3 link is the weakest; cap 3 keeps {0,1,2} and {3,4}
+    i, j = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4])
+    scores = np.array([0.9, 0.8, 0.1, 0.95])
+    clusters, dropped = capped_components(i, j, scores, 6, max_size=3)
+    assert dropped == 1
+    assert len({*clusters[[0, 1, 2]]}) == 1 and clusters[3] == clusters[4] != clusters[0]
+    assert clusters[5] not in clusters[:5]  # a lone row is its own cluster
+    uncapped, none = capped_components(i, j, scores, 6, max_size=100)
+    assert none == 0 and len(set(uncapped[:5])) == 1
+
+
+def test_gray_band_brackets_the_uncertain_scores():
+    scores = np.array([0.05, 0.1, 0.3, 0.4, 0.45, 0.55, 0.6, 0.7, 0.9, 0.95])
+    is_match = np.array([0, 0, 0, 1, 0, 1, 0, 1, 1, 1], dtype=bool)
+    low, high = gray_band(scores, is_match, precision=0.95, recall=0.95)
+    assert (low, high) == (0.4, 0.7)  # from 0.7 up all match; from 0.4 up every match kept
+
+
+def test_gray_zone_round_trip_feeds_labelled_train_pairs_back(tmp_path, capsys):
+    postings = pd.DataFrame({"posting_id": ["p0", "p1", "p2", "p3"],
+                             "title": ["a one", "a 1", "b two", "c three"],
+                             "image": ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]})
+    path = write_gray_zone(tmp_path / "gray_zone.csv", postings, np.array([0, 0, 2]),
+                           np.array([1, 2, 3]), np.array([0.52, 0.3, 0.49]))
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert table["score"].tolist() == ["0.49", "0.52", "0.3"]  # most uncertain first
+    assert len(read_labelled(path)) == 0  # nothing labelled yet
+    table["label"] = ["1", "0", ""]
+    table.to_csv(path, index=False)
+    labelled = read_labelled(path, exclude_ids=["p3"])  # p3 is a val/test posting
+    assert labelled.to_dict("records") == [{"sentence1": "a one", "sentence2": "a 1",
+                                            "label": 0.0}]  # (p2, p3) left out, p0-p2 unlabelled
+    assert "1 labelled pair(s) name val/test postings" in capsys.readouterr().out
+    table["label"] = ["yes", "0", ""]
+    table.to_csv(path, index=False)
+    with pytest.raises(ValueError, match="label must be 1"):
+        read_labelled(path)
+    assert read_labelled(tmp_path / "none.csv").empty
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(tmp_path_factory):
+    """A cross-encoder fine-tuned for a few steps on toy pairs (the PyPI MiniLM as base)."""
+    from shopee_match.rerank import CrossEncoderConfig, train_cross_encoder
+
+    rng = np.random.default_rng(0)
+    brands = ["kopi kapal api", "indomie goreng", "rinso cair", "teh pucuk", "aqua botol"]
+    rows = []
+    for b in brands:
+        for size in ("250ml", "1l", "25gr"):
+            rows.append({"sentence1": f"{b} {size}", "sentence2": augment_title(f"{b} {size}",
+                                                                               rng), "label": 1.0})
+            other = brands[(brands.index(b) + 1) % len(brands)]
+            rows.append({"sentence1": f"{b} {size}", "sentence2": f"{other} {size}",
+                         "label": 0.0})
+    pairs = pd.DataFrame(rows * 4)
+    root = tmp_path_factory.mktemp("models")
+    config = CrossEncoderConfig(epochs=2, batch_size=8, lr=1e-4, max_length=32)
+    first = train_cross_encoder(pairs, config, root=root, progress=False)
+    again = train_cross_encoder(pairs, config, root=root, progress=False)
+    return first, again
+
+
+def test_cross_encoder_trains_once_then_loads_and_separates_pairs(cross_encoder):
+    from shopee_match.rerank import Reranker
+
+    first, again = cross_encoder
+    assert first.trained and not again.trained and again.folder == first.folder
+    assert any("loss" in entry for entry in first.log)
+    reranker = Reranker(first.folder)
+    same = reranker.score_titles(["indomie goreng 1l"], ["INDOMIE GORENG 1L ORIGINAL"])
+    other = reranker.score_titles(["indomie goreng 1l"], ["rinso cair 1l"])
+    assert same[0] > other[0] and reranker.pairs_per_second > 0
+
+
+def test_reranker_is_a_second_stage_and_scores_each_pair_once(cross_encoder, tmp_path):
+    from shopee_match.matcher import MatchConfig, SecondStage
+    from shopee_match.matching import predict_matches
+    from shopee_match.rerank import Reranker
+
+    reranker = Reranker(cross_encoder[0].folder)
+    titles = ["kopi kapal api 25gr", "Kopi Kapal Api 25gr COD", "rinso cair 1l",
+              "RINSO CAIR 1L", "teh pucuk 250ml"]
+    v = np.eye(5, dtype=np.float32) + 0.5
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    config = MatchConfig(encoders={"text": "sbert:x"}, fusion_weights={"text": 1.0}, k=4,
+                         value=None, second_stage=SecondStage("cross_encoder", 0.5, "rerank"))
+    cache = {}
+    matches = predict_matches({"text": v}, config, reranker, cache=cache, titles=titles)
+    assert matches[0, 1] and matches[2, 3] and not matches[0, 2]
+    assert len(cache["cross_encoder", str(reranker.folder)]) == 10  # 5·4/2 unordered pairs
+    with pytest.raises(ValueError, match="needs the titles"):
+        predict_matches({"text": v}, config, reranker)
+    saved = Reranker.load(reranker.save(tmp_path / "rerank"))
+    assert np.allclose(saved.score_titles(titles[:1], titles[1:2]),
+                       reranker.score_titles(titles[:1], titles[1:2]), atol=1e-6)
+
+
+def test_token_attributions_cover_every_token(cross_encoder):
+    from shopee_match.rerank import Reranker, attribution_html, token_attributions
+
+    model = Reranker(cross_encoder[0].folder).model
+    tokens = token_attributions(model, "kopi kapal api 25gr", "rinso cair 1l", steps=8)
+    names = [t for t, _ in tokens]
+    assert names[0] == "[CLS]" and "[SEP]" in names
+    assert "rinso" in "".join(n.removeprefix("##") for n in names)
+    assert max(abs(s) for _, s in tokens) == pytest.approx(1.0)
+    page = attribution_html(tokens)
+    words = len(tokens) - sum(t.startswith("##") for t in names)
+    assert page.count("<span") == words and ">rinso<" in page
