@@ -84,13 +84,15 @@ def split_pairs(galleries, weights: dict[str, float], k: int) -> pd.DataFrame:
 
 
 def training_pairs(pairs: pd.DataFrame, titles: Sequence[str], max_negatives: int = 4000,
-                   seed: int = 0, extra: pd.DataFrame | None = None) -> pd.DataFrame:
+                   seed: int = 0, extra: pd.DataFrame | None = None,
+                   augmented_share: float = 0.25) -> pd.DataFrame:
     """Balanced cross-encoder training pairs from the ``train`` split's candidate pairs.
 
     Negatives are the hardest (most similar) different-group pairs, at most
-    ``max_negatives``; positives are every same-group pair plus augmented copies
-    (:func:`augment_title` on one side, seeded) until both classes are the same
-    size. ``extra`` (labelled gray-zone rows, :func:`read_labelled`) is appended.
+    ``max_negatives``. Positives match their number: same-group pairs (a seeded
+    sample if there are more) and augmented copies (:func:`augment_title` on one
+    side) — at least ``augmented_share`` of them, more when same-group pairs run
+    short. ``extra`` (labelled gray-zone rows, :func:`read_labelled`) is appended.
     Columns: ``sentence1``, ``sentence2``, ``label`` (0/1), ``kind``.
     """
     rng = np.random.default_rng(seed)
@@ -99,11 +101,14 @@ def training_pairs(pairs: pd.DataFrame, titles: Sequence[str], max_negatives: in
     positives = train[train["label"]]
     negatives = train[~train["label"]].sort_values("sim", ascending=False, kind="stable")
     negatives = negatives.head(max_negatives)
+    target = len(negatives)
+    n_augmented = (max(target - len(positives), int(round(augmented_share * target)))
+                   if len(positives) else 0)
+    originals = positives.iloc[np.sort(rng.permutation(len(positives))[:target - n_augmented])]
     rows = [{"sentence1": titles[a], "sentence2": titles[b], "label": 1.0, "kind": "positive"}
-            for a, b in zip(positives["a"], positives["b"])]
+            for a, b in zip(originals["a"], originals["b"])]
     rows += [{"sentence1": titles[a], "sentence2": titles[b], "label": 0.0,
               "kind": "hard negative"} for a, b in zip(negatives["a"], negatives["b"])]
-    n_augmented = max(0, len(negatives) - len(positives)) if len(positives) else 0
     for pick in rng.integers(0, max(len(positives), 1), n_augmented):
         a, b = positives["a"].iloc[pick], positives["b"].iloc[pick]
         first, second = (titles[a], titles[b]) if rng.random() < 0.5 else (titles[b], titles[a])
@@ -121,11 +126,11 @@ class CrossEncoderConfig:
     """Training of the cross-encoder (every field goes into its saved model's key)."""
 
     base: str = "pypi-minilm"  # sbert-style folder/name the cross-encoder starts from
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 32
-    lr: float = 3e-5
+    lr: float = 1e-4
     warmup: float = 0.1  # fraction of steps with a linear warm-up
-    max_length: int = 64  # tokens of the two titles together
+    max_length: int = 48  # tokens of the two titles together
     seed: int = 0
 
 
@@ -271,6 +276,21 @@ class Reranker:
         if self.classifier is None:
             return ce
         return self.classifier.predict_proba(with_ce(features, ce).to_numpy())[:, 1]
+
+
+def rerank_training_data(galleries, split: str, config, reranker: Reranker
+                         ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Pair features + cross-encoder probability and same-group labels of one split's
+    candidate pairs (as :meth:`Reranker.score` sees them). Use a split the cross-encoder
+    was not trained on, or its probabilities are over-confident."""
+    from shopee_match.matching import candidate_pairs, fused_neighbors
+
+    features, is_match = galleries.pair_training_data(split, config)
+    _, idx = fused_neighbors(galleries.vectors[split], config.fusion_weights, config.k + 1,
+                             config.blend_rounds, config.blend_top_n, galleries.cache[split])
+    i, j, _ = candidate_pairs(idx)
+    ce = reranker.pair_scores(galleries.titles[split], i, j, galleries.cache[split])
+    return with_ce(features, ce), is_match
 
 
 def with_ce(features: pd.DataFrame, ce: np.ndarray) -> pd.DataFrame:

@@ -137,18 +137,22 @@ class Galleries:
     ``vectors`` maps modality -> array aligned with ``labels`` (``tfidf`` may be
     sparse); ``phash`` (optional) feeds the pair classifier's equal-photo feature and
     ``titles`` (optional) the cross-encoder second stages.
-    Neighbour lists are cached per split, so a sweep searches each gallery once.
+    Neighbour lists are cached per split, so a sweep searches each gallery once. Other
+    ``names`` and ``fractions`` carve more splits (e.g. ``train, stack, val, test`` with
+    ``0.49, 0.21, 0.15, 0.15``: the same val and test as the default, since groups are
+    assigned by their cumulative share in one seeded order).
     """
 
     def __init__(self, vectors: dict, labels: Sequence[int], phash: Sequence[str] | None = None,
                  split_seed: int = 0, fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                 titles: Sequence[str] | None = None):
+                 titles: Sequence[str] | None = None, names: Sequence[str] | None = None):
         from shopee_match.splits import SPLIT_NAMES, split_by_group
 
         labels = np.asarray(labels)
-        split = split_by_group(labels, fractions, seed=split_seed)
+        names = tuple(names or SPLIT_NAMES)
+        split = split_by_group(labels, fractions, seed=split_seed, names=names)
         self.split_seed = split_seed
-        self.rows = {s: np.flatnonzero(split == s) for s in SPLIT_NAMES}
+        self.rows = {s: np.flatnonzero(split == s) for s in names}
         self.labels = {s: labels[r] for s, r in self.rows.items()}
         self.vectors = {s: {m: v[r] for m, v in vectors.items()} for s, r in self.rows.items()}
         phash = None if phash is None else np.asarray(phash, dtype=object)

@@ -145,3 +145,32 @@ def test_finetuning_saves_a_candidate_that_submission_takes_when_best_on_val(tin
     assert set(board["candidate"]) == {"03_thresholds", "04_finetuned"}
     assert submission["candidate"] == best
     assert 0.0 < submission["test_f1"] <= 1.0
+
+
+def test_rerank_saves_a_candidate_that_submits_offline(tiny_env, tmp_path, capsys):
+    from shopee_match.candidates import candidates_dir, leaderboard, load_candidate
+    from shopee_match.cli import main
+    from shopee_match.config import artifacts_dir
+    from shopee_match.submission import train_fingerprint, validate_submission
+
+    runs = run_report("ci", only=["03", "05", "06"], notebooks_dir=ROOT / "notebooks",
+                      out_dir=tmp_path / "reports", progress=False)
+    assert [r.status for r in runs] == ["ok"] * 3, [r.error for r in runs]
+    rerank, submission = runs[1].records, runs[2].records
+    assert set(rerank["pair_counts"]) == {"train", "stack", "val", "test"}
+    assert rerank["training_pairs"]["hard negative"] > 0 and rerank["scoring_pairs_per_s"] > 0
+    steps = [row[0] for row in rerank["ablation"]]
+    assert "cross-encoder alone" in steps and "03_thresholds (saved)" in steps
+    candidate = load_candidate(candidates_dir() / "05_rerank")
+    assert not candidate.missing_files()
+    assert candidate.val_f1 == pytest.approx(rerank["best_val_f1"], abs=1e-4)
+    board = leaderboard(train_fingerprint("demo-tiny"), 0)
+    assert submission["candidate"] == board.loc[board["usable"], "candidate"].iloc[0]
+    gray = pd.read_csv(artifacts_dir() / "gray_zone.csv")
+    assert len(gray) == rerank["gray_zone_pairs"] and "label" in gray
+    # the saved reranker (cross-encoder + classifier) submits from the candidate folder alone
+    assert main(["submit", "--dataset", "demo-tiny", "--candidate", "05_rerank",
+                 "--out", str(tmp_path / "rerank.csv")]) == 0
+    assert "using candidate 05_rerank" in capsys.readouterr().out
+    heldout = pd.read_csv(tiny_env / "demo-tiny-heldout" / "test.csv")["posting_id"]
+    validate_submission(tmp_path / "rerank.csv", heldout)

@@ -69,9 +69,13 @@ def test_training_pairs_are_balanced_with_the_hardest_negatives():
     assert kept == {titles[a] + "|" + titles[b] for a, b in zip(hardest["a"], hardest["b"])}
     augmented = table[table["kind"] == "augmented positive"]
     assert len(augmented) == 100 - counts["positive"] and (augmented["label"] == 1).all()
+    assert len(augmented) >= 25  # at least a quarter of the positives are augmented
     assert not set(augmented["sentence1"]) & set(titles)  # text changed
     extra = pd.DataFrame({"sentence1": ["x"], "sentence2": ["y"], "label": [0.0]})
     assert len(training_pairs(pairs, titles, 100, extra=extra)) == len(table) + 1
+    few = training_pairs(pairs, titles, max_negatives=20, seed=0)  # more positives than that
+    assert few["kind"].value_counts().to_dict() == {"hard negative": 20, "positive": 15,
+                                                    "augmented positive": 5}
 
 
 def test_capped_components_cut_chains_at_their_weakest_edges():

@@ -138,3 +138,14 @@ def test_tuning_on_real_galleries_reports_test_at_the_val_choice():
     test = [galleries.evaluate(BASE.replace(value=v), "test") for v in values]
     assert tuned.config.value == values[int(np.argmax(val))]
     assert tuned.test_f1 == test[int(np.argmax(val))] and tuned.test_f1_upper == max(test)
+
+
+def test_carving_train_into_two_keeps_val_and_test():
+    vectors, labels = clustered(n_groups=80, seed=5)
+    three = Galleries(vectors, labels, split_seed=2)
+    four = Galleries(vectors, labels, split_seed=2, fractions=(0.49, 0.21, 0.15, 0.15),
+                     names=("train", "stack", "val", "test"))
+    assert np.array_equal(three.rows["val"], four.rows["val"])
+    assert np.array_equal(three.rows["test"], four.rows["test"])
+    assert np.array_equal(np.sort(np.concatenate([four.rows["train"], four.rows["stack"]])),
+                          three.rows["train"])
