@@ -81,6 +81,9 @@ def test_arcface_margin_ramps_and_is_stored_in_radians():
     assert miner is None and loss.margin == pytest.approx(0.3)  # PML took 17.2 degrees
     assert sum(p.numel() for p in loss.parameters()) == 10 * 8  # trainable class centres
     assert make_loss("triplet", 10, 8, TrainConfig())[1] is not None
+    subcenter, _ = make_loss("subcenter_arcface", 10, 8, TrainConfig(margin=(0.3, 0.9)))
+    assert subcenter.margin == pytest.approx(0.3)
+    assert sum(p.numel() for p in subcenter.parameters()) == 10 * 3 * 8  # 3 centres per class
     with pytest.raises(ValueError, match="Unknown loss"):
         TrainConfig(loss="contrastive-ish")
 
