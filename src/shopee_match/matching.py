@@ -215,16 +215,34 @@ def fused_neighbors(vectors: dict, weights: dict, k: int, blend_rounds: int = 0,
     return cache[key]
 
 
+def candidate_pair_features(vectors: dict, config, phash: Sequence[str] | None = None,
+                            cache: dict | None = None
+                            ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """``(i, j, features)`` of one gallery's candidate pairs: the top ``config.k`` fused
+    neighbours of every listing (:func:`pair_features`), kept in ``cache``."""
+    cache = {} if cache is None else cache
+    key = ("pair_features", *_fused_key(config))
+    if key not in cache:
+        sims, idx = fused_neighbors(vectors, config.fusion_weights, config.k + 1,
+                                    config.blend_rounds, config.blend_top_n, cache)
+        i, j, rank = candidate_pairs(idx)
+        cache[key] = i, j, pair_features(i, j, rank, vectors, sims, idx, phash)
+    return cache[key]
+
+
+def _fused_key(config) -> tuple:
+    return (tuple(sorted(config.fusion_weights.items())), config.k, config.blend_rounds,
+            config.blend_top_n)
+
+
 def pair_training_data(vectors: dict, labels: Sequence[int], config,
                        phash: Sequence[str] | None = None, cache: dict | None = None
                        ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Features and labels (same group or not) of one gallery's candidate pairs: the top
-    ``config.k`` fused neighbours of every listing, as the pair classifier sees them."""
-    sims, idx = fused_neighbors(vectors, config.fusion_weights, config.k + 1,
-                                config.blend_rounds, config.blend_top_n, cache)
-    i, j, rank = candidate_pairs(idx)
+    """Features and labels (same group or not) of one gallery's candidate pairs, as the pair
+    classifier sees them (:func:`candidate_pair_features`)."""
+    i, j, features = candidate_pair_features(vectors, config, phash, cache)
     labels = np.asarray(labels)
-    return pair_features(i, j, rank, vectors, sims, idx, phash), labels[i] == labels[j]
+    return features, labels[i] == labels[j]
 
 
 def predict_matches(vectors: dict, config, model=None, phash: Sequence[str] | None = None,
@@ -236,7 +254,8 @@ def predict_matches(vectors: dict, config, model=None, phash: Sequence[str] | No
     ``config.modalities``; ``model`` is the fitted second stage when the config has one
     (the cross-encoder kinds also read the ``titles``).
     Pass the same ``cache`` dict on every call over one gallery (a sweep) to reuse
-    neighbour lists that do not depend on the knob being tuned.
+    neighbour lists, pair features and second-stage scores that do not depend on the knob
+    being tuned (the model is keyed by identity: do not refit one that scored into a cache).
     """
     cache = {} if cache is None else cache
     k = config.k + 1
@@ -246,15 +265,15 @@ def predict_matches(vectors: dict, config, model=None, phash: Sequence[str] | No
         if model is None:
             raise ValueError(f"this configuration needs its fitted {config.second_stage.kind} "
                              f"({config.second_stage.file})")
-        i, j, rank = candidate_pairs(idx)
-        feats = pair_features(i, j, rank, vectors, sims, idx, phash)
-        if config.second_stage.kind == "pair_classifier":
-            scores = model.predict_proba(feats.to_numpy())[:, 1]
-        elif titles is None:
-            raise ValueError(f"the {config.second_stage.kind} second stage needs the titles")
-        else:
-            scores = model.score(feats, titles, i, j, cache)
-        keep = scores >= config.second_stage.threshold
+        kind = config.second_stage.kind
+        if kind != "pair_classifier" and titles is None:
+            raise ValueError(f"the {kind} second stage needs the titles")
+        i, j, feats = candidate_pair_features(vectors, config, phash, cache)
+        key = ("second_stage", kind, model, *_fused_key(config))  # the model by identity
+        if key not in cache:  # scored once per gallery, whatever the threshold
+            cache[key] = (model.predict_proba(feats.to_numpy())[:, 1]
+                          if kind == "pair_classifier" else model.score(feats, titles, i, j, cache))
+        keep = cache[key] >= config.second_stage.threshold
         matches = pairs_to_matrix(i[keep], j[keep], len(idx))
     else:
         accepted = STRATEGIES[config.strategy](sims, idx, config.value)

@@ -283,14 +283,13 @@ def rerank_training_data(galleries, split: str, config, reranker: Reranker
     """Pair features + cross-encoder probability and same-group labels of one split's
     candidate pairs (as :meth:`Reranker.score` sees them). Use a split the cross-encoder
     was not trained on, or its probabilities are over-confident."""
-    from shopee_match.matching import candidate_pairs, fused_neighbors
+    from shopee_match.matching import candidate_pair_features
 
-    features, is_match = galleries.pair_training_data(split, config)
-    _, idx = fused_neighbors(galleries.vectors[split], config.fusion_weights, config.k + 1,
-                             config.blend_rounds, config.blend_top_n, galleries.cache[split])
-    i, j, _ = candidate_pairs(idx)
+    i, j, features = candidate_pair_features(galleries.vectors[split], config,
+                                             galleries.phash[split], galleries.cache[split])
     ce = reranker.pair_scores(galleries.titles[split], i, j, galleries.cache[split])
-    return with_ce(features, ce), is_match
+    labels = galleries.labels[split]
+    return with_ce(features, ce), labels[i] == labels[j]
 
 
 def with_ce(features: pd.DataFrame, ce: np.ndarray) -> pd.DataFrame:

@@ -206,3 +206,27 @@ def test_pair_training_data_labels_candidate_pairs_by_group():
     assert np.array_equal(is_match, expected)
     assert np.allclose(features["sim_image"], np.take_along_axis(sims, top3, 1).ravel(),
                        atol=1e-6)
+
+
+def test_a_threshold_sweep_scores_each_candidate_pair_once():
+    from shopee_match.matcher import MatchConfig, SecondStage
+    from shopee_match.matching import predict_matches
+
+    class CountingModel:
+        calls = 0
+
+        def predict_proba(self, x):
+            CountingModel.calls += 1
+            p = x[:, 0]  # sim_image
+            return np.stack([1 - p, p], axis=1)
+
+    rng = np.random.default_rng(4)
+    v = rng.normal(size=(30, 5)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    base = MatchConfig(encoders={"image": "a"}, fusion_weights={"image": 1.0}, k=5, value=0.5)
+    model, cache = CountingModel(), {}
+    sizes = [predict_matches({"image": v}, base.replace(
+        second_stage=SecondStage("pair_classifier", t, "m.joblib")), model, cache=cache).nnz
+             for t in (0.0, 0.5, 0.9, 2.0)]
+    assert CountingModel.calls == 1
+    assert sizes[0] == 30 * 6 and sizes[-1] == 30 and sizes == sorted(sizes, reverse=True)
