@@ -551,10 +551,13 @@ def train_text(titles: Sequence[str], labels: Sequence[int], split: np.ndarray,
     """Train (or load) the SBERT model of ``base_spec`` on P×K batches of titles (the same
     loop and losses as the other regimes); saved as a sentence-transformers folder."""
     import torch
-    from sentence_transformers import SentenceTransformer
 
     from shopee_match.encoders import _sbert_path, pick_device
+    from shopee_match.progress import silence_widget_warning
     from shopee_match.selection import best_static_f1
+
+    silence_widget_warning()
+    from sentence_transformers import SentenceTransformer
 
     if not base_spec.startswith("sbert:"):
         raise ValueError(f"text fine-tuning needs an sbert: spec, got {base_spec!r}")

@@ -155,6 +155,7 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
 
     from shopee_match.encoders import _sbert_path, pick_device
     from shopee_match.finetune import models_dir, seed_training
+    from shopee_match.progress import silence_widget_warning
 
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     digest.update(pd.util.hash_pandas_object(pairs[["sentence1", "sentence2", "label"]],
@@ -166,6 +167,7 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
     if pairs["label"].nunique() < 2:
         raise ValueError("cross-encoder training needs matching and non-matching pairs")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    silence_widget_warning()
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
         CrossEncoder,
@@ -205,7 +207,10 @@ class Reranker:
                  device: str | None = None):
         import os
 
+        from shopee_match.progress import silence_widget_warning
+
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        silence_widget_warning()
         from sentence_transformers.cross_encoder import CrossEncoder
 
         self.folder = Path(folder)

@@ -21,10 +21,16 @@ def test_notebook_runs_on_tiny_data(path, tiny_env, tmp_path):
                        out_dir=tmp_path / "reports", progress=False)
     assert run.status == "ok", run.error
     assert run.html.is_file() and run.records
+    assert_no_widget_warning(run)
+
+
+def assert_no_widget_warning(run):
+    """No tqdm "IProgress not found" warning in a report page (also with warm caches, when
+    a notebook imports model libraries without embedding anything first)."""
     nb = nbformat.read(str(run.executed), as_version=4)
     streams = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
                       if o.get("output_type") == "stream")
-    assert "IProgress not found" not in streams  # no tqdm widget warning in reports
+    assert "IProgress not found" not in streams, run.name
 
 
 def test_eda_records_match_the_data(tiny_env, tmp_path):
@@ -134,6 +140,8 @@ def test_finetuning_saves_a_candidate_that_submission_takes_when_best_on_val(tin
                       out_dir=tmp_path / "reports", progress=False)
     assert [r.status for r in runs] == ["ok"] * 3, [r.error for r in runs]
     finetune, submission = runs[1].records, runs[2].records
+    for run in runs:
+        assert_no_widget_warning(run)
     assert set(finetune["regimes"]) == {"joint", "text_ft", "image_ft"}
     assert all(v > 0 for v in finetune["train_speed_per_s"].values())
     assert 0.0 < finetune["best_test_f1"] <= finetune["best_test_f1_tuned_on_test"] <= 1.0
@@ -157,6 +165,8 @@ def test_rerank_saves_a_candidate_that_submits_offline(tiny_env, tmp_path, capsy
                       out_dir=tmp_path / "reports", progress=False)
     assert [r.status for r in runs] == ["ok"] * 3, [r.error for r in runs]
     rerank, submission = runs[1].records, runs[2].records
+    for run in runs:
+        assert_no_widget_warning(run)
     assert set(rerank["pair_counts"]) == {"train", "stack", "val", "test"}
     assert rerank["training_pairs"]["hard negative"] > 0 and rerank["scoring_pairs_per_s"] > 0
     steps = [row[0] for row in rerank["ablation"]]
