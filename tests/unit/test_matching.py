@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shopee_match import matching
 from shopee_match.matching import (
+    STRATEGIES,
     blend,
     candidate_pairs,
     connected_components,
@@ -111,6 +113,42 @@ def test_sweep_matches_direct_f1():
     direct = neighbor_row_f1(IDX, static_accept(SIMS, IDX, 0.85), LABELS).mean()
     assert table.loc[1, "f1"] == pytest.approx(direct, rel=1e-12)
     assert table.loc[0, "mean_matches"] > table.loc[1, "mean_matches"]
+
+
+def naive_sweep(sims, idx, labels, values, strategy):
+    """Today's reference: a fresh acceptance mask and row F1 for every value."""
+    accept = STRATEGIES[strategy]
+    return np.array([[neighbor_row_f1(idx, accept(sims, idx, v), labels).mean(),
+                      1 + accept(sims, idx, v).sum(axis=1).mean()] for v in values])
+
+
+@pytest.mark.parametrize("strategy,values", [
+    ("static", np.linspace(0.0, 1.0, 41)),
+    ("dynamic", np.linspace(-1.0, 3.0, 33)),
+    ("quantile", np.linspace(0.0, 1.0, 21)),
+])
+@pytest.mark.parametrize("seed,chunk_rows", [(0, 4096), (1, 64), (2, 7)])
+def test_sorted_sweep_equals_a_mask_per_value(strategy, values, seed, chunk_rows, monkeypatch):
+    monkeypatch.setattr(matching, "SWEEP_CHUNK_ROWS", chunk_rows)
+    rng = np.random.default_rng(seed)
+    n, k = 400, 12
+    labels = rng.integers(0, 60, size=n)
+    idx = np.stack([rng.permutation(n)[:k] for _ in range(n)])
+    idx[:, 0] = np.arange(n)  # self first, as a self-search returns it
+    idx[rng.random((n, k)) < 0.1] = -1  # padding anywhere
+    # coarse similarities: many ties, some exactly on a threshold; unsorted rows
+    sims = (rng.integers(0, 21, size=(n, k)) / 20).astype(np.float32)
+    table = sweep(sims, idx, labels, values, strategy)
+    reference = naive_sweep(sims, idx, labels, values, strategy)
+    np.testing.assert_allclose(table["f1"], reference[:, 0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(table["mean_matches"], reference[:, 1], rtol=0, atol=1e-12)
+    assert table["value"].tolist() == values.tolist()
+
+
+def test_static_threshold_compares_in_float64():
+    sims = np.array([[1.0, 0.7]], dtype=np.float32)  # float32(0.7) > 0.7
+    idx = np.array([[0, 1]])
+    assert static_accept(sims, idx, 0.7)[0, 1] == static_accept(sims, idx, np.float64(0.7))[0, 1]
 
 
 def test_pair_classifier_learns_from_features():
