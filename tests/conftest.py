@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,35 @@ def tiny_env(data_root, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path / "artifacts"))
     monkeypatch.setenv("SHOPEE_MATCH_REPORTS", str(tmp_path / "reports"))
     return data_root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_artifacts(tmp_path_factory):
+    """Tests never write into the project's artifacts/ (exported ONNX graphs, caches): a
+    session folder, unless a test points elsewhere (``tiny_env``)."""
+    old = os.environ.get("SHOPEE_MATCH_ARTIFACTS")
+    os.environ["SHOPEE_MATCH_ARTIFACTS"] = str(tmp_path_factory.mktemp("artifacts"))
+    yield
+    if old is None:
+        os.environ.pop("SHOPEE_MATCH_ARTIFACTS", None)
+    else:
+        os.environ["SHOPEE_MATCH_ARTIFACTS"] = old
+
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2,
+                 "layers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """Register a tiny randomly initialised OpenCLIP config (no download)."""
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clipcfg")
+    (folder / "tiny-clip-test.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder / "tiny-clip-test.json")
+    return "open_clip:tiny-clip-test:none"

@@ -54,15 +54,27 @@ def embed_dataset(
     chunk_rows: int = 1024,
     device: str | None = None,
     progress: bool = True,
+    engine: str = "auto",
+    int8: bool = False,
 ) -> dict[str, Embeddings]:
     """Embeddings of every modality of ``profile`` plus ``tfidf``, in posting order.
 
     Image rows need ``image_path`` (as :func:`shopee_match.data.load_postings`
     adds); a dataset without images simply has no ``image`` modality. Results
     are cached under ``artifacts/embeddings`` by model, data and parameters
-    (``image_size`` for images, ``max_tokens`` for SBERT titles).
+    (``image_size`` for images, ``max_tokens`` for SBERT titles). ``engine`` runs the models
+    in torch or onnxruntime (``auto``: onnxruntime on CPU, see :mod:`shopee_match.engines`);
+    the vectors agree to ~1e-5, so the cache is shared. ``int8`` quantizes the ONNX text
+    models: faster, slightly different vectors, cached apart.
     """
-    from shopee_match.encoders import input_kind, make_encoder, model_identity, tfidf_vectors
+    from shopee_match.encoders import (
+        input_kind,
+        make_encoder,
+        model_identity,
+        pick_device,
+        tfidf_vectors,
+    )
+    from shopee_match.engines import resolve_engine
     from shopee_match.progress import progress_bar
 
     specs = resolve_profile(profile)
@@ -75,6 +87,9 @@ def embed_dataset(
     cache = EmbeddingCache(Path(cache_dir) if cache_dir else artifacts_dir() / "embeddings")
     fingerprint = dataset_fingerprint(postings)
     ids = postings["posting_id"].astype(str).tolist()
+    device = device or pick_device()
+    engine = resolve_engine(engine, device)
+    int8 = int8 and engine == "onnx"
     out: dict[str, Embeddings] = {}
     for modality in wanted:
         start = time.perf_counter()
@@ -90,12 +105,14 @@ def embed_dataset(
         if reads == "image" and not has_images:
             continue
         if reads == "joint":  # a fine-tuned head over other modalities' (cached) embeddings
-            out[modality] = _embed_head(postings, spec, modality, cache_dir, device, progress)
+            out[modality] = _embed_head(postings, spec, modality, cache_dir, device, progress,
+                                        engine, int8)
             continue
         items = (postings["image_path"] if reads == "image" else postings["title"])
         items = items.fillna("").astype(str).tolist()
         params = ({"image_size": image_size} if reads == "image" else
                   {"max_tokens": max_tokens} if spec.startswith("sbert:") else {})
+        params |= {"int8": True} if int8 and reads == "text" else {}
         meta = cache_meta(model_identity(spec), fingerprint, {"modality": modality, **params})
         found = cache.load(meta, ids)
         if found is not None:
@@ -103,7 +120,7 @@ def embed_dataset(
                                        time.perf_counter() - start, True)
             continue
         encoder = make_encoder(spec, modality, image_size=image_size, device=device,
-                               max_tokens=max_tokens)
+                               max_tokens=max_tokens, engine=engine, int8=int8)
         with progress_bar(total=len(items), desc=f"{modality} ({spec})", disable=not progress,
                           leave=False) as bar:
             vectors, ok = cache.compute_chunked(
@@ -115,7 +132,7 @@ def embed_dataset(
 
 
 def _embed_head(postings: pd.DataFrame, spec: str, modality: str, cache_dir, device,
-                progress: bool) -> Embeddings:
+                progress: bool, engine: str, int8: bool) -> Embeddings:
     """Embeddings of a fine-tuned projection head: its inputs through the cache, then the head
     (a modality the postings lack, e.g. images, enters as zero vectors)."""
     from shopee_match.encoders import model_identity
@@ -126,7 +143,7 @@ def _embed_head(postings: pd.DataFrame, spec: str, modality: str, cache_dir, dev
     meta = read_saved(folder)
     inner = embed_dataset(postings, meta["inputs"], modalities=list(meta["inputs"]),
                           image_size=meta["image_size"], cache_dir=cache_dir, device=device,
-                          progress=progress)
+                          progress=progress, engine=engine, int8=int8)
     inputs = {m: inner[m].vectors if m in inner else
               np.zeros((len(postings), meta["input_dims"][m]), np.float32)
               for m in meta["inputs"]}

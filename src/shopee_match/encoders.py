@@ -69,25 +69,46 @@ class Encoder:
 
 
 class ImageEncoder(Encoder):
-    """Any torch image model: a DataLoader decodes images in workers while the model runs."""
+    """Any torch image model: a DataLoader decodes images in workers while the model runs,
+    in torch or as an exported ONNX graph in onnxruntime (``engine``, see
+    :mod:`shopee_match.engines`)."""
 
     def __init__(self, model, transform, model_id: str, image_size: int, dim: int,
                  batch_size: int = 32, device: str | None = None, workers: int | None = None,
-                 channels_last: bool = True):
+                 channels_last: bool = True, engine: str = "torch", threads: int = 0):
         import torch
 
         self.device = device or pick_device()
-        self.model = model.eval().to(self.device)
-        self.channels_last = channels_last and self.device == "cpu"
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.engine = engine
         self.transform = transform
         self.model_id = model_id
         self.dim = dim
         self.image_size = image_size
         self.batch_size = batch_size
-        self.workers = (min(4, max(1, (os.cpu_count() or 2) // 2)) if workers is None
-                        else workers)
+        self.workers = default_workers(engine) if workers is None else workers
+        self.channels_last = channels_last and self.device == "cpu" and engine == "torch"
+        self.model = model.eval().to(self.device)
+        self.onnx = None
+        if engine == "onnx":
+            from shopee_match.engines import onnx_model
+
+            example = torch.zeros(2, 3, image_size, image_size)
+            self.onnx = onnx_model(self.model, (example,), ["pixels"], [{0: "batch"}],
+                                   model_id, threads=threads)
+        elif self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, batch) -> np.ndarray:
+        """Unnormalised features of a prepared ``(B, 3, H, W)`` batch (a torch tensor)."""
+        import torch
+
+        if self.onnx is not None:
+            return self.onnx(batch.numpy())
+        with torch.inference_mode():
+            batch = batch.to(self.device)
+            if self.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            return self.model(batch).float().cpu().numpy()
 
     def encode(self, items: list[str], bar=None) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -96,20 +117,31 @@ class ImageEncoder(Encoder):
             ImageFiles(items, self.transform, self.image_size), batch_size=self.batch_size,
             num_workers=self.workers if len(items) > self.batch_size else 0)
         vectors, oks = [], []
-        with torch.inference_mode():
-            for batch, ok in loader:
-                batch = batch.to(self.device)
-                if self.channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                feats = torch.nn.functional.normalize(self.model(batch).float(), dim=-1)
-                feats[~ok] = 0.0
-                vectors.append(feats.cpu().numpy())
-                oks.append(ok.numpy())
-                if bar is not None:
-                    bar.update(len(ok))
+        for batch, ok in loader:
+            feats = _unit_rows(self.forward(batch))
+            feats[~ok.numpy()] = 0.0
+            vectors.append(feats)
+            oks.append(ok.numpy())
+            if bar is not None:
+                bar.update(len(ok))
         if not vectors:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
-        return np.concatenate(vectors).astype(np.float32), np.concatenate(oks)
+        return np.concatenate(vectors), np.concatenate(oks)
+
+
+def default_workers(engine: str) -> int:
+    """DataLoader workers that decode images beside the model. onnxruntime keeps every core
+    busy, so on 2 cores decoding in the main process between batches is fastest (measured by
+    ``benchmarks/bench_embed.py``); torch eager leaves room for one worker."""
+    cores = os.cpu_count() or 2
+    if engine == "onnx":
+        return max(0, min(4, (cores - 2) // 2))
+    return min(4, max(1, cores // 2))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 class ImageFiles:
@@ -136,22 +168,30 @@ class ImageFiles:
 
 
 class TextEncoder(Encoder):
-    """Wraps a function that embeds a list of non-empty titles."""
+    """A tokenizer and a model forward over lists of non-empty titles.
 
-    def __init__(self, embed, model_id: str, dim: int, batch_size: int):
-        self.embed = embed
+    ``forward(tokenize(titles))`` gives one unnormalised row per title. Titles are fed in
+    batches of similar length (sorted once over all titles), so little time goes to padding;
+    the output keeps the input order.
+    """
+
+    def __init__(self, tokenize, forward, model_id: str, dim: int, batch_size: int,
+                 engine: str = "torch"):
+        self.tokenize = tokenize
+        self.forward = forward
         self.model_id = model_id
         self.dim = dim
         self.batch_size = batch_size
+        self.engine = engine
 
     def encode(self, items: list[str], bar=None) -> tuple[np.ndarray, np.ndarray]:
         ok = np.array([bool(t and t.strip()) for t in items], dtype=bool)
         vectors = np.zeros((len(items), self.dim), dtype=np.float32)
         rows = np.flatnonzero(ok)
+        rows = rows[np.argsort([len(items[i]) for i in rows], kind="stable")]
         for start in range(0, len(rows), self.batch_size):
             part = rows[start:start + self.batch_size]
-            out = np.asarray(self.embed([items[i] for i in part]), dtype=np.float32)
-            vectors[part] = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            vectors[part] = _unit_rows(self.forward(self.tokenize([items[i] for i in part])))
             if bar is not None:
                 bar.update(len(part))
         if bar is not None:
@@ -232,17 +272,24 @@ def _sbert_path(name: str) -> str:
 
 
 def make_encoder(spec: str, modality: str, image_size: int = 224, batch_size: int | None = None,
-                 device: str | None = None, max_tokens: int | None = None) -> Encoder:
+                 device: str | None = None, max_tokens: int | None = None, engine: str = "auto",
+                 int8: bool = False, threads: int = 0) -> Encoder:
     """Build the encoder a spec names, for ``image``, ``text`` or ``clip_text``.
 
     ``max_tokens`` truncates titles for SBERT models (``None``: the model's own
-    limit); CLIP text always uses its model's context length.
+    limit); CLIP text always uses its model's context length. ``engine`` is ``auto``,
+    ``torch`` or ``onnx`` (:mod:`shopee_match.engines`); ``int8`` quantizes the ONNX graph
+    of a text model (image models stay fp32: int8 convolutions ran 3x slower than torch
+    here; ignored on torch); ``threads`` sets onnxruntime's intra-op threads (0: its choice).
     """
+    from shopee_match.engines import resolve_engine
     from shopee_match.progress import silence_widget_warning
 
     silence_widget_warning()
     kind, _, rest = spec.partition(":")
     device = device or pick_device()
+    engine = resolve_engine(engine, device)
+    run = {"engine": engine, "threads": threads}
     batch_size = batch_size or (128 if device == "cuda" else 32 if kind != "sbert" else 64)
     reads = input_kind(spec, modality)
     if (modality == "image") != (reads == "image") and modality in ("image", *TEXT_MODALITIES):
@@ -251,23 +298,28 @@ def make_encoder(spec: str, modality: str, image_size: int = 224, batch_size: in
             "open_clip:ARCH:WEIGHTS for images, sbert:NAME_OR_DIR or open_clip:... for text.")
     if kind == "timm":
         arch, _, weights = rest.partition(":")
-        return _timm_encoder(arch, weights or "none", image_size, batch_size, device)
+        model = load_timm(arch, weights or "none")
+        return ImageEncoder(model, image_transform(f"timm:{arch}", image_size),
+                            model_identity(f"timm:{arch}:{weights or 'none'}"), image_size,
+                            model.num_features, batch_size, device, **run)
     if kind == "open_clip":
         arch, _, weights = rest.partition(":")
         model, preprocess, model_id = _open_clip(arch, weights or "none", device)
         if reads == "image":  # model.visual(x) is encode_image(x) before normalising
             return ImageEncoder(model.visual, preprocess, model_id, clip_image_size(model),
-                                int(model.visual.output_dim), batch_size, device)
-        return _clip_text_encoder(model, arch, model_id, batch_size, device)
+                                int(model.visual.output_dim), batch_size, device, **run)
+        return _clip_text_encoder(model, arch, model_id, batch_size, device, **run,
+                                  int8=int8 and engine == "onnx")
     if kind == "sbert":
-        return _sbert_encoder(rest, batch_size, device, max_tokens)
+        return _sbert_encoder(rest, batch_size, device, max_tokens, **run,
+                              int8=int8 and engine == "onnx")
     if reads == "image":  # a fine-tuned image tower, at the size it was trained at
         from shopee_match.finetune import load_finetuned
 
         model, meta = load_finetuned(rest, device)
         return ImageEncoder(model, image_transform(meta["base"], meta["image_size"]),
                             model_identity(spec), meta["image_size"], model.neck.num_features,
-                            batch_size, device)
+                            batch_size, device, **run)
     raise ValueError(
         f"Encoder spec {spec!r} cannot serve modality {modality!r} on its own (a fine-tuned "
         "head needs embed_dataset, which computes its inputs first).")
@@ -322,14 +374,6 @@ def clip_image_size(model) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def _timm_encoder(arch: str, weights: str, image_size: int, batch_size: int,
-                  device: str) -> ImageEncoder:
-    model = load_timm(arch, weights)
-    return ImageEncoder(model, image_transform(f"timm:{arch}", image_size),
-                        model_identity(f"timm:{arch}:{weights}"), image_size, model.num_features,
-                        batch_size, device)
-
-
 def _load_by_order(model, state: dict) -> None:
     """Load lukemelas-named EfficientNet weights into timm: same order and shapes, other names."""
     source = [v for k, v in state.items() if not k.startswith("_fc.")]
@@ -356,36 +400,80 @@ def _open_clip(arch: str, weights: str, device: str):
     return model.eval(), preprocess, model_identity(f"open_clip:{arch}:{weights}")
 
 
-def _clip_text_encoder(model, arch: str, model_id: str, batch_size: int,
-                       device: str) -> TextEncoder:
+def _clip_text_encoder(model, arch: str, model_id: str, batch_size: int, device: str,
+                       engine: str, int8: bool, threads: int) -> TextEncoder:
     import open_clip
     import torch
 
     tokenizer = open_clip.get_tokenizer(arch)
+    if engine == "onnx":
+        from shopee_match.engines import onnx_model
 
-    def embed(titles: list[str]) -> np.ndarray:
-        with torch.inference_mode():
-            return model.encode_text(tokenizer(titles).to(device)).float().cpu().numpy()
+        graph = onnx_model(_as_module(model, lambda m, tokens: m.encode_text(tokens)),
+                           (tokenizer(["a b", "c"]),), ["tokens"], [{0: "batch"}], model_id,
+                           int8=int8, threads=threads)
 
-    return TextEncoder(embed, model_id, int(embed(["x"]).shape[1]), batch_size)
+        def forward(tokens) -> np.ndarray:
+            return graph(tokens.numpy())
+    else:
+        def forward(tokens) -> np.ndarray:
+            with torch.inference_mode():
+                return model.encode_text(tokens.to(device)).float().cpu().numpy()
+
+    dim = int(forward(tokenizer(["x"])).shape[1])
+    return TextEncoder(tokenizer, forward, model_id, dim, batch_size, engine)
 
 
-def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | None
-                   ) -> TextEncoder:
+def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | None,
+                   engine: str, int8: bool, threads: int) -> TextEncoder:
+    import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(_sbert_path(name), device=device)
+    model = SentenceTransformer(_sbert_path(name), device=device).eval()
     if max_tokens:
         model.max_seq_length = max_tokens
     model_id = model_identity(f"sbert:{name}")
     dim = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
            else model.get_sentence_embedding_dimension())
+    preprocess = getattr(model, "preprocess", None) or model.tokenize  # renamed in ST 6
+    names = [k for k, v in preprocess(["a b c", "d"]).items() if hasattr(v, "shape")]
 
-    def embed(titles: list[str]) -> np.ndarray:
-        return model.encode(titles, batch_size=batch_size, convert_to_numpy=True,
-                            show_progress_bar=False)
+    def tokenize(titles: list[str]) -> dict:
+        return {k: v for k, v in preprocess(titles).items() if k in names}
 
-    return TextEncoder(embed, model_id, int(dim), batch_size)
+    if engine == "onnx":
+        from shopee_match.engines import onnx_model
+
+        example = tokenize(["a b c", "d"])
+        graph = onnx_model(_as_module(model, lambda m, *t: m(dict(zip(names, t)))[
+                               "sentence_embedding"]), tuple(example.values()), names,
+                           [{0: "batch", 1: "tokens"}] * len(names), model_id, int8=int8,
+                           threads=threads)
+
+        def forward(features: dict) -> np.ndarray:
+            return graph(*(features[k].numpy() for k in names))
+    else:
+        def forward(features: dict) -> np.ndarray:
+            with torch.inference_mode():
+                features = {k: v.to(device) for k, v in features.items()}
+                return model(features)["sentence_embedding"].float().cpu().numpy()
+
+    return TextEncoder(tokenize, forward, model_id, int(dim), batch_size, engine)
+
+
+def _as_module(model, forward):
+    """``model`` in a torch module whose forward is ``forward(model, *inputs)`` (for export)."""
+    import torch
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs):
+            return forward(self.model, *inputs)
+
+    return Wrapped()
 
 
 def embed_images(paths: list[str], spec: str = "timm:tf_efficientnet_lite0:pypi",

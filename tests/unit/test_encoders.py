@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,24 +10,6 @@ from PIL import Image
 from shopee_match.data import load_postings
 from shopee_match.embeddings import embed_dataset
 from shopee_match.encoders import make_encoder, model_identity, tfidf_vectors
-
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2,
-                 "layers": 2},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    """Register a tiny randomly initialised OpenCLIP config (no download)."""
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("clipcfg")
-    (folder / "tiny-clip-test.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(folder / "tiny-clip-test.json")
-    return "open_clip:tiny-clip-test:none"
 
 
 @pytest.fixture

@@ -176,7 +176,7 @@ def test_a_fine_tuned_image_tower_is_an_encoder_spec(tiny):
     import torch
 
     from shopee_match.embeddings import embed_dataset
-    from shopee_match.encoders import ImageFiles, image_transform
+    from shopee_match.encoders import ImageFiles, image_transform, make_encoder
     from shopee_match.finetune import load_finetuned, train_image
 
     postings, labels, split, fp = tiny
@@ -196,6 +196,10 @@ def test_a_fine_tuned_image_tower_is_an_encoder_spec(tiny):
     assert ok and np.allclose(first.vectors[0], direct, atol=1e-5)
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert any(n.startswith("trunk.blocks.0") for n in frozen)
+    paths = postings["image_path"].head(24).tolist()  # the ONNX engine gives the same vectors
+    by_torch, by_onnx = (make_encoder(result.spec, "image", device="cpu", engine=e).encode(paths)
+                         for e in ("torch", "onnx"))
+    np.testing.assert_allclose(by_onnx[0], by_torch[0], atol=1e-4, rtol=0)
     assert not any(n.startswith("trunk.blocks.6") for n in frozen)
 
 

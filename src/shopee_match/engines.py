@@ -1,0 +1,202 @@
+"""Inference engines for the encoders: torch eager, or onnxruntime on the CPU.
+
+``ENGINE = "auto"`` runs onnxruntime on the CPU when it is installed (about 2-3x torch eager
+on a laptop CPU, same vectors to ~1e-5) and torch on CUDA/MPS; ``"torch"`` and ``"onnx"`` force
+one. A machine without onnxruntime falls back to torch with a one-line notice.
+
+A model's ONNX graph is exported once (``torch.onnx.export``, dynamic batch axis, and a dynamic
+sequence axis for text) per weights identity and input shape, and kept under
+``artifacts/onnx/<key>.onnx``; an ``int8`` variant (onnxruntime dynamic quantization, weights
+per channel) beside it. fp32 graphs give the same vectors as torch, so the embedding cache does
+not depend on the engine; int8 vectors differ and are cached apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import inspect
+import io
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ENGINES = ("auto", "torch", "onnx")
+#: bump when the export changes, so graphs exported by older code are not reused
+EXPORT_VERSION = 1
+
+
+def onnxruntime_available() -> bool:
+    """Whether ``onnxruntime`` can be imported."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_engine(engine: str, device: str) -> str:
+    """The engine that will run: ``torch`` or ``onnx`` (see the module docstring)."""
+    if engine not in ENGINES:
+        raise ValueError(f"Unknown engine {engine!r}; use one of {ENGINES}.")
+    if engine == "torch" or (engine == "auto" and device != "cpu"):
+        return "torch"
+    if device != "cpu":
+        raise ValueError(f"ENGINE='onnx' runs on the CPU, not {device!r}: use ENGINE='auto' "
+                         "(torch on GPUs) or device='cpu'.")
+    if not onnxruntime_available():
+        _notice("onnxruntime is not installed: encoders run on torch eager "
+                "(`pip install onnxruntime` for 2-3x faster CPU embedding).")
+        return "torch"
+    return "onnx"
+
+
+@functools.cache
+def _notice(message: str) -> None:
+    print(f"shopee-match: {message}", file=sys.stderr)
+
+
+class OnnxModel:
+    """An exported graph in an onnxruntime CPU session: ``model(*arrays) -> first output``."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime's choice (physical cores)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        # no busy-waiting between batches: the cores go to the image decoding workers
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        return self.session.run(None, dict(zip(self.input_names, arrays)))[0]
+
+
+def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dict[int, str]],
+               model_id: str, int8: bool = False, threads: int = 0,
+               folder: str | Path | None = None) -> OnnxModel:
+    """An :class:`OnnxModel` of ``module`` (a torch module in eval mode), exported on first use.
+
+    ``example`` holds example input tensors (batch >= 2, so the batch axis stays dynamic);
+    ``dynamic`` names the dynamic axes of each input, e.g. ``[{0: "batch"}]``; ``model_id``
+    names the weights (random weights are hashed, since they differ per process).
+    """
+    from shopee_match.config import artifacts_dir
+
+    folder = Path(folder) if folder else artifacts_dir() / "onnx"
+    shapes = [[dims.get(axis, size) for axis, size in enumerate(x.shape)]
+              for x, dims in zip(example, dynamic)]
+    identity = model_id if ":random" not in model_id else f"{model_id}:{_weights_hash(module)}"
+    key = hashlib.sha256(repr((identity, input_names, shapes, EXPORT_VERSION)).encode())
+    path = folder / f"{key.hexdigest()[:24]}.onnx"
+    if not path.is_file():
+        export_onnx(module, example, input_names, dynamic, path)
+    if int8:
+        path = quantized(path)
+    return OnnxModel(path, threads)
+
+
+def export_onnx(module, example: tuple, input_names: list[str], dynamic: list[dict[int, str]],
+                path: str | Path) -> Path:
+    """Export ``module`` to one self-contained ONNX file, written atomically."""
+    import torch
+    from torch.export import Dim
+
+    from shopee_match.files import atomic_path
+
+    dims: dict[str, Dim] = {}
+    shapes = tuple({axis: dims.setdefault(name, Dim(name)) for axis, name in spec.items()}
+                   for spec in dynamic)
+    if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters
+           .values()):
+        shapes = (shapes,)  # forward(*inputs): one argument holding every input
+    with atomic_path(path) as tmp, _quiet(), torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(module.eval(), tuple(example), tmp, input_names=input_names,
+                          output_names=["vectors"], dynamic_shapes=shapes, dynamo=True,
+                          external_data=False, verbose=False)
+    return Path(path)
+
+
+def quantized(path: str | Path) -> Path:
+    """The int8 variant of an exported graph (dynamic quantization, per-channel weights)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from shopee_match.files import atomic_path
+
+    path = Path(path)
+    out = path.with_name(path.stem + "-int8.onnx")
+    if not out.is_file():
+        with atomic_path(out) as tmp, _quiet():
+            quantize_dynamic(path, tmp, weight_type=QuantType.QInt8, per_channel=True)
+    return out
+
+
+def _weights_hash(module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Hide the exporter's progress lines and warnings (they are not the user's business)."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+#: the engine variants compared in notebook 01 and the benchmarks: (label, engine, int8)
+VARIANTS = (("torch", "torch", False), ("onnx", "onnx", False), ("onnx int8", "onnx", True))
+
+
+def compare_engines(spec: str, modality: str, items: list[str], image_size: int = 224,
+                    variants=VARIANTS, repeats: int = 1):
+    """Throughput of one encoder under each engine variant, and how far its vectors are from
+    torch's: a DataFrame indexed by variant (``rows/s``, ``max |diff|``, ``min cosine``).
+
+    Each encoder is built (and its graph exported) and warmed up on one batch before the
+    timing; the best of ``repeats`` timed runs counts. A variant that cannot run here (no
+    onnxruntime) is left out, and so is int8 for images (the kit keeps image models fp32).
+    """
+    import time
+
+    import pandas as pd
+
+    from shopee_match.encoders import make_encoder
+
+    rows, reference = [], None
+    for label, engine, int8 in variants:
+        if (engine == "onnx" and not onnxruntime_available()) or (int8 and modality == "image"):
+            continue
+        encoder = make_encoder(spec, modality, image_size=image_size, device="cpu",
+                               engine=engine, int8=int8)
+        encoder.encode(items[:encoder.batch_size])
+        best = np.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            vectors, ok = encoder.encode(items)
+            best = min(best, time.perf_counter() - start)
+        reference = vectors if reference is None else reference
+        cosine = np.sum(vectors[ok] * reference[ok], axis=1)
+        rows.append({"variant": label, "rows/s": len(items) / best,
+                     "max |diff|": float(np.abs(vectors - reference).max()),
+                     "min cosine": float(cosine.min()) if cosine.size else np.nan})
+    return pd.DataFrame(rows).set_index("variant")

