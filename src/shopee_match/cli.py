@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--split-seed", type=int, default=0,
                         help="split seed the candidates were chosen with (default: 0)")
     submit.add_argument("--out", help="output file (default: artifacts/submission.csv)")
+    submit.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
+                        help="run the encoders in torch or onnxruntime (auto: onnxruntime on "
+                        "CPU, torch on GPUs)")
 
     args = parser.parse_args(argv)
     try:
@@ -115,7 +118,8 @@ def _submit(args) -> int:
     print(f"using candidate {candidate.name} ({how}): val F1 {candidate.val_f1:.4f}, "
           f"fair test F1 {candidate.test_f1:.4f}")
     postings, folder = load_test_postings(args.dataset, args.split_seed)
-    out = write_submission(predict_submission(postings, candidate.config, candidate.load_model()),
+    out = write_submission(predict_submission(postings, candidate.config, candidate.load_model(),
+                                              engine=args.engine),
                            Path(args.out) if args.out else artifacts_dir() / "submission.csv")
     print(f"{len(postings)} postings -> {out} (validated)")
     if (folder / "solution.csv").is_file():

@@ -428,7 +428,9 @@ def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | No
                    engine: str, int8: bool, threads: int) -> TextEncoder:
     import torch
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bar in every notebook
     model = SentenceTransformer(_sbert_path(name), device=device).eval()
     if max_tokens:
         model.max_seq_length = max_tokens

@@ -83,11 +83,12 @@ def read_submission(path: str | Path) -> pd.Series:
 
 
 def predict_submission(postings: pd.DataFrame, config: MatchConfig, model=None,
-                       cache_dir: str | Path | None = None, progress: bool = True
-                       ) -> pd.Series:
+                       cache_dir: str | Path | None = None, progress: bool = True,
+                       engine: str = "auto") -> pd.Series:
     """Embed ``postings`` with the configuration's encoders and predict each one's match set.
 
-    ``model`` is the configuration's fitted second stage (``Candidate.load_model()``).
+    ``model`` is the configuration's fitted second stage (``Candidate.load_model()``);
+    ``engine`` runs the encoders (:mod:`shopee_match.engines`).
     """
     from shopee_match.embeddings import embed_dataset
     from shopee_match.matching import matrix_to_sets, predict_matches
@@ -96,7 +97,7 @@ def predict_submission(postings: pd.DataFrame, config: MatchConfig, model=None,
     embeddings = embed_dataset(postings, {m: s for m, s in config.encoders.items()
                                           if m != "tfidf"},
                                modalities=wanted, image_size=config.image_size,
-                               cache_dir=cache_dir, progress=progress)
+                               cache_dir=cache_dir, progress=progress, engine=engine)
     for m, e in embeddings.items():
         chosen = config.models.get(m)
         if chosen and chosen != e.model_id:

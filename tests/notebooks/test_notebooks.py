@@ -53,6 +53,15 @@ def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
     assert embed["dims"]["image"] == 1280 and embed["dims"]["text"] == 384
     for auc in embed["pair_roc_auc"].values():
         assert 0.5 < auc <= 1.0  # every modality separates products better than chance
+    assert embed["engine"] == "onnx"  # auto on a CPU with onnxruntime installed
+    speed = embed["engine_rows_per_second"]
+    assert list(speed["image"]) == ["torch", "onnx"]  # image models stay fp32
+    assert list(speed["text"]) == ["torch", "onnx", "onnx int8"]
+    assert all(v > 0 for by_engine in speed.values() for v in by_engine.values())
+    int8 = embed["int8_effect"]["text"]
+    assert abs(int8["pair AUC int8"] - int8["pair AUC fp32"]) < 0.05
+    assert int8["F1 change"] == pytest.approx(int8["test F1 int8"] - int8["test F1 fp32"],
+                                              abs=2e-4)
     recall = retrieval["recall_at_k"]
     for modality, by_k in recall.items():
         values = [by_k[str(k)] for k in (1, 5, 10, 20, 50)]
