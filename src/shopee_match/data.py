@@ -7,6 +7,12 @@ posting: problems are repaired where that is safe (byte escapes, mojibake) or
 flagged in a column (``image_ok``, ``title_ok``) and listed in a
 :class:`ValidationReport`. Problems that would make every later result wrong
 (missing columns, duplicate ids) raise :class:`ShopeeDataError`.
+
+A team's own catalog may name its columns differently: a mapping (``id=sku,title=name,
+image=photo,group=cluster`` on the CLI, ``COLUMNS`` in the notebooks, or ``columns:`` in a
+``dataset.yaml`` beside the CSV) renames them on reading. ``label_group`` may hold any
+value: integers written canonically (Shopee's) stay int64, anything else is kept as text
+(``"f123"``, ``"1.2"``, ``"99999999999999999999"``), never rounded or merged.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ import pandas as pd
 from shopee_match.config import dataset_dir
 
 REQUIRED_COLUMNS = ("posting_id", "title")
+#: names accepted on the left of a column mapping, and the kit column each one means
+COLUMN_NAMES = {"id": "posting_id", "posting_id": "posting_id", "title": "title",
+                "image": "image", "group": "label_group", "label_group": "label_group",
+                "phash": "image_phash", "image_phash": "image_phash"}
+_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 IMAGE_CHECKS = ("none", "exists", "header", "decode")
 _BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
 _EXAMPLES = 5
@@ -110,13 +121,16 @@ def load_postings(
     images_dir: str | Path | None = None,
     check_images: str = "header",
     progress: bool = True,
+    columns: str | dict | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Read a Shopee-layout CSV, validate it and return ``(postings, report)``.
 
     The frame keeps every row in file order and adds ``title_raw`` (as read),
-    ``title`` (repaired), ``title_ok``, ``image_path`` and ``image_ok``.
-    ``check_images`` is ``"none"``, ``"exists"``, ``"header"`` (open and verify
-    the header, default) or ``"decode"`` (decode every pixel; slow on big images).
+    ``title`` (repaired), ``title_ok``, ``image_path``, ``image_ok`` and ``line`` (the CSV
+    line each row starts on). ``check_images`` is ``"none"``, ``"exists"``, ``"header"``
+    (open and verify the header, default) or ``"decode"`` (decode every pixel; slow on big
+    images). ``columns`` maps kit columns to the file's (see :func:`parse_columns`); a
+    ``dataset.yaml`` beside the CSV gives the default mapping.
     """
     csv_path = Path(csv_path)
     if check_images not in IMAGE_CHECKS:
@@ -126,9 +140,12 @@ def load_postings(
             f"{csv_path} not found. Generate the demo data with `shopee-match demo` "
             "or download Shopee's with `shopee-match download`."
         )
-    df = pd.read_csv(csv_path, dtype={"posting_id": str, "image": str, "image_phash": str})
+    df = read_csv_rows(csv_path)
+    mapping = {**dataset_columns(csv_path.parent), **parse_columns(columns)}
+    df = df.rename(columns={theirs: ours for ours, theirs in mapping.items()
+                            if theirs in df.columns and ours not in df.columns})
     report = ValidationReport(source=str(csv_path), n_rows=len(df))
-    _check_columns(df, csv_path)
+    _check_columns(df, csv_path, mapping)
     _check_ids(df, csv_path)
     report.has_labels = "label_group" in df.columns
     if report.has_labels:
@@ -145,13 +162,98 @@ def load_postings(
     return df, report
 
 
+def read_csv_rows(path: Path) -> pd.DataFrame:
+    """Every field of a CSV as text (``NA`` stays ``"NA"``), one row per record, plus ``line``.
+
+    Read with the ``csv`` module so that a record with more or fewer fields than the
+    header is an error naming its lines (pandas would shift columns or take the first
+    one as an index), and line numbers stay right after quoted multi-line titles. UTF-8
+    (with or without BOM) is expected; a file that is not falls back to cp1252 / latin-1
+    with a warning saying how to convert it.
+    """
+    import csv
+    import io
+    import warnings
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        try:
+            text, encoding = raw.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            text, encoding = raw.decode("latin-1"), "latin-1"
+        warnings.warn(f"{path} is not UTF-8 (byte {err.start}); read it as {encoding}. Check "
+                      f"the titles, or convert the file: iconv -f {encoding} -t utf-8 "
+                      f"{path.name} > fixed.csv", stacklevel=3)
+    if not text.strip():
+        raise ShopeeDataError(f"{path} is empty. It needs a header line (posting_id,title,"
+                              "...) and one line per posting.")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader)
+    rows, lines, bad = [], [], []
+    start = reader.line_num + 1
+    for record in reader:
+        if record:  # blank lines carry no posting
+            if len(record) != len(header):
+                bad.append(f"line {start} has {len(record)} fields")
+            rows.append(record)
+            lines.append(start)
+        start = reader.line_num + 1
+    if bad:
+        raise ShopeeDataError(
+            f"{path}: {len(bad)} line(s) do not have the header's {len(header)} fields "
+            f"({', '.join(header)}): {'; '.join(bad[:_EXAMPLES])}. A title holding a comma "
+            "must be quoted (\"a, b\"); fix those lines and load again.")
+    if not rows:
+        raise ShopeeDataError(f"{path} has a header but no postings; nothing to match.")
+    df = pd.DataFrame(rows, columns=[h.strip() for h in header], dtype=object)
+    df["line"] = lines
+    return df
+
+
+def parse_columns(columns: str | dict | None) -> dict[str, str]:
+    """A column mapping as ``{kit column: file column}`` from ``"id=sku,title=name"`` or a
+    dict; keys may be short (``id``, ``title``, ``image``, ``group``, ``phash``) or full."""
+    if not columns:
+        return {}
+    if isinstance(columns, str):
+        pairs = [part.split("=", 1) for part in columns.split(",") if part.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"Column mapping {columns!r} must look like "
+                             "id=sku,title=name,image=photo,group=cluster")
+        columns = {k.strip(): v.strip() for k, v in pairs}
+    unknown = sorted(set(columns) - set(COLUMN_NAMES))
+    if unknown:
+        raise ValueError(f"Unknown column name(s) {unknown} in the mapping; use "
+                         f"{sorted(COLUMN_NAMES)}.")
+    return {COLUMN_NAMES[k]: str(v) for k, v in columns.items()}
+
+
+def dataset_columns(folder: str | Path) -> dict[str, str]:
+    """The column mapping of ``folder/dataset.yaml`` (``columns: {id: sku, ...}``), if any."""
+    import yaml
+
+    path = Path(folder) / "dataset.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        meta = yaml.safe_load(path.read_text()) or {}
+        return parse_columns(meta.get("columns"))
+    except (yaml.YAMLError, ValueError, AttributeError) as err:
+        raise ShopeeDataError(f"{path} is not a valid dataset description ({err}). It should "
+                              "read like:\ncolumns:\n  id: sku\n  title: name") from err
+
+
 def load_dataset(
-    name: str = "demo", split: str = "train", check_images: str = "header"
+    name: str = "demo", split: str = "train", check_images: str = "header",
+    columns: str | dict | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Load ``<split>.csv`` of a dataset given by name (see ``config.dataset_dir``) or path.
 
     Demo datasets are generated on first use (and again when the generator
     changed), so a notebook never needs another one to have run before it.
+    ``columns`` renames a catalog's columns (:func:`parse_columns`).
     """
     from shopee_match.config import DEMO_DATASETS
 
@@ -160,28 +262,32 @@ def load_dataset(
         from shopee_match.demo import generate_demo
 
         generate_demo(folder, size=DEMO_DATASETS[name])
-    return load_postings(folder / f"{split}.csv", check_images=check_images)
+    return load_postings(folder / f"{split}.csv", check_images=check_images, columns=columns)
 
 
-def _check_columns(df: pd.DataFrame, path: Path) -> None:
+def _check_columns(df: pd.DataFrame, path: Path, mapping: dict[str, str]) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
+        named = [f"{c} (mapped from {mapping[c]!r})" if c in mapping else c for c in missing]
         raise ShopeeDataError(
-            f"{path} lacks required column(s) {missing}; found {list(df.columns)}. "
-            "A Shopee-layout CSV needs posting_id and title (image and label_group optional)."
+            f"{path} lacks required column(s) {named}; found "
+            f"{[c for c in df.columns if c != 'line']}. A Shopee-layout CSV needs posting_id "
+            "and title (image and label_group optional); map other names with "
+            "--columns id=...,title=... (COLUMNS in the notebooks, or a dataset.yaml)."
         )
 
 
 def _check_ids(df: pd.DataFrame, path: Path) -> None:
-    empty = df.index[df["posting_id"].isna() | (df["posting_id"].str.strip() == "")]
+    df["posting_id"] = df["posting_id"].str.strip()  # " x" and "x" are one id
+    empty = df.index[df["posting_id"] == ""]
     if len(empty):
-        lines = ", ".join(str(i + 2) for i in empty[:_EXAMPLES])
+        lines = ", ".join(str(df["line"][i]) for i in empty[:_EXAMPLES])
         raise ShopeeDataError(f"{path}: empty posting_id on line(s) {lines}; every row needs one.")
     dup = df["posting_id"].duplicated(keep=False)
     if dup.any():
         groups = df[dup].groupby("posting_id").groups
         examples = "; ".join(
-            f"{pid!r} on lines {', '.join(str(i + 2) for i in idx)}"
+            f"{pid!r} on lines {', '.join(str(df['line'][i]) for i in idx)}"
             for pid, idx in list(groups.items())[:_EXAMPLES]
         )
         raise ShopeeDataError(
@@ -192,16 +298,26 @@ def _check_ids(df: pd.DataFrame, path: Path) -> None:
 
 
 def _check_labels(df: pd.DataFrame, path: Path) -> None:
-    labels = pd.to_numeric(df["label_group"], errors="coerce")
-    bad = df.index[labels.isna()]
+    labels = df["label_group"].str.strip()
+    bad = df.index[labels == ""]
     if len(bad):
-        lines = ", ".join(str(i + 2) for i in bad[:_EXAMPLES])
+        lines = ", ".join(str(df["line"][i]) for i in bad[:_EXAMPLES])
         raise ShopeeDataError(
-            f"{path}: label_group is missing or not a number on {len(bad)} line(s) "
-            f"(e.g. {lines}). Fix those rows or remove the label_group column to treat "
-            "the file as unlabelled test data."
+            f"{path}: label_group is empty on {len(bad)} line(s) (e.g. {lines}). Fix those "
+            "rows or remove the label_group column to treat the file as unlabelled."
         )
-    df["label_group"] = labels.astype(np.int64)
+    df["label_group"] = parse_labels(labels)
+
+
+def parse_labels(labels) -> np.ndarray:
+    """Group labels exactly as written: int64 when every one is a canonical integer that fits
+    (Shopee's), else the text itself (so ``1.2`` and ``1.7`` stay two groups)."""
+    text = [str(v) for v in labels]
+    if all(_CANONICAL_INT.fullmatch(t) for t in text):
+        values = [int(t) for t in text]
+        if all(-(2**63) <= v < 2**63 for v in values):
+            return np.asarray(values, dtype=np.int64)
+    return np.asarray(text, dtype=object)
 
 
 def _clean_titles(df: pd.DataFrame, report: ValidationReport) -> None:
@@ -209,11 +325,11 @@ def _clean_titles(df: pd.DataFrame, report: ValidationReport) -> None:
     cleaned = [clean_title(t) for t in df["title"]]
     df["title"] = cleaned
     df["title_ok"] = [bool(t) for t in cleaned]
-    for i, (pid, raw, new) in enumerate(zip(df["posting_id"], df["title_raw"], cleaned)):
+    for line, pid, raw, new in zip(df["line"], df["posting_id"], df["title_raw"], cleaned):
         if not new:
-            report.empty_titles.append((i + 2, pid))
+            report.empty_titles.append((line, pid))
         elif isinstance(raw, str) and " ".join(raw.split()) != new:
-            report.repaired_titles.append((i + 2, pid, raw, new))
+            report.repaired_titles.append((line, pid, raw, new))
 
 
 def _check_images(
@@ -231,22 +347,22 @@ def _check_images(
     names = df["image"].fillna("").astype(str)
     paths = [str(folder / name) if name else "" for name in names]
     ok = np.zeros(len(df), dtype=bool)
-    rows = progress_bar(enumerate(zip(df["posting_id"], paths)), total=len(df),
+    rows = progress_bar(enumerate(zip(df["posting_id"], paths, df["line"])), total=len(df),
                         desc="checking images", disable=not progress or how == "none",
                         leave=False)
-    for i, (pid, path) in rows:
+    for i, (pid, path, line) in rows:
         if how == "none":
             ok[i] = bool(path)
             continue
         if not path or not Path(path).is_file():
-            report.missing_images.append((i + 2, pid, path or "<no file name>"))
+            report.missing_images.append((line, pid, path or "<no file name>"))
             continue
         if how in ("header", "decode"):
             try:
                 with Image.open(path) as im:
                     im.verify() if how == "header" else im.load()
             except Exception as err:  # PIL raises many types for bad files
-                report.unreadable_images.append((i + 2, pid, path, type(err).__name__))
+                report.unreadable_images.append((line, pid, path, type(err).__name__))
                 continue
         ok[i] = True
     df["image_path"] = paths

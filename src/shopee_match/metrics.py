@@ -187,7 +187,7 @@ def labelled_pairs(labels: Sequence[int], n_negative: int = 100_000, seed: int =
     For similarity histograms and pair AUCs without scoring all n² pairs.
     ``n_negative`` random pairs are drawn and same-group or self draws dropped.
     """
-    labels = np.asarray(labels)
+    labels = np.unique(np.asarray(labels), return_inverse=True)[1]  # any label type -> codes
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     pos_i, pos_j = [], []

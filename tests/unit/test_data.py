@@ -131,10 +131,95 @@ def test_test_csv_without_labels(tmp_path):
     assert not report.has_labels and "label_group" not in df
 
 
-def test_bad_label_group_names_lines(tmp_path):
-    csv = write_dataset(tmp_path / "d", rows(3, label_group=[1, "x", 2]))
-    with pytest.raises(ShopeeDataError, match=r"label_group .* \(e.g. 3\)"):
+def test_empty_label_group_names_lines(tmp_path):
+    csv = write_dataset(tmp_path / "d", rows(3, label_group=[1, "", 2]))
+    with pytest.raises(ShopeeDataError, match=r"label_group is empty .* \(e.g. 3\)"):
         load_postings(csv, check_images="none")
+
+
+@pytest.mark.parametrize("labels,expected", [
+    (["f123", "f123", "g7"], ["f123", "f123", "g7"]),  # strings: every notebook used to stop
+    (["1.2", "1.7", "1.2"], ["1.2", "1.7", "1.2"]),  # were rounded into one group
+    (["99999999999999999999", "99999999999999999998", "1"],  # became INT64_MIN
+     ["99999999999999999999", "99999999999999999998", "1"]),
+    (["inf", "-inf", "nan"], ["inf", "-inf", "nan"]),  # raw pandas error
+    (["007", "7", "7"], ["007", "7", "7"]),  # compared as text: two groups
+])
+def test_any_label_group_is_kept_exactly_as_written(tmp_path, labels, expected):
+    csv = write_dataset(tmp_path / "d", rows(3, label_group=labels))
+    df, _ = load_postings(csv, check_images="none")
+    assert df["label_group"].tolist() == expected
+    assert df["label_group"].nunique() == len(set(expected))
+
+
+def test_shopee_integer_groups_stay_int64(tmp_path):
+    csv = write_dataset(tmp_path / "d", rows(3, label_group=[249114794, -3, 0]))
+    df, _ = load_postings(csv, check_images="none")
+    assert df["label_group"].dtype == "int64" and df["label_group"].tolist() == [249114794, -3, 0]
+
+
+def test_an_unquoted_comma_names_the_line_instead_of_shifting_columns(tmp_path):
+    csv = tmp_path / "test.csv"
+    csv.write_text("posting_id,image,image_phash,title\n"
+                   "test_1,a.jpg,ff00,Kopi, Kapal Api\n"  # unquoted comma: one field too many
+                   "test_2,b.jpg,ff01,Teh Botol\n")
+    with pytest.raises(ShopeeDataError, match=r"line 2 has 5 fields.*must be quoted"):
+        load_postings(csv, check_images="none")
+
+
+def test_line_numbers_stay_right_after_a_multi_line_title(tmp_path):
+    csv = tmp_path / "train.csv"
+    csv.write_text('posting_id,title\na,"two\nlines"\nb,ok\na,again\n')
+    with pytest.raises(ShopeeDataError, match=r"'a' on lines 2, 5"):
+        load_postings(csv)
+
+
+def test_na_and_padded_ids_are_ids(tmp_path):
+    csv = tmp_path / "train.csv"
+    csv.write_text("posting_id,title\nNA,first\nx,second\n")
+    df, _ = load_postings(csv)
+    assert df["posting_id"].tolist() == ["NA", "x"]  # "NA" is not an empty id
+    csv.write_text("posting_id,title\nx,first\n x,second\n")
+    with pytest.raises(ShopeeDataError, match=r"'x' on lines 2, 3"):  # " x" is "x"
+        load_postings(csv)
+
+
+def test_empty_and_header_only_csv_name_the_file(tmp_path):
+    csv = tmp_path / "train.csv"
+    csv.write_text("")
+    with pytest.raises(ShopeeDataError, match=r"train.csv is empty.*header line"):
+        load_postings(csv)
+    csv.write_text("posting_id,title\n")
+    with pytest.raises(ShopeeDataError, match=r"train.csv has a header but no postings"):
+        load_postings(csv)
+
+
+def test_a_cp1252_csv_is_read_with_a_warning_saying_how_to_convert(tmp_path):
+    csv = tmp_path / "train.csv"
+    csv.write_bytes("posting_id,title\na,Caf\u00e9 \u201cenak\u201d\n".encode("cp1252"))
+    with pytest.warns(UserWarning, match=r"not UTF-8.*cp1252.*iconv"):
+        df, _ = load_postings(csv)
+    assert df["title_raw"][0] == "Caf\u00e9 \u201cenak\u201d"
+
+
+def test_columns_are_mapped_by_argument_or_dataset_yaml(tmp_path):
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    pd.DataFrame({"sku": ["s1", "s2"], "name": ["Kopi", "Teh"], "cluster": ["c1", "c1"]}
+                 ).to_csv(folder / "train.csv", index=False)
+    df, report = load_postings(folder / "train.csv", columns="id=sku,title=name,group=cluster")
+    assert df["posting_id"].tolist() == ["s1", "s2"] and report.has_labels
+    assert df["label_group"].tolist() == ["c1", "c1"]
+    (folder / "dataset.yaml").write_text("columns:\n  id: sku\n  title: name\n")
+    df, report = load_postings(folder / "train.csv")
+    assert df["title"].tolist() == ["Kopi", "Teh"] and not report.has_labels
+    with pytest.raises(ValueError, match=r"Unknown column name\(s\) \['price'\]"):
+        load_postings(folder / "train.csv", columns="price=cost")
+    with pytest.raises(ShopeeDataError, match=r"title \(mapped from 'label'\)"):
+        load_postings(folder / "train.csv", columns={"title": "label"})
+    (folder / "dataset.yaml").write_text("columns: [id, sku]\n")
+    with pytest.raises(ShopeeDataError, match=r"dataset.yaml is not a valid"):
+        load_postings(folder / "train.csv")
 
 
 def test_missing_csv_says_how_to_get_data(tmp_path):

@@ -197,3 +197,10 @@ def test_labelled_pairs_has_every_positive_and_only_true_negatives():
     assert positives == {(0, 2), (0, 3), (2, 3), (1, 5)}
     assert (labels[i[match]] == labels[j[match]]).all()
     assert (labels[i[~match]] != labels[j[~match]]).all() and (~match).sum() > 100
+
+
+def test_labelled_pairs_take_text_labels_and_give_the_same_pairs():
+    ints = np.array([3, 1, 3, 3, 2, 1])
+    text = np.array(["f3", "f1", "f3", "f3", "f2", "f1"], dtype=object)
+    for a, b in zip(labelled_pairs(ints, 300, seed=1), labelled_pairs(text, 300, seed=1)):
+        np.testing.assert_array_equal(a, b)
