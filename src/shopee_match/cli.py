@@ -1,4 +1,4 @@
-"""The ``shopee-match`` command: demo, download, report, submit."""
+"""The ``shopee-match`` command: demo, download, report, submit, dedupe."""
 
 from __future__ import annotations
 
@@ -41,13 +41,27 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--split-seed", type=int, default=0,
                         help="split seed the candidates were chosen with (default: 0)")
     submit.add_argument("--out", help="output file (default: artifacts/submission.csv)")
-    submit.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
-                        help="run the encoders in torch or onnxruntime (auto: onnxruntime on "
-                        "CPU, torch on GPUs)")
+    _catalog_options(submit)
+
+    dedupe = commands.add_parser(
+        "dedupe", help="cluster an unlabelled catalog's duplicates with a saved candidate")
+    dedupe.add_argument("catalog", help="a CSV (photos in <name>_images/ beside it, if any), "
+                        "or a dataset folder or name (its test.csv, else train.csv)")
+    dedupe.add_argument("--candidate", help="use this candidate instead of the best on val")
+    dedupe.add_argument("--trained-on", default="demo",
+                        help="labelled dataset whose candidates to use (default: demo)")
+    dedupe.add_argument("--split-seed", type=int, default=0,
+                        help="split seed the candidates were chosen with (default: 0)")
+    dedupe.add_argument("--out", help="clusters.csv to write, pairs.csv beside it "
+                        "(default: artifacts/dedupe/clusters.csv)")
+    dedupe.add_argument("--max-cluster", type=int, default=50,
+                        help="report clusters larger than this (default: 50)")
+    _catalog_options(dedupe)
 
     args = parser.parse_args(argv)
     try:
-        commands = {"demo": _demo, "download": _download, "report": _report, "submit": _submit}
+        commands = {"demo": _demo, "download": _download, "report": _report, "submit": _submit,
+                    "dedupe": _dedupe}
         return commands[args.command](args)
     except Exception as err:  # one clear line for the user, not a traceback
         print(f"shopee-match {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
@@ -111,13 +125,13 @@ def _submit(args) -> int:
         write_submission,
     )
 
-    candidate, board = pick_candidate(train_fingerprint(args.dataset), args.split_seed,
-                                      args.candidate)
+    candidate, board = pick_candidate(train_fingerprint(args.dataset, args.columns),
+                                      args.split_seed, args.candidate)
     print(board.drop(columns=["created"]).to_string(index=False, float_format="%.4f"))
     how = "as asked" if args.candidate else "best val F1"
     print(f"using candidate {candidate.name} ({how}): val F1 {candidate.val_f1:.4f}, "
           f"fair test F1 {candidate.test_f1:.4f}")
-    postings, folder = load_test_postings(args.dataset, args.split_seed)
+    postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns)
     out = write_submission(predict_submission(postings, candidate.config, candidate.load_model(),
                                               engine=args.engine),
                            Path(args.out) if args.out else artifacts_dir() / "submission.csv")
@@ -130,3 +144,36 @@ def _submit(args) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _catalog_options(command) -> None:
+    command.add_argument("--columns", metavar="id=...,title=...",
+                         help="the catalog's column names, e.g. id=sku,title=name,"
+                         "image=photo,group=cluster (default: dataset.yaml, else Shopee's)")
+    command.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
+                         help="run the encoders in torch or onnxruntime (auto: onnxruntime "
+                         "on CPU, torch on GPUs)")
+
+
+def _dedupe(args) -> int:
+    from pathlib import Path
+
+    from shopee_match.config import artifacts_dir, dataset_dir
+    from shopee_match.data import load_postings
+    from shopee_match.dedupe import choose_candidate, dedupe, write_deduped
+
+    source = Path(args.catalog)
+    if source.suffix.lower() != ".csv":
+        folder = source if source.is_dir() else dataset_dir(args.catalog)
+        source = next((folder / f for f in ("test.csv", "train.csv") if (folder / f).is_file()),
+                      folder / "test.csv")
+    postings, report = load_postings(source, columns=args.columns)
+    print(report.summary())
+    candidate = choose_candidate(postings, args.trained_on, args.split_seed, args.candidate,
+                                 args.columns)
+    result = dedupe(postings, candidate, engine=args.engine, max_cluster=args.max_cluster)
+    print(result.summary(postings))
+    out = Path(args.out) if args.out else artifacts_dir() / "dedupe" / "clusters.csv"
+    clusters, pairs = write_deduped(result, out)
+    print(f"wrote {clusters} and {pairs}")
+    return 0

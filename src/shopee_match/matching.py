@@ -327,18 +327,8 @@ def predict_matches(vectors: dict, config, model=None, phash: Sequence[str] | No
     sims, idx = fused_neighbors(vectors, config.fusion_weights, k, config.blend_rounds,
                                 config.blend_top_n, cache)
     if config.second_stage is not None:
-        if model is None:
-            raise ValueError(f"this configuration needs its fitted {config.second_stage.kind} "
-                             f"({config.second_stage.file})")
-        kind = config.second_stage.kind
-        if kind != "pair_classifier" and titles is None:
-            raise ValueError(f"the {kind} second stage needs the titles")
-        i, j, feats = candidate_pair_features(vectors, config, phash, cache)
-        key = ("second_stage", kind, model, *_fused_key(config))  # the model by identity
-        if key not in cache:  # scored once per gallery, whatever the threshold
-            cache[key] = (model.predict_proba(feats.to_numpy())[:, 1]
-                          if kind == "pair_classifier" else model.score(feats, titles, i, j, cache))
-        keep = cache[key] >= config.second_stage.threshold
+        i, j, scores = second_stage_scores(vectors, config, model, phash, cache, titles)
+        keep = scores >= config.second_stage.threshold
         matches = pairs_to_matrix(i[keep], j[keep], len(idx))
     else:
         accepted = STRATEGIES[config.strategy](sims, idx, config.value)
@@ -351,3 +341,23 @@ def predict_matches(vectors: dict, config, model=None, phash: Sequence[str] | No
     if config.components:
         matches = connected_components(matches)
     return matches
+
+
+def second_stage_scores(vectors: dict, config, model, phash: Sequence[str] | None = None,
+                        cache: dict | None = None, titles: Sequence[str] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(i, j, scores)``: a configuration's candidate pairs and its fitted second stage's
+    score of each, scored once per gallery (``cache``) whatever the threshold."""
+    cache = {} if cache is None else cache
+    if model is None:
+        raise ValueError(f"this configuration needs its fitted {config.second_stage.kind} "
+                         f"({config.second_stage.file})")
+    kind = config.second_stage.kind
+    if kind != "pair_classifier" and titles is None:
+        raise ValueError(f"the {kind} second stage needs the titles")
+    i, j, feats = candidate_pair_features(vectors, config, phash, cache)
+    key = ("second_stage", kind, model, *_fused_key(config))  # the model by identity
+    if key not in cache:
+        cache[key] = (model.predict_proba(feats.to_numpy())[:, 1]
+                      if kind == "pair_classifier" else model.score(feats, titles, i, j, cache))
+    return i, j, cache[key]

@@ -90,8 +90,20 @@ def predict_submission(postings: pd.DataFrame, config: MatchConfig, model=None,
     ``model`` is the configuration's fitted second stage (``Candidate.load_model()``);
     ``engine`` runs the encoders (:mod:`shopee_match.engines`).
     """
-    from shopee_match.embeddings import embed_dataset
     from shopee_match.matching import matrix_to_sets, predict_matches
+
+    vectors = embed_for(postings, config, cache_dir, progress, engine)
+    phash = postings["image_phash"].to_numpy() if "image_phash" in postings else None
+    matches = predict_matches(vectors, config, model, phash,
+                              titles=postings["title"].fillna("").astype(str).to_numpy())
+    return matrix_to_sets(matches, postings["posting_id"].astype(str).to_numpy())
+
+
+def embed_for(postings: pd.DataFrame, config: MatchConfig, cache_dir: str | Path | None = None,
+              progress: bool = True, engine: str = "auto") -> dict[str, object]:
+    """The vectors of every modality ``config`` uses, embedded as it was tuned (the same
+    models, checked by identity)."""
+    from shopee_match.embeddings import embed_dataset
 
     wanted = config.modalities
     embeddings = embed_dataset(postings, {m: s for m, s in config.encoders.items()
@@ -109,27 +121,26 @@ def predict_submission(postings: pd.DataFrame, config: MatchConfig, model=None,
     if missing:
         raise ValueError(f"The configuration needs modalities {missing} that these postings "
                          "lack (no images?); choose a candidate made on data like this.")
-    phash = postings["image_phash"].to_numpy() if "image_phash" in postings else None
-    matches = predict_matches(vectors, config, model, phash,
-                              titles=postings["title"].fillna("").astype(str).to_numpy())
-    return matrix_to_sets(matches, postings["posting_id"].astype(str).to_numpy())
+    return vectors
 
 
-def train_fingerprint(dataset: str) -> str:
+def train_fingerprint(dataset: str, columns: str | dict | None = None) -> str:
     """Fingerprint of a dataset's labelled ``train.csv``: candidates made from it carry it."""
     from shopee_match.cache import dataset_fingerprint
     from shopee_match.data import load_dataset
 
-    return dataset_fingerprint(load_dataset(dataset, "train", check_images="none")[0])
+    return dataset_fingerprint(load_dataset(dataset, "train", check_images="none",
+                                            columns=columns)[0])
 
 
-def load_test_postings(dataset: str, split_seed: int = 0) -> tuple[pd.DataFrame, Path]:
+def load_test_postings(dataset: str, split_seed: int = 0, columns: str | dict | None = None
+                       ) -> tuple[pd.DataFrame, Path]:
     """Test postings of a dataset and their folder.
 
     A dataset with a ``test.csv`` (Kaggle's) is used as it is; a labelled-only
     dataset (the demo) gets its group-aware ``test`` split written in test
     layout to ``<data>/<name>-heldout/`` (with ``solution.csv`` for scoring):
-    the same split notebook 03 reports as test.
+    the same split notebook 03 reports as test. ``columns`` renames a catalog's columns.
     """
     from shopee_match.config import dataset_dir
     from shopee_match.data import load_dataset, load_postings, write_test_layout
@@ -137,8 +148,8 @@ def load_test_postings(dataset: str, split_seed: int = 0) -> tuple[pd.DataFrame,
 
     folder = dataset_dir(dataset)
     if (folder / "test.csv").is_file():
-        return load_postings(folder / "test.csv")[0], folder
-    postings, _ = load_dataset(dataset, "train")
+        return load_postings(folder / "test.csv", columns=columns)[0], folder
+    postings, _ = load_dataset(dataset, "train", columns=columns)
     split = split_by_group(postings["label_group"], seed=split_seed)
     held_out = folder.parent / f"{folder.name}-heldout"
     write_test_layout(postings[split == "test"].reset_index(drop=True), held_out)
@@ -146,7 +157,8 @@ def load_test_postings(dataset: str, split_seed: int = 0) -> tuple[pd.DataFrame,
 
 
 def quick_candidate(dataset: str, profile: str = "offline", image_size: int = 224,
-                    split_seed: int = 0, k: int = 50) -> Candidate:
+                    split_seed: int = 0, k: int = 50, columns: str | dict | None = None
+                    ) -> Candidate:
     """An unsaved fallback when no notebook saved a candidate: equal-weight fusion of the
     dense modalities with the static threshold chosen on val (fair test F1 alongside)."""
     import numpy as np
@@ -156,7 +168,7 @@ def quick_candidate(dataset: str, profile: str = "offline", image_size: int = 22
     from shopee_match.embeddings import embed_dataset, resolve_profile
     from shopee_match.selection import Galleries, tune
 
-    postings, _ = load_dataset(dataset, "train")
+    postings, _ = load_dataset(dataset, "train", columns=columns)
     embeddings = embed_dataset(postings, profile, image_size=image_size)
     dense = [m for m in embeddings if m != "tfidf"]
     galleries = Galleries({m: embeddings[m].vectors for m in dense},

@@ -1,0 +1,94 @@
+"""Deduplicating an unlabelled catalog: clusters, pairs, oversized clusters, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shopee_match.cli import main
+from shopee_match.dedupe import MAX_CLUSTER, Deduped
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    """A second generated dataset (another seed) to choose the candidate on."""
+    from shopee_match.demo import generate_demo
+
+    return generate_demo(tmp_path_factory.mktemp("train") / "demo-600", size=600, seed=1,
+                         progress=False)
+
+
+def unlabelled_catalog(data_root: Path, folder: Path, photos: bool) -> tuple[Path, pd.Series]:
+    """demo-tiny without its labels (and without photos unless ``photos``), and the labels."""
+    source = data_root / "demo-tiny"
+    df = pd.read_csv(source / "train.csv")
+    folder.mkdir(parents=True, exist_ok=True)
+    drop = ["label_group"] + ([] if photos else ["image", "image_phash"])
+    df.drop(columns=drop).to_csv(folder / "catalog.csv", index=False)
+    if photos:
+        shutil.copytree(source / "train_images", folder / "catalog_images")
+    return folder / "catalog.csv", df.set_index("posting_id")["label_group"]
+
+
+def pair_agreement(clusters: pd.DataFrame, truth: pd.Series) -> tuple[float, float]:
+    """Precision and recall of "same cluster" as a prediction of "same product" over all
+    pairs of listings."""
+    cluster = clusters.set_index("posting_id")["cluster_id"].loc[truth.index].to_numpy()
+    label = truth.to_numpy()
+    same_cluster = cluster[:, None] == cluster[None, :]
+    same_label = label[:, None] == label[None, :]
+    off = ~np.eye(len(label), dtype=bool)
+    tp = (same_cluster & same_label & off).sum()
+    return tp / max((same_cluster & off).sum(), 1), tp / (same_label & off).sum()
+
+
+@pytest.mark.parametrize("photos", [True, False], ids=["photos", "titles-only"])
+def test_dedupe_clusters_true_duplicates_together(data_root, labelled, tmp_path, monkeypatch,
+                                                  capsys, photos):
+    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path / "artifacts"))
+    csv, truth = unlabelled_catalog(data_root, tmp_path / "catalog", photos)
+    out = tmp_path / "out" / "clusters.csv"
+    assert main(["dedupe", str(csv), "--trained-on", str(labelled), "--out", str(out)]) == 0
+    clusters = pd.read_csv(out, dtype={"posting_id": str})
+    pairs = pd.read_csv(out.with_name("pairs.csv"), dtype={"posting_id_a": str,
+                                                            "posting_id_b": str})
+    assert list(clusters.columns) == ["posting_id", "cluster_id", "cluster_size"]
+    assert clusters["posting_id"].tolist() == truth.index.tolist()  # every listing, in order
+    sizes = clusters.groupby("cluster_id")["posting_id"].transform("size")
+    assert (sizes == clusters["cluster_size"]).all()
+    precision, recall = pair_agreement(clusters, truth)
+    sizes_true = truth.value_counts()
+    chance = ((sizes_true * (sizes_true - 1)).sum() / (len(truth) * (len(truth) - 1)))
+    assert recall > 0.5, recall  # true duplicates share a cluster more often than not
+    assert precision > 5 * chance, (precision, chance)  # and clusters are not one blob
+    cluster_of = dict(zip(clusters["posting_id"], clusters["cluster_id"]))
+    assert all(cluster_of[a] == cluster_of[b] == c for a, b, c in
+               zip(pairs["posting_id_a"], pairs["posting_id_b"], pairs["cluster_id"]))
+    assert pairs["similarity"].between(-1, 1).all()
+    printed = capsys.readouterr().out
+    assert "clusters with candidate" in printed and "largest clusters" in printed
+
+
+def test_oversized_clusters_are_reported():
+    ids = [f"p{i}" for i in range(60)]
+    clusters = pd.DataFrame({"posting_id": ids, "cluster_id": [0] * 55 + [1, 1, 2, 3, 4],
+                             "cluster_size": [55] * 55 + [2, 2, 1, 1, 1]})
+    pairs = pd.DataFrame(columns=["posting_id_a", "posting_id_b", "similarity", "score",
+                                  "cluster_id"])
+    result = Deduped(clusters, pairs, "x", MAX_CLUSTER)
+    assert result.oversized().to_dict("records") == [{"cluster_id": 0, "listings": 55}]
+    sizes = result.sizes()
+    assert sizes.loc["1 (no match)", "clusters"] == 3 and sizes.loc["2", "listings"] == 2
+    assert sizes.loc[f"> {MAX_CLUSTER}", "listings"] == 55
+    postings = pd.DataFrame({"posting_id": ids, "title": [f"t{i}" for i in range(60)]})
+    assert "WARNING: 1 cluster(s) hold more than 50 listings (largest 55)" in \
+        result.summary(postings)
+
+
+def test_dedupe_of_a_missing_catalog_fails_with_one_line(tmp_path, capsys):
+    assert main(["dedupe", str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv not found" in capsys.readouterr().err
