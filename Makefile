@@ -9,7 +9,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 PROFILE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup report test test-fast bench lint clean-reports
+.PHONY: setup report test test-fast bench lint lab kernel clean-reports
 
 setup: $(STAMP)
 
@@ -31,6 +31,15 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# JupyterLab in the project's environment, opened on notebooks/, with the kit's kernel
+kernel: setup
+	$(BIN)/python -m ipykernel install --sys-prefix --name shopee-match \
+		--display-name "Python (shopee-match)"
+
+lab: kernel
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) \
+		$(LAB_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

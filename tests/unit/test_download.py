@@ -73,3 +73,24 @@ def test_unpack_rejects_paths_outside_dest(tmp_path):
         zf.writestr("train.csv", "x")
     with pytest.raises(ValueError, match="outside"):
         unpack_shopee(tmp_path / "evil.zip", tmp_path / "shopee")
+
+
+def test_download_with_credentials_goes_through_the_kaggle_package(no_credentials, tmp_path,
+                                                                   monkeypatch):
+    """With credentials, the real kaggle import path runs (kaggle 2.x needs `six`, which it
+    does not declare: the kit does); only the transfer itself is replaced."""
+    from kaggle.api.kaggle_api_extended import KaggleApi
+
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    calls = []
+
+    def transfer(self, competition, path, force, quiet):
+        calls.append(competition)
+        shopee_zip(tmp_path / "shopee" / f"{competition}.zip")
+
+    monkeypatch.setattr(KaggleApi, "authenticate", lambda self: None)
+    monkeypatch.setattr(KaggleApi, "competition_download_files", transfer)
+    dest = download_shopee(tmp_path / "shopee")
+    assert calls == ["shopee-product-matching"] and (dest / "test_images" / "b.jpg").is_file()
+    import kaggle.models.upload_file  # noqa: F401  (imports six)
