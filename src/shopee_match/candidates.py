@@ -175,6 +175,9 @@ def load_candidate(folder: str | Path) -> Candidate:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); re-run the notebook that made it"
                          ) from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} holds a {type(meta).__name__}, not a candidate; re-run the "
+                         "notebook that made it")
     config = MatchConfig.from_dict(meta.pop("config", None), source=str(path))
     config = config.replace(encoders={m: _resolve(spec, folder)
                                       for m, spec in config.encoders.items()})

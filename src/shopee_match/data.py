@@ -53,11 +53,13 @@ class ValidationReport:
     repaired_titles: list[tuple[int, str, str, str]] = field(default_factory=list)
     missing_images: list[tuple[int, str, str]] = field(default_factory=list)
     unreadable_images: list[tuple[int, str, str, str]] = field(default_factory=list)
+    outside_images: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when nothing had to be flagged (repaired titles do not count)."""
-        return not (self.empty_titles or self.missing_images or self.unreadable_images)
+        return not (self.empty_titles or self.missing_images or self.unreadable_images
+                    or self.outside_images)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per kind of problem: count and a few examples."""
@@ -70,6 +72,8 @@ class ValidationReport:
              lambda r: f"line {r[0]}: {r[2]}"),
             ("image file unreadable", self.unreadable_images,
              lambda r: f"line {r[0]}: {r[2]} ({r[3]})"),
+            ("image path outside the images folder (refused)", self.outside_images,
+             lambda r: f"line {r[0]}: {r[2]}"),
         ]
         return pd.DataFrame(
             [
@@ -122,6 +126,7 @@ def load_postings(
     check_images: str = "header",
     progress: bool = True,
     columns: str | dict | None = None,
+    allow_outside_images: bool = False,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Read a Shopee-layout CSV, validate it and return ``(postings, report)``.
 
@@ -129,8 +134,10 @@ def load_postings(
     ``title`` (repaired), ``title_ok``, ``image_path``, ``image_ok`` and ``line`` (the CSV
     line each row starts on). ``check_images`` is ``"none"``, ``"exists"``, ``"header"``
     (open and verify the header, default) or ``"decode"`` (decode every pixel; slow on big
-    images). ``columns`` maps kit columns to the file's (see :func:`parse_columns`); a
-    ``dataset.yaml`` beside the CSV gives the default mapping.
+    images; a truncated JPEG/PNG counts as unreadable either way). ``columns`` maps kit
+    columns to the file's (see :func:`parse_columns`); a ``dataset.yaml`` beside the CSV
+    gives the default mapping. An image name that leads outside the images folder
+    (``../x.jpg``, an absolute path) is refused unless ``allow_outside_images``.
     """
     csv_path = Path(csv_path)
     if check_images not in IMAGE_CHECKS:
@@ -155,7 +162,7 @@ def load_postings(
     if report.has_images:
         folder = Path(images_dir) if images_dir else csv_path.with_name(
             csv_path.stem + "_images")
-        _check_images(df, folder, check_images, report, progress)
+        _check_images(df, folder, check_images, report, progress, allow_outside_images)
     else:
         df["image_path"] = ""
         df["image_ok"] = False
@@ -333,7 +340,8 @@ def _clean_titles(df: pd.DataFrame, report: ValidationReport) -> None:
 
 
 def _check_images(
-    df: pd.DataFrame, folder: Path, how: str, report: ValidationReport, progress: bool
+    df: pd.DataFrame, folder: Path, how: str, report: ValidationReport, progress: bool,
+    allow_outside: bool = False,
 ) -> None:
     from PIL import Image
 
@@ -344,13 +352,18 @@ def _check_images(
             f"Images folder {folder} not found but the CSV has an image column. Put the "
             "images there, or drop the image column to use the titles only."
         )
-    names = df["image"].fillna("").astype(str)
+    names = df["image"].fillna("").astype(str).str.strip()
     paths = [str(folder / name) if name else "" for name in names]
+    inside = folder.resolve()
     ok = np.zeros(len(df), dtype=bool)
     rows = progress_bar(enumerate(zip(df["posting_id"], paths, df["line"])), total=len(df),
                         desc="checking images", disable=not progress or how == "none",
                         leave=False)
     for i, (pid, path, line) in rows:
+        if path and not allow_outside and not Path(path).resolve().is_relative_to(inside):
+            report.outside_images.append((line, pid, names[i]))
+            paths[i] = ""
+            continue
         if how == "none":
             ok[i] = bool(path)
             continue
@@ -360,13 +373,28 @@ def _check_images(
         if how in ("header", "decode"):
             try:
                 with Image.open(path) as im:
+                    kind = im.format
                     im.verify() if how == "header" else im.load()
+                if how == "header" and _truncated(path, kind):
+                    raise OSError("truncated file")
             except Exception as err:  # PIL raises many types for bad files
-                report.unreadable_images.append((line, pid, path, type(err).__name__))
+                reason = str(err) if isinstance(err, OSError) else type(err).__name__
+                report.unreadable_images.append((line, pid, path, reason))
                 continue
         ok[i] = True
     df["image_path"] = paths
     df["image_ok"] = ok
+
+
+def _truncated(path: str, kind: str | None) -> bool:
+    """A JPEG without its end marker or a PNG without its end chunk (cut off in transfer):
+    the header check passes, but the pixels cannot all be decoded."""
+    marker = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}.get(kind or "")
+    if marker is None:
+        return False
+    with open(path, "rb") as f:
+        f.seek(max(0, Path(path).stat().st_size - 4096))
+        return marker not in f.read()
 
 
 def write_test_layout(postings: pd.DataFrame, dest: str | Path) -> Path:

@@ -157,14 +157,27 @@ class ImageFiles:
 
     def __getitem__(self, i: int):
         import torch
-        from PIL import Image
 
         try:
-            with Image.open(self.paths[i]) as im:
-                im.draft("RGB", (self.image_size, self.image_size))  # JPEG: decode at ~size
-                return self.transform(im.convert("RGB")), True
+            return self.transform(open_rgb(self.paths[i], self.image_size)), True
         except Exception:  # missing, truncated or not an image: flagged, not fatal
             return torch.zeros(3, self.image_size, self.image_size), False
+
+
+def open_rgb(path: str, size: int | None = None):
+    """An image file as upright 8-bit RGB: EXIF orientation applied, 16-bit images scaled
+    (not clipped to white); a JPEG is decoded at the smallest scale >= ``size`` (draft mode)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        if size:
+            im.draft("RGB", (size, size))
+        im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I"):  # 16/32-bit integer greyscale
+        pixels = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(pixels * 255.0 / top + 0.5, 0, 255).astype(np.uint8))
+    return im.convert("RGB")
 
 
 class TextEncoder(Encoder):

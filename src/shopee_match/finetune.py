@@ -425,11 +425,11 @@ class TrainImages:
 
     def __getitem__(self, row: int):
         import torch
-        from PIL import Image
+
+        from shopee_match.encoders import open_rgb
 
         try:
-            with Image.open(self.paths[row]) as im:
-                return self.transform(im.convert("RGB")), row
+            return self.transform(open_rgb(self.paths[row])), row
         except Exception:  # missing or corrupt: flagged by data validation, not fatal here
             return torch.zeros(3, self.size, self.size), row
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from shopee_match.candidates import Candidate, utc_now
@@ -29,16 +30,16 @@ def validate_submission(submission: str | Path | pd.DataFrame, test_ids: Iterabl
     test id, each row must include its own id and no id twice. All problems
     are reported together (line numbers as in the CSV file).
     """
-    df = (pd.read_csv(submission, dtype=str, keep_default_na=False)
-          if not isinstance(submission, pd.DataFrame) else submission.astype(str))
     name = submission if not isinstance(submission, pd.DataFrame) else "submission"
+    df = _read_submission(submission)
     if list(df.columns) != ["posting_id", "matches"]:
         raise SubmissionError(f"{name}: columns must be exactly posting_id,matches; "
                               f"found {list(df.columns)}")
     known = set(map(str, test_ids))
-    problems = []
+    problems = [f"line {line}: no {column}" for line, column in zip(*_missing_cells(df))]
+    df = df.fillna("").astype(str)
     seen = df["posting_id"].value_counts()
-    for pid in seen[seen > 1].index[:5]:
+    for pid in seen[seen > 1].index:
         problems.append(f"posting_id {pid!r} appears {seen[pid]} times")
     missing = known - set(df["posting_id"])
     if missing:
@@ -54,12 +55,27 @@ def validate_submission(submission: str | Path | pd.DataFrame, test_ids: Iterabl
         unknown = [i for i in ids if i not in known]
         if unknown:
             problems.append(f"line {line}: unknown id(s) in matches, e.g. {unknown[:3]}")
-        if len(problems) > 20:
-            break
     if problems:
-        raise SubmissionError(f"{name}: {len(problems)} problem(s):\n  " +
+        shown = "" if len(problems) <= 20 else " (the first 20)"
+        raise SubmissionError(f"{name}: {len(problems)} problem(s){shown}:\n  " +
                               "\n  ".join(problems[:20]))
     return df
+
+
+def _read_submission(submission: str | Path | pd.DataFrame) -> pd.DataFrame:
+    if isinstance(submission, pd.DataFrame):
+        return submission.copy()
+    path = Path(submission)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise SubmissionError(f"{path} is {'empty' if path.is_file() else 'missing'}; a "
+                              "submission starts with the line posting_id,matches")
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _missing_cells(df: pd.DataFrame) -> tuple[list[int], list[str]]:
+    """CSV line numbers and column names of empty cells (None/NaN in a DataFrame)."""
+    rows, cols = np.nonzero(df.isna().to_numpy())
+    return [int(r) + 2 for r in rows], [df.columns[c] for c in cols]
 
 
 def write_submission(matches: pd.Series, path: str | Path) -> Path:

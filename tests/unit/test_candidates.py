@@ -83,6 +83,8 @@ def test_unusable_candidates_are_skipped_with_a_reason(tmp_path):
     (gone.folder / "m.joblib").unlink()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "candidate.json").write_text("{not json")
+    (tmp_path / "a_list").mkdir()
+    (tmp_path / "a_list" / "candidate.json").write_text("[1, 2]")
     legacy = save(tmp_path, "legacy", 0.96, 0.96)
     meta = json.loads((legacy.folder / "candidate.json").read_text())
     meta["config"] = {"fusion_weights": {"image": 1.0}, "profile": "offline",
@@ -97,6 +99,7 @@ def test_unusable_candidates_are_skipped_with_a_reason(tmp_path):
     assert "split seed 1, not 0" in reasons["other_split"]
     assert "missing file(s) ['m.joblib']" in reasons["missing_file"]
     assert "not valid JSON" in reasons["broken"]
+    assert "holds a list, not a candidate" in reasons["a_list"]
     assert "re-run notebooks/03" in reasons["legacy"]
     assert board["usable"].tolist()[0] and not board["usable"].tolist()[1:].count(True)
     with pytest.raises(NoCandidateError, match="other_data.*made from other data"):

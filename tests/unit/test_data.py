@@ -235,3 +235,59 @@ def test_load_dataset_generates_demo_data_on_first_use(tmp_path, monkeypatch):
     df, report = load_dataset("demo-tiny")
     assert len(df) == 24 and report.ok
     assert (tmp_path / "demo-tiny" / "demo.json").is_file()
+
+
+def as_model_sees_it(path, size=None):
+    """The pixels the image encoders' dataset hands to the model's transform."""
+    import numpy as np
+
+    from shopee_match.encoders import ImageFiles
+
+    pixels, ok = ImageFiles([str(path)], np.asarray, size or 64)[0]
+    assert ok
+    return pixels
+
+
+def test_sixteen_bit_pngs_are_scaled_not_clipped_to_white(tmp_path):
+    import numpy as np
+
+    for name, value in (("dark.png", 10_000), ("light.png", 50_000)):
+        Image.fromarray(np.full((8, 8), value, dtype=np.uint16)).save(tmp_path / name)
+    assert Image.open(tmp_path / "dark.png").mode.startswith("I")
+    dark, light = (as_model_sees_it(tmp_path / n) for n in ("dark.png", "light.png"))
+    assert dark.shape == (8, 8, 3) and dark.max() == round(10_000 * 255 / 65535)
+    assert light.max() == round(50_000 * 255 / 65535) < 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees to show
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(tmp_path / "side.jpg", exif=exif)
+    assert as_model_sees_it(tmp_path / "side.jpg").shape == (40, 20, 3)
+
+
+def test_a_truncated_jpeg_is_counted_as_unreadable(tmp_path):
+    import numpy as np
+
+    noise = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "big.jpg")
+    whole = (tmp_path / "big.jpg").read_bytes()
+    cut = whole[:int(len(whole) * 0.7)]  # the header is intact: verify() passes
+    csv = write_dataset(tmp_path / "d", rows(2), {"0.jpg": whole, "1.jpg": cut})
+    df, report = load_postings(csv, progress=False)
+    assert df["image_ok"].tolist() == [True, False]
+    assert [(r[0], r[3]) for r in report.unreadable_images] == [(3, "truncated file")]
+
+
+def test_image_paths_leaving_the_images_folder_are_refused_unless_allowed(tmp_path):
+    jpg = jpeg_bytes(tmp_path)
+    (tmp_path / "secret.jpg").write_bytes(jpg)
+    csv = write_dataset(tmp_path / "d", rows(3, image=["0.jpg", "../../secret.jpg",
+                                                      str(tmp_path / "secret.jpg")]),
+                        {"0.jpg": jpg})
+    df, report = load_postings(csv, progress=False)
+    assert df["image_ok"].tolist() == [True, False, False] and df["image_path"][1] == ""
+    assert [r[0] for r in report.outside_images] == [3, 4] and not report.ok
+    assert "outside the images folder" in report.summary()
+    df, report = load_postings(csv, progress=False, allow_outside_images=True)
+    assert df["image_ok"].all() and not report.outside_images

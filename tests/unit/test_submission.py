@@ -70,3 +70,27 @@ def test_test_layout_hides_labels_and_keeps_a_solution(data_root, tmp_path):
     assert row_f1(solution, solution) == 1.0
     assert set(solution.index) == set(test["posting_id"])
     assert list(test["title"]) == list(train.head(40)["title"])  # repaired again on load
+
+
+def test_an_empty_or_missing_submission_file_is_named(tmp_path):
+    empty = tmp_path / "submission.csv"
+    empty.write_text("")
+    with pytest.raises(SubmissionError, match=r"submission.csv is empty.*posting_id,matches"):
+        validate_submission(empty, ["a"])
+    with pytest.raises(SubmissionError, match=r"nope.csv is missing"):
+        validate_submission(tmp_path / "nope.csv", ["a"])
+
+
+def test_missing_values_in_a_dataframe_are_problems_not_crashes():
+    df = pd.DataFrame({"posting_id": ["a", "b", None], "matches": ["a", None, "c"]})
+    with pytest.raises(SubmissionError) as err:
+        validate_submission(df, ["a", "b", "c"])
+    assert "line 3: no matches" in str(err.value) and "line 4: no posting_id" in str(err.value)
+
+
+def test_every_problem_is_counted_though_twenty_are_shown():
+    ids = [f"t{i}" for i in range(30)]
+    df = pd.DataFrame({"posting_id": ids, "matches": ["x"] * 30})  # 2 problems per line
+    with pytest.raises(SubmissionError, match=r"60 problem\(s\) \(the first 20\)") as err:
+        validate_submission(df, ids)
+    assert len(str(err.value).splitlines()) == 21
