@@ -6,12 +6,16 @@ made from: model id (with weights hash), dataset fingerprint, preprocessing
 parameters and :data:`CACHE_VERSION`. Loading checks the stored meta and ids
 against what the caller expects and recomputes on any difference, so a cache
 built from other data or another model is never returned, nor misaligned
-vectors. Writes go to a temporary file renamed into place (atomic), and long
-runs save finished chunks under ``<key>.parts/`` so an interrupted run resumes.
+vectors, nor vectors that break the encoders' contract (NaN/inf, rows that are
+neither unit-length nor zero, zero rows marked ok, another width than asked for).
+Writes go to a temporary file renamed into place (atomic), and long runs save
+finished chunks under ``<key>.parts/`` so an interrupted run resumes. A cache
+folder that cannot be written (read-only) only costs the saving, with a warning.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -63,12 +67,14 @@ class EmbeddingCache:
     def path(self, meta: dict) -> Path:
         return self.root / f"{cache_key(meta)}.npz"
 
-    def load(self, meta: dict, ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Stored ``(vectors, ok)`` if the entry matches ``meta`` and ``ids`` exactly, else None."""
-        return _read_checked(self.path(meta), meta, ids)
+    def load(self, meta: dict, ids: list[str], dim: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Stored ``(vectors, ok)`` if the entry matches ``meta`` and ``ids`` exactly (and has
+        ``dim`` columns, when given) and its vectors are sound, else None."""
+        return _read_checked(self.path(meta), meta, ids, dim)
 
     def save(self, meta: dict, ids: list[str], vectors: np.ndarray, ok: np.ndarray) -> None:
-        """Write an entry atomically."""
+        """Write an entry atomically (a folder that cannot be written: a warning)."""
         _write_atomic(self.path(meta), meta, ids, vectors, ok)
 
     def get_or_compute(
@@ -115,7 +121,7 @@ class EmbeddingCache:
         return vectors, ok
 
 
-def _read_checked(path: Path, meta: dict, ids: list[str]):
+def _read_checked(path: Path, meta: dict, ids: list[str], dim: int | None = None):
     if not path.is_file():
         return None
     try:
@@ -135,11 +141,39 @@ def _read_checked(path: Path, meta: dict, ids: list[str]):
         warnings.warn(f"Cache file {path} holds other posting ids (or another order); "
                       "recomputing.", stacklevel=3)
         return None
+    problem = _unsound(vectors, ok, dim)
+    if problem:
+        warnings.warn(f"Cache file {path} {problem}; recomputing.", stacklevel=3)
+        return None
     return vectors, ok
+
+
+def _unsound(vectors: np.ndarray, ok: np.ndarray, dim: int | None) -> str:
+    """What breaks the encoders' contract in stored vectors, or "" if nothing does."""
+    if vectors.ndim != 2 or ok.shape != (len(vectors),):
+        return f"holds vectors of shape {vectors.shape} with {ok.shape} flags"
+    if dim is not None and vectors.shape[1] != dim:
+        return f"holds {vectors.shape[1]}-wide vectors, not {dim}"
+    if not np.isfinite(vectors).all():
+        return "holds NaN or infinite values"
+    norms = np.linalg.norm(vectors, axis=1)
+    if not (np.isclose(norms, 1.0, atol=1e-3) | (norms == 0)).all() or (norms[ok] == 0).any():
+        return "holds rows that are neither unit vectors nor zero rows of missing inputs"
+    return ""
 
 
 def _write_atomic(path: Path, meta: dict, ids: list[str], vectors: np.ndarray,
                   ok: np.ndarray) -> None:
-    with atomic_write(path) as f:
-        np.savez(f, vectors=np.asarray(vectors, dtype=np.float32), ok=np.asarray(ok, bool),
-                 ids=np.asarray(ids, dtype=str), meta=np.asarray(json.dumps(meta)))
+    try:
+        with atomic_write(path) as f:
+            np.savez(f, vectors=np.asarray(vectors, dtype=np.float32), ok=np.asarray(ok, bool),
+                     ids=np.asarray(ids, dtype=str), meta=np.asarray(json.dumps(meta)))
+    except OSError as err:  # read-only or full: the result is still returned, only not kept
+        _warn_unwritable(path.parent, err)
+
+
+@functools.cache
+def _warn_unwritable(folder: Path, err: OSError) -> None:
+    warnings.warn(f"Cannot write the embedding cache in {folder} ({err.strerror or err}); "
+                  "computing without saving. Point SHOPEE_MATCH_ARTIFACTS at a writable "
+                  "folder to keep the vectors.", stacklevel=4)

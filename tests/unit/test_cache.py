@@ -12,7 +12,8 @@ IDS = [f"p{i}" for i in range(10)]
 
 
 class CountingEncoder:
-    """Encodes row i as [i, i]; counts rows; can fail after some calls."""
+    """Encodes row i as the unit vector at angle i / 10; counts rows; can fail after some
+    calls."""
 
     def __init__(self, fail_on_call=None):
         self.rows = 0
@@ -25,8 +26,14 @@ class CountingEncoder:
             raise KeyboardInterrupt("interrupted")
         n = rows.stop - rows.start
         self.rows += n
-        values = np.arange(rows.start, rows.stop, dtype=np.float32)
-        return np.stack([values, values], axis=1), np.ones(n, bool)
+        angles = np.arange(rows.start, rows.stop) / 10
+        return np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32), \
+            np.ones(n, bool)
+
+
+def row_numbers(vectors: np.ndarray) -> list[int]:
+    """Which row each vector encodes (inverts CountingEncoder)."""
+    return np.rint(np.arctan2(vectors[:, 1], vectors[:, 0]) * 10).astype(int).tolist()
 
 
 def meta(model="m1", data="d1"):
@@ -40,7 +47,7 @@ def test_second_call_loads_without_computing(tmp_path):
     v2, _, hit2 = cache.get_or_compute(meta(), IDS, enc, chunk_rows=4)
     assert (hit1, hit2) == (False, True) and enc.rows == 10
     np.testing.assert_array_equal(v1, v2)
-    assert v1[:, 0].tolist() == list(range(10))
+    assert row_numbers(v1) == list(range(10))
     assert not list(tmp_path.glob("*.parts")) and not list(tmp_path.glob(".*tmp"))
 
 
@@ -91,7 +98,7 @@ def test_interrupted_run_resumes_from_saved_chunks(tmp_path):
     resumed = CountingEncoder()
     vectors, _, hit = cache.get_or_compute(meta(), IDS, resumed, chunk_rows=3)
     assert not hit and resumed.rows == 4  # chunks 0-2 and 3-5 were saved; 6-8, 9 remain
-    assert vectors[:, 0].tolist() == list(range(10))
+    assert row_numbers(vectors) == list(range(10))
 
 
 def test_fingerprint_follows_ids_titles_and_image_files(tmp_path):
@@ -105,3 +112,35 @@ def test_fingerprint_follows_ids_titles_and_image_files(tmp_path):
     assert dataset_fingerprint(df.iloc[::-1]) != base
     img.write_bytes(b"12345")
     assert dataset_fingerprint(df) != base
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda v, ok: (np.where(np.arange(len(v))[:, None] == 3, np.nan, v), ok), "NaN"),
+    (lambda v, ok: (v[:, :1], ok), "1-wide vectors, not 2"),
+    (lambda v, ok: (v * 3, ok), "neither unit vectors nor zero rows"),
+    (lambda v, ok: (np.where(np.arange(len(v))[:, None] == 2, 0, v), ok),
+     "neither unit vectors nor zero rows"),  # a zero row flagged as ok
+])
+def test_unsound_entries_are_recomputed_not_returned(tmp_path, damage, message):
+    cache = EmbeddingCache(tmp_path)
+    vectors, ok = CountingEncoder()(slice(0, 10))
+    cache.save(meta(), IDS, *damage(vectors, ok))
+    with pytest.warns(UserWarning, match=message):
+        assert cache.load(meta(), IDS, dim=2) is None
+    again, _, hit = cache.get_or_compute(meta(), IDS, CountingEncoder())
+    assert not hit and row_numbers(again) == list(range(10))
+
+
+def test_a_read_only_cache_folder_computes_without_saving(tmp_path, monkeypatch):
+    from shopee_match import cache as cache_module
+
+    def read_only(path, mode="wb"):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cache_module, "atomic_write", read_only)
+    cache_module._warn_unwritable.cache_clear()
+    with pytest.warns(UserWarning, match="Cannot write the embedding cache.*Permission denied"):
+        vectors, _, hit = EmbeddingCache(tmp_path).get_or_compute(meta(), IDS, CountingEncoder(),
+                                                                  chunk_rows=4)
+    assert not hit and row_numbers(vectors) == list(range(10))
+    assert not list(tmp_path.rglob("*.npz"))
