@@ -316,6 +316,24 @@ def _check_labels(df: pd.DataFrame, path: Path) -> None:
     df["label_group"] = parse_labels(labels)
 
 
+def require_duplicates(postings: pd.DataFrame, source: str = "this dataset") -> None:
+    """Stop with one clear message when labelled postings cannot teach or measure matching:
+    no label_group, no two listings sharing one, or every listing in one group."""
+    if "label_group" not in postings:
+        raise ShopeeDataError(f"{source} has no label_group column: it is unlabelled. Match it "
+                              "with a saved candidate (`shopee-match submit` / `dedupe`).")
+    sizes = postings["label_group"].value_counts()
+    if (sizes < 2).all():
+        raise ShopeeDataError(
+            f"{source}: no two of its {len(postings)} listings share a label_group, so there "
+            "are no duplicates to learn from or to measure. Label some duplicates, or cluster "
+            "the catalog with `shopee-match dedupe` and a candidate made on labelled data.")
+    if len(sizes) < 2:
+        raise ShopeeDataError(
+            f"{source}: all {len(postings)} listings share one label_group, so there are no "
+            "different-product pairs to learn from or to measure. Label more products.")
+
+
 def parse_labels(labels) -> np.ndarray:
     """Group labels exactly as written: int64 when every one is a canonical integer that fits
     (Shopee's), else the text itself (so ``1.2`` and ``1.7`` stay two groups)."""

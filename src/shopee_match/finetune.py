@@ -34,6 +34,17 @@ REGIMES = ("head", "image", "text")
 LOSSES = ("supcon", "arcface", "subcenter_arcface", "triplet")
 
 
+def usable_p(labels: Sequence, p: int) -> int:
+    """``p`` label groups per batch, or fewer when the training rows have fewer groups with
+    two or more listings (at least 2 are needed; else a ValueError that says so)."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    pairs = int((counts >= 2).sum())
+    if pairs < 2:
+        raise ValueError(f"P x K fine-tuning needs at least 2 label groups with 2+ listings in "
+                         f"the training split; it has {pairs}. Use more labelled data.")
+    return min(p, pairs)
+
+
 class PKSampler:
     """Batches of ``p`` distinct label groups × ``k`` listings each (indices into ``labels``).
 

@@ -92,6 +92,16 @@ def group_sizes(labels: Sequence[int]) -> np.ndarray:
     return counts[inverse]
 
 
+def require_both_classes(is_match: Sequence[bool], what: str) -> None:
+    """Stop with a clear message when pairs are all matching or all non-matching (nothing to
+    rank or score on them: too few label groups)."""
+    n_pos, n = int(np.sum(is_match)), len(is_match)
+    if n_pos == 0 or n_pos == n:
+        raise ValueError(f"{what} needs both matching and non-matching pairs; got {n_pos} "
+                         f"matching of {n}. The data has too few label groups here: use a "
+                         "dataset with more labelled products.")
+
+
 def pair_auc(scores: Sequence[float], is_match: Sequence[bool]) -> dict[str, float]:
     """ROC-AUC and average precision of pair scores (higher = more likely the same product)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -100,12 +110,7 @@ def pair_auc(scores: Sequence[float], is_match: Sequence[bool]) -> dict[str, flo
     is_match = np.asarray(is_match, dtype=bool)
     if scores.shape != is_match.shape:
         raise ValueError(f"{scores.shape[0]} scores but {is_match.shape[0]} labels")
-    n_pos = int(is_match.sum())
-    if n_pos == 0 or n_pos == len(is_match):
-        raise ValueError(
-            f"AUC needs both matching and non-matching pairs; got {n_pos} matching of "
-            f"{len(is_match)}."
-        )
+    require_both_classes(is_match, "AUC")
     return {"roc_auc": float(roc_auc_score(is_match, scores)),
             "average_precision": float(average_precision_score(is_match, scores))}
 

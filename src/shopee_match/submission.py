@@ -159,7 +159,7 @@ def load_test_postings(dataset: str, split_seed: int = 0, columns: str | dict | 
     the same split notebook 03 reports as test. ``columns`` renames a catalog's columns.
     """
     from shopee_match.config import dataset_dir
-    from shopee_match.data import load_dataset, load_postings, write_test_layout
+    from shopee_match.data import ShopeeDataError, load_dataset, load_postings, write_test_layout
     from shopee_match.splits import split_by_group
 
     folder = dataset_dir(dataset)
@@ -167,6 +167,9 @@ def load_test_postings(dataset: str, split_seed: int = 0, columns: str | dict | 
         return load_postings(folder / "test.csv", columns=columns)[0], folder
     postings, _ = load_dataset(dataset, "train", columns=columns)
     split = split_by_group(postings["label_group"], seed=split_seed)
+    if not (split == "test").any():
+        raise ShopeeDataError(f"{folder}: its {len(postings)} listings leave no label group for "
+                              "a held-out test split; add a test.csv or more labelled data.")
     held_out = folder.parent / f"{folder.name}-heldout"
     write_test_layout(postings[split == "test"].reset_index(drop=True), held_out)
     return load_postings(held_out / "test.csv")[0], held_out
@@ -180,11 +183,12 @@ def quick_candidate(dataset: str, profile: str = "offline", image_size: int = 22
     import numpy as np
 
     from shopee_match.cache import dataset_fingerprint
-    from shopee_match.data import load_dataset
+    from shopee_match.data import load_dataset, require_duplicates
     from shopee_match.embeddings import embed_dataset, resolve_profile
     from shopee_match.selection import Galleries, tune
 
     postings, _ = load_dataset(dataset, "train", columns=columns)
+    require_duplicates(postings, dataset)
     embeddings = embed_dataset(postings, profile, image_size=image_size)
     dense = [m for m in embeddings if m != "tfidf"]
     galleries = Galleries({m: embeddings[m].vectors for m in dense},

@@ -219,3 +219,36 @@ def test_the_whole_kit_runs_on_a_catalog_with_its_own_columns_and_text_groups(ti
     assert records["00"]["n_groups"] == df["cluster"].nunique()
     assert 0.0 < records["03"]["best_test_f1"] <= 1.0
     assert records["06"]["candidate"]
+
+
+def small_copy(source: Path, dest: Path, rows: int, labels=None) -> Path:
+    """The first ``rows`` listings of a dataset (optionally relabelled) with their photos."""
+    import shutil
+
+    df = pd.read_csv(source / "train.csv").head(rows)
+    if labels is not None:
+        df["label_group"] = labels
+    (dest / "train_images").mkdir(parents=True)
+    for name in df["image"]:
+        shutil.copy(source / "train_images" / name, dest / "train_images" / name)
+    df.to_csv(dest / "train.csv", index=False)
+    return dest
+
+
+def test_thirty_listings_run_every_notebook_with_k_and_p_clamped(tiny_env, tmp_path):
+    data = small_copy(tiny_env / "demo-tiny", tmp_path / "thirty", 30)
+    runs = run_report("ci", {"DATASET": str(data)}, notebooks_dir=ROOT / "notebooks",
+                      out_dir=tmp_path / "reports", progress=False)
+    assert [r.status for r in runs] == ["ok"] * len(runs), [r.error for r in runs if r.error]
+    recall = next(r for r in runs if r.name.startswith("02")).records["recall_at_k"]
+    assert all(int(k) < 30 for by_k in recall.values() for k in by_k)
+
+
+def test_listings_without_duplicates_stop_with_one_clear_message(tiny_env, tmp_path):
+    data = small_copy(tiny_env / "demo-tiny", tmp_path / "solo", 20, labels=range(20))
+    runs = run_report("ci", {"DATASET": str(data)}, only=["01", "03", "06"],
+                      notebooks_dir=ROOT / "notebooks", out_dir=tmp_path / "reports",
+                      progress=False)
+    assert [r.status for r in runs] == ["failed"] * 3
+    for run in runs:
+        assert "no two of its 20 listings share a label_group" in run.error, run.error

@@ -291,3 +291,19 @@ def test_image_paths_leaving_the_images_folder_are_refused_unless_allowed(tmp_pa
     assert "outside the images folder" in report.summary()
     df, report = load_postings(csv, progress=False, allow_outside_images=True)
     assert df["image_ok"].all() and not report.outside_images
+
+
+@pytest.mark.parametrize("labels,message", [
+    ([1, 2, 3, 4], "no two of its 4 listings share a label_group"),
+    ([5, 5, 5], "all 3 listings share one label_group"),
+    (None, "no label_group column: it is unlabelled"),
+])
+def test_data_that_cannot_be_matched_stops_with_one_clear_message(labels, message):
+    from shopee_match.data import require_duplicates
+
+    postings = pd.DataFrame({"posting_id": ["a", "b", "c", "d"][:len(labels or [0] * 4)]})
+    if labels is not None:
+        postings["label_group"] = labels
+    with pytest.raises(ShopeeDataError, match=message):
+        require_duplicates(postings, "my-data")
+    require_duplicates(pd.DataFrame({"label_group": [1, 1, 2]}))  # enough: no error

@@ -304,3 +304,12 @@ def test_image_training_repeats_whatever_ran_before(tiny, tmp_path):
                              root=tmp_path / str(noise), device="cpu", progress=False)
         losses.append(result.history.epochs[0]["loss"])
     assert losses[0] == losses[1]
+
+
+def test_p_is_lowered_to_the_groups_a_small_dataset_has():
+    from shopee_match.finetune import usable_p
+
+    labels = [1, 1, 2, 2, 3, 3, 4]  # three groups with a partner
+    assert usable_p(labels, 32) == 3 and usable_p(labels, 2) == 2
+    with pytest.raises(ValueError, match="at least 2 label groups with 2\\+ listings.*has 1"):
+        usable_p([1, 1, 2, 3], 8)

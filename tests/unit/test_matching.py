@@ -9,6 +9,7 @@ from shopee_match import matching
 from shopee_match.matching import (
     STRATEGIES,
     blend,
+    candidate_pair_features,
     candidate_pairs,
     connected_components,
     dynamic_accept,
@@ -204,6 +205,11 @@ def test_predict_matches_applies_each_step():
     staged = base.replace(second_stage=SecondStage("pair_classifier", 0.5, "m.joblib"))
     with pytest.raises(ValueError, match="needs its fitted pair_classifier"):
         predict_matches(vectors, staged)
+    i, j, feats = candidate_pair_features(vectors, staged)
+    model = fit_pair_classifier(feats, labels[i] == labels[j])
+    assert matrix_row_f1(predict_matches(vectors, staged, model), labels).mean() > 0.8
+    one = predict_matches({m: v[:1] for m, v in vectors.items()}, staged, model)
+    assert one.toarray().tolist() == [[True]]  # one listing (a 1-row test set): itself only
 
 
 def test_predict_matches_cache_gives_the_same_result():

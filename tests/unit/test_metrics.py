@@ -204,3 +204,12 @@ def test_labelled_pairs_take_text_labels_and_give_the_same_pairs():
     text = np.array(["f3", "f1", "f3", "f3", "f2", "f1"], dtype=object)
     for a, b in zip(labelled_pairs(ints, 300, seed=1), labelled_pairs(text, 300, seed=1)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_pairs_of_one_kind_stop_with_a_message_saying_why():
+    from shopee_match.metrics import require_both_classes
+
+    with pytest.raises(ValueError, match="needs both matching and non-matching pairs; got 3 "
+                                         "matching of 3.*too few label groups"):
+        require_both_classes([True, True, True], "Evaluating the reranker")
+    require_both_classes([True, False], "fine")
