@@ -32,15 +32,18 @@ def tiny_env(data_root, tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_artifacts(tmp_path_factory):
-    """Tests never write into the project's artifacts/ (exported ONNX graphs, caches): a
-    session folder, unless a test points elsewhere (``tiny_env``)."""
-    old = os.environ.get("SHOPEE_MATCH_ARTIFACTS")
-    os.environ["SHOPEE_MATCH_ARTIFACTS"] = str(tmp_path_factory.mktemp("artifacts"))
+    """Tests never write into the project's artifacts/ (exported ONNX graphs, caches): session
+    folders, unless a test points elsewhere (``tiny_env`` sets its own artifacts)."""
+    names = ("SHOPEE_MATCH_ARTIFACTS", "SHOPEE_MATCH_ONNX")
+    old = {name: os.environ.get(name) for name in names}
+    for name in names:  # exported graphs depend on the weights only: shared by all tests
+        os.environ[name] = str(tmp_path_factory.mktemp(name.lower()))
     yield
-    if old is None:
-        os.environ.pop("SHOPEE_MATCH_ARTIFACTS", None)
-    else:
-        os.environ["SHOPEE_MATCH_ARTIFACTS"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 TINY_CLIP = {

@@ -8,6 +8,8 @@ CI can point the kit at their own folders without editing code:
 ``SHOPEE_MATCH_DATA``      datasets (default ``<home>/data``)
 ``SHOPEE_MATCH_ARTIFACTS`` embeddings, models, submission (default ``<home>/artifacts``)
 ``SHOPEE_MATCH_REPORTS``   executed notebooks and HTML (default ``<home>/reports``)
+``SHOPEE_MATCH_ONNX``      exported ONNX graphs (default ``<artifacts>/onnx``; they depend on
+                           the weights only, so several projects or test runs may share one)
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ def data_dir() -> Path:
 def artifacts_dir() -> Path:
     """Folder for caches, models and submissions."""
     return _env_path("SHOPEE_MATCH_ARTIFACTS", "artifacts")
+
+
+def onnx_dir() -> Path:
+    """Where exported ONNX graphs are kept (see :mod:`shopee_match.engines`)."""
+    env = os.environ.get("SHOPEE_MATCH_ONNX")
+    return Path(env).expanduser() if env else artifacts_dir() / "onnx"
 
 
 def reports_dir() -> Path:

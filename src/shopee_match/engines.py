@@ -6,9 +6,10 @@ one. A machine without onnxruntime falls back to torch with a one-line notice.
 
 A model's ONNX graph is exported once (``torch.onnx.export``, dynamic batch axis, and a dynamic
 sequence axis for text) per weights identity and input shape, and kept under
-``artifacts/onnx/<key>.onnx``; an ``int8`` variant (onnxruntime dynamic quantization, weights
-per channel) beside it. fp32 graphs give the same vectors as torch, so the embedding cache does
-not depend on the engine; int8 vectors differ and are cached apart.
+``artifacts/onnx/<key>.onnx`` (or ``$SHOPEE_MATCH_ONNX``); an ``int8`` variant (onnxruntime
+dynamic quantization, weights per channel) beside it. fp32 graphs give the same vectors as
+torch, so the embedding cache does not depend on the engine; int8 vectors differ and are
+cached apart.
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
     ``dynamic`` names the dynamic axes of each input, e.g. ``[{0: "batch"}]``; ``model_id``
     names the weights (random weights are hashed, since they differ per process).
     """
-    from shopee_match.config import artifacts_dir
+    from shopee_match.config import onnx_dir
 
-    folder = Path(folder) if folder else artifacts_dir() / "onnx"
+    folder = Path(folder) if folder else onnx_dir()
     shapes = [[dims.get(axis, size) for axis, size in enumerate(x.shape)]
               for x, dims in zip(example, dynamic)]
     identity = model_id if ":random" not in model_id else f"{model_id}:{_weights_hash(module)}"

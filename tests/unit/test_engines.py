@@ -55,7 +55,11 @@ def test_open_clip_random_towers_onnx_equal_torch(tiny_clip, demo):
 
 
 def test_a_graph_is_exported_once_per_weights_and_input_size(demo, tmp_path, monkeypatch):
+    from shopee_match.config import onnx_dir
+
+    monkeypatch.delenv("SHOPEE_MATCH_ONNX")
     monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path))
+    assert onnx_dir() == tmp_path / "onnx"  # beside the embeddings unless told otherwise
     calls = []
     export = engines.export_onnx
     monkeypatch.setattr(engines, "export_onnx", lambda *a: calls.append(a[-1]) or export(*a))
