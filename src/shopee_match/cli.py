@@ -142,9 +142,6 @@ def _submit(args) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _catalog_options(command) -> None:
     command.add_argument("--columns", metavar="id=...,title=...",
@@ -177,3 +174,7 @@ def _dedupe(args) -> int:
     clusters, pairs = write_deduped(result, out)
     print(f"wrote {clusters} and {pairs}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

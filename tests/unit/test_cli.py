@@ -33,3 +33,15 @@ def test_report_rejects_malformed_param(capsys):
 def test_unknown_dataset_name_says_what_is_known():
     with pytest.raises(ValueError, match="demo-tiny"):
         dataset_dir("no-such-dataset")
+
+
+@pytest.mark.parametrize("command", ["submit", "dedupe"])
+def test_python_dash_m_runs_every_command(command):
+    """``python -m shopee_match.cli`` builds the whole parser (helpers defined before use)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "shopee_match.cli", command, "--help"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "--engine" in out.stdout and "--columns" in out.stdout
