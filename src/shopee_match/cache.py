@@ -7,7 +7,8 @@ parameters and :data:`CACHE_VERSION`. Loading checks the stored meta and ids
 against what the caller expects and recomputes on any difference, so a cache
 built from other data or another model is never returned, nor misaligned
 vectors, nor vectors that break the encoders' contract (NaN/inf, rows that are
-neither unit-length nor zero, zero rows marked ok, another width than asked for).
+neither unit-length nor zero, zero rows marked ok: a truncated width shows as rows
+that are no longer unit-length).
 Writes go to a temporary file renamed into place (atomic), and long runs save
 finished chunks under ``<key>.parts/`` so an interrupted run resumes. A cache
 folder that cannot be written (read-only) only costs the saving, with a warning.
@@ -67,15 +68,14 @@ class EmbeddingCache:
     def path(self, meta: dict) -> Path:
         return self.root / f"{cache_key(meta)}.npz"
 
-    def load(self, meta: dict, ids: list[str], dim: int | None = None
-             ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Stored ``(vectors, ok)`` if the entry matches ``meta`` and ``ids`` exactly (and has
-        ``dim`` columns, when given) and its vectors are sound, else None."""
-        return _read_checked(self.path(meta), meta, ids, dim)
+    def load(self, meta: dict, ids: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Stored ``(vectors, ok)`` if the entry matches ``meta`` and ``ids`` exactly and its
+        vectors are sound, else None."""
+        return _read_checked(self.path(meta), meta, ids)
 
     def save(self, meta: dict, ids: list[str], vectors: np.ndarray, ok: np.ndarray) -> None:
         """Write an entry atomically (a folder that cannot be written: a warning)."""
-        _write_atomic(self.path(meta), meta, ids, vectors, ok)
+        _write_atomic(self.path(meta), meta, ids, vectors, ok, self.root)
 
     def get_or_compute(
         self,
@@ -111,7 +111,7 @@ class EmbeddingCache:
             chunk = _read_checked(part, meta, ids[rows])
             if chunk is None:
                 chunk = compute(rows)
-                _write_atomic(part, meta, ids[rows], *chunk)
+                _write_atomic(part, meta, ids[rows], *chunk, self.root)
             chunks.append(chunk)
         vectors = (np.concatenate([c[0] for c in chunks]) if chunks
                    else np.zeros((0, 0), np.float32))
@@ -121,7 +121,7 @@ class EmbeddingCache:
         return vectors, ok
 
 
-def _read_checked(path: Path, meta: dict, ids: list[str], dim: int | None = None):
+def _read_checked(path: Path, meta: dict, ids: list[str]):
     if not path.is_file():
         return None
     try:
@@ -141,19 +141,17 @@ def _read_checked(path: Path, meta: dict, ids: list[str], dim: int | None = None
         warnings.warn(f"Cache file {path} holds other posting ids (or another order); "
                       "recomputing.", stacklevel=3)
         return None
-    problem = _unsound(vectors, ok, dim)
+    problem = _unsound(vectors, ok)
     if problem:
         warnings.warn(f"Cache file {path} {problem}; recomputing.", stacklevel=3)
         return None
     return vectors, ok
 
 
-def _unsound(vectors: np.ndarray, ok: np.ndarray, dim: int | None) -> str:
+def _unsound(vectors: np.ndarray, ok: np.ndarray) -> str:
     """What breaks the encoders' contract in stored vectors, or "" if nothing does."""
     if vectors.ndim != 2 or ok.shape != (len(vectors),):
         return f"holds vectors of shape {vectors.shape} with {ok.shape} flags"
-    if dim is not None and vectors.shape[1] != dim:
-        return f"holds {vectors.shape[1]}-wide vectors, not {dim}"
     if not np.isfinite(vectors).all():
         return "holds NaN or infinite values"
     norms = np.linalg.norm(vectors, axis=1)
@@ -163,17 +161,17 @@ def _unsound(vectors: np.ndarray, ok: np.ndarray, dim: int | None) -> str:
 
 
 def _write_atomic(path: Path, meta: dict, ids: list[str], vectors: np.ndarray,
-                  ok: np.ndarray) -> None:
+                  ok: np.ndarray, root: Path) -> None:
     try:
         with atomic_write(path) as f:
             np.savez(f, vectors=np.asarray(vectors, dtype=np.float32), ok=np.asarray(ok, bool),
                      ids=np.asarray(ids, dtype=str), meta=np.asarray(json.dumps(meta)))
     except OSError as err:  # read-only or full: the result is still returned, only not kept
-        _warn_unwritable(path.parent, err)
+        _warn_unwritable(root, err.strerror or str(err))
 
 
-@functools.cache
-def _warn_unwritable(folder: Path, err: OSError) -> None:
-    warnings.warn(f"Cannot write the embedding cache in {folder} ({err.strerror or err}); "
-                  "computing without saving. Point SHOPEE_MATCH_ARTIFACTS at a writable "
-                  "folder to keep the vectors.", stacklevel=4)
+@functools.cache  # once per cache folder and reason, not once per entry or chunk
+def _warn_unwritable(folder: Path, reason: str) -> None:
+    warnings.warn(f"Cannot write the embedding cache in {folder} ({reason}); computing "
+                  "without saving. Point SHOPEE_MATCH_ARTIFACTS at a writable folder to keep "
+                  "the vectors.", stacklevel=4)
