@@ -451,7 +451,8 @@ def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | No
     dim = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
            else model.get_sentence_embedding_dimension())
     preprocess = getattr(model, "preprocess", None) or model.tokenize  # renamed in ST 6
-    names = [k for k, v in preprocess(["a b c", "d"]).items() if hasattr(v, "shape")]
+    example = {k: v for k, v in preprocess(["a b c", "d"]).items() if hasattr(v, "shape")}
+    names = list(example)  # the model's tensor inputs (not e.g. "modality")
 
     def tokenize(titles: list[str]) -> dict:
         return {k: v for k, v in preprocess(titles).items() if k in names}
@@ -459,7 +460,6 @@ def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | No
     if engine == "onnx":
         from shopee_match.engines import onnx_model
 
-        example = tokenize(["a b c", "d"])
         graph = onnx_model(_as_module(model, lambda m, *t: m(dict(zip(names, t)))[
                                "sentence_embedding"]), tuple(example.values()), names,
                            [{0: "batch", 1: "tokens"}] * len(names), model_id, int8=int8,

@@ -169,13 +169,13 @@ VARIANTS = (("torch", "torch", False), ("onnx", "onnx", False), ("onnx int8", "o
 
 
 def compare_engines(spec: str, modality: str, items: list[str], image_size: int = 224,
-                    variants=VARIANTS, repeats: int = 1):
+                    variants=VARIANTS):
     """Throughput of one encoder under each engine variant, and how far its vectors are from
     torch's: a DataFrame indexed by variant (``rows/s``, ``max |diff|``, ``min cosine``).
 
     Each encoder is built (and its graph exported) and warmed up on one batch before the
-    timing; the best of ``repeats`` timed runs counts. A variant that cannot run here (no
-    onnxruntime) is left out, and so is int8 for images (the kit keeps image models fp32).
+    timed run. A variant that cannot run here (no onnxruntime) is left out, and so is int8
+    for images (the kit keeps image models fp32).
     """
     import time
 
@@ -190,14 +190,12 @@ def compare_engines(spec: str, modality: str, items: list[str], image_size: int 
         encoder = make_encoder(spec, modality, image_size=image_size, device="cpu",
                                engine=engine, int8=int8)
         encoder.encode(items[:encoder.batch_size])
-        best = np.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            vectors, ok = encoder.encode(items)
-            best = min(best, time.perf_counter() - start)
+        start = time.perf_counter()
+        vectors, ok = encoder.encode(items)
+        seconds = time.perf_counter() - start
         reference = vectors if reference is None else reference
         cosine = np.sum(vectors[ok] * reference[ok], axis=1)
-        rows.append({"variant": label, "rows/s": len(items) / best,
+        rows.append({"variant": label, "rows/s": len(items) / seconds,
                      "max |diff|": float(np.abs(vectors - reference).max()),
                      "min cosine": float(cosine.min()) if cosine.size else np.nan})
     return pd.DataFrame(rows).set_index("variant")

@@ -358,7 +358,10 @@ def second_stage_scores(vectors: dict, config, model, phash: Sequence[str] | Non
     i, j, feats = candidate_pair_features(vectors, config, phash, cache)
     key = ("second_stage", kind, model, *_fused_key(config))  # the model by identity
     if key not in cache:
-        cache[key] = (np.zeros(0) if len(i) == 0  # e.g. a one-listing test set: no pairs
-                      else model.predict_proba(feats.to_numpy())[:, 1]
-                      if kind == "pair_classifier" else model.score(feats, titles, i, j, cache))
+        if len(i) == 0:  # e.g. a one-listing test set: no pairs to score
+            cache[key] = np.zeros(0)
+        elif kind == "pair_classifier":
+            cache[key] = model.predict_proba(feats.to_numpy())[:, 1]
+        else:
+            cache[key] = model.score(feats, titles, i, j, cache)
     return i, j, cache[key]

@@ -180,8 +180,6 @@ def quick_candidate(dataset: str, profile: str = "offline", image_size: int = 22
                     ) -> Candidate:
     """An unsaved fallback when no notebook saved a candidate: equal-weight fusion of the
     dense modalities with the static threshold chosen on val (fair test F1 alongside)."""
-    import numpy as np
-
     from shopee_match.cache import dataset_fingerprint
     from shopee_match.data import load_dataset, require_duplicates
     from shopee_match.embeddings import embed_dataset, resolve_profile
