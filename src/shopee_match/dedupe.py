@@ -92,10 +92,7 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
     a, b = upper.row, upper.col
     dense = {m: vectors[m] for m in config.fusion_weights}
     similarity = pair_cosine(fuse(dense, config.fusion_weights), a, b)
-    score = np.full(len(a), np.nan)
-    if scores is not None:  # stored as score + 1, so a pair the second stage never saw is 0
-        score = np.asarray(scores[a, b]).ravel() - 1
-        score[score < 0] = np.nan
+    score = np.full(len(a), np.nan) if scores is None else _pair_scores(*scores, a, b)
     clusters = pd.DataFrame({"posting_id": ids, "cluster_id": cluster,
                              "cluster_size": sizes[cluster]})
     pairs = pd.DataFrame({"posting_id_a": ids[a], "posting_id_b": ids[b],
@@ -105,10 +102,8 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
 
 
 def _matches_and_scores(postings: pd.DataFrame, vectors: dict, config, model):
-    """The candidate's match matrix and, with a second stage, a sparse matrix holding
-    1 + its score of every pair it scored (``None`` for a threshold candidate)."""
-    from scipy import sparse
-
+    """The candidate's match matrix and, with a second stage, its ``(i, j, scores)`` of every
+    pair it scored (``None`` for a threshold candidate)."""
     from shopee_match.matching import predict_matches, second_stage_scores
 
     cache: dict = {}
@@ -117,10 +112,16 @@ def _matches_and_scores(postings: pd.DataFrame, vectors: dict, config, model):
     matches = predict_matches(vectors, config, model, phash, cache=cache, titles=titles)
     if config.second_stage is None:
         return matches, None
-    i, j, scores = second_stage_scores(vectors, config, model, phash, cache, titles)
-    n = len(postings)
-    scored = sparse.coo_matrix((np.asarray(scores, float) + 1, (i, j)), shape=(n, n)).tocsr()
-    return matches, scored.maximum(scored.T).tocsr()
+    return matches, second_stage_scores(vectors, config, model, phash, cache, titles)
+
+
+def _pair_scores(i: np.ndarray, j: np.ndarray, scores: np.ndarray, a: np.ndarray,
+                 b: np.ndarray) -> np.ndarray:
+    """The score of each pair ``(a, b)`` (``a < b``): the higher of its two directions, NaN
+    for a pair the second stage never scored (one added by a union)."""
+    by_pair = (pd.DataFrame({"a": np.minimum(i, j), "b": np.maximum(i, j), "score": scores})
+               .groupby(["a", "b"])["score"].max())
+    return by_pair.reindex(pd.MultiIndex.from_arrays([a, b])).to_numpy(dtype=float)
 
 
 def choose_candidate(postings: pd.DataFrame, trained_on: str, split_seed: int = 0,
