@@ -17,11 +17,8 @@ pytestmark = pytest.mark.notebooks
 
 @pytest.mark.parametrize("path", find_notebooks(ROOT / "notebooks"), ids=lambda p: p.stem)
 def test_notebook_runs_on_tiny_data(path, tiny_env, tmp_path):
-    [run] = run_report("ci", only=[path.stem], notebooks_dir=ROOT / "notebooks",
-                       out_dir=tmp_path / "reports", progress=False)
-    assert run.status == "ok", run.error
+    [run] = run_ok(tmp_path, [path.stem])
     assert run.html.is_file() and run.records
-    assert_no_widget_warning(run)
 
 
 def assert_no_widget_warning(run):
@@ -33,9 +30,18 @@ def assert_no_widget_warning(run):
     assert "IProgress not found" not in streams, run.name
 
 
+def run_ok(tmp_path, only=None, overrides=None):
+    """Run notebooks on the ci profile; every one must succeed without a widget warning."""
+    runs = run_report("ci", overrides, only=only, notebooks_dir=ROOT / "notebooks",
+                      out_dir=tmp_path / "reports", progress=False)
+    assert [r.status for r in runs] == ["ok"] * len(runs), [r.error for r in runs if r.error]
+    for run in runs:
+        assert_no_widget_warning(run)
+    return runs
+
+
 def test_eda_records_match_the_data(tiny_env, tmp_path):
-    [run] = run_report("ci", only=["00"], notebooks_dir=ROOT / "notebooks",
-                       out_dir=tmp_path / "reports", progress=False)
+    [run] = run_ok(tmp_path, ["00"])
     df = pd.read_csv(tiny_env / "demo-tiny" / "train.csv")
     sizes = df["label_group"].value_counts()
     assert run.records["n_postings"] == len(df)
@@ -45,9 +51,7 @@ def test_eda_records_match_the_data(tiny_env, tmp_path):
 
 
 def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
-    runs = run_report("ci", only=["01", "02"], notebooks_dir=ROOT / "notebooks",
-                      out_dir=tmp_path / "reports", progress=False)
-    assert [r.status for r in runs] == ["ok", "ok"], [r.error for r in runs]
+    runs = run_ok(tmp_path, ["01", "02"])
     embed, retrieval = (r.records for r in runs)
     assert embed["modalities"] == ["image", "text", "tfidf"]
     assert embed["dims"]["image"] == 1280 and embed["dims"]["text"] == 384
@@ -75,9 +79,7 @@ def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
 def test_threshold_sweep_saves_candidate_03(tiny_env, tmp_path):
     from shopee_match.candidates import candidates_dir, load_candidate
 
-    [run] = run_report("ci", only=["03"], notebooks_dir=ROOT / "notebooks",
-                       out_dir=tmp_path / "reports", progress=False)
-    assert run.status == "ok", run.error
+    [run] = run_ok(tmp_path, ["03"])
     steps = [row[0] for row in run.records["ablation"]]
     assert steps[1:3] == ["fused, static threshold", "dynamic threshold instead"]
     assert "pair classifier (instead of thresholds)" in steps
@@ -98,9 +100,7 @@ def test_submission_uses_the_best_candidate_on_val(tiny_env, tmp_path, capsys):
     from shopee_match.config import artifacts_dir
     from shopee_match.submission import validate_submission
 
-    [sweep] = run_report("ci", only=["03"], notebooks_dir=ROOT / "notebooks",
-                         out_dir=tmp_path / "reports", progress=False)
-    assert sweep.status == "ok", sweep.error
+    [sweep] = run_ok(tmp_path, ["03"])
     # a better-looking candidate made from other data must be skipped, with its reason
     other = candidates_dir() / "zz_other_data"
     shutil.copytree(candidates_dir() / "03_thresholds", other)
@@ -108,9 +108,7 @@ def test_submission_uses_the_best_candidate_on_val(tiny_env, tmp_path, capsys):
     meta |= {"fingerprint": "0" * 20, "dataset": "demo-shopee", "val_f1": 0.99}
     (other / "candidate.json").write_text(json.dumps(meta))
 
-    [run] = run_report("ci", only=["06"], notebooks_dir=ROOT / "notebooks",
-                       out_dir=tmp_path / "reports", progress=False)
-    assert run.status == "ok", run.error
+    [run] = run_ok(tmp_path, ["06"])
     submission = run.records
     assert submission["candidate"] == "03_thresholds"
     board = {row["candidate"]: row for row in submission["leaderboard"]}
@@ -145,12 +143,8 @@ def test_finetuning_saves_a_candidate_that_submission_takes_when_best_on_val(tin
     from shopee_match.candidates import candidates_dir, leaderboard, load_candidate
     from shopee_match.submission import train_fingerprint
 
-    runs = run_report("ci", only=["03", "04", "06"], notebooks_dir=ROOT / "notebooks",
-                      out_dir=tmp_path / "reports", progress=False)
-    assert [r.status for r in runs] == ["ok"] * 3, [r.error for r in runs]
+    runs = run_ok(tmp_path, ["03", "04", "06"])
     finetune, submission = runs[1].records, runs[2].records
-    for run in runs:
-        assert_no_widget_warning(run)
     assert set(finetune["regimes"]) == {"joint", "text_ft", "image_ft"}
     assert all(v > 0 for v in finetune["train_speed_per_s"].values())
     assert 0.0 < finetune["best_test_f1"] <= finetune["best_test_f1_tuned_on_test"] <= 1.0
@@ -170,12 +164,8 @@ def test_rerank_saves_a_candidate_that_submits_offline(tiny_env, tmp_path, capsy
     from shopee_match.config import artifacts_dir
     from shopee_match.submission import train_fingerprint, validate_submission
 
-    runs = run_report("ci", only=["03", "05", "06"], notebooks_dir=ROOT / "notebooks",
-                      out_dir=tmp_path / "reports", progress=False)
-    assert [r.status for r in runs] == ["ok"] * 3, [r.error for r in runs]
+    runs = run_ok(tmp_path, ["03", "05", "06"])
     rerank, submission = runs[1].records, runs[2].records
-    for run in runs:
-        assert_no_widget_warning(run)
     assert set(rerank["pair_counts"]) == {"train", "stack", "val", "test"}
     assert rerank["training_pairs"]["hard negative"] > 0 and rerank["scoring_pairs_per_s"] > 0
     steps = [row[0] for row in rerank["ablation"]]
@@ -212,9 +202,7 @@ def test_the_whole_kit_runs_on_a_catalog_with_its_own_columns_and_text_groups(ti
     shutil.copytree(source / "train_images", catalog / "train_images")
     (catalog / "dataset.yaml").write_text(
         "columns:\n  id: sku\n  title: name\n  image: photo\n  group: cluster\n")
-    runs = run_report("ci", {"DATASET": str(catalog)}, notebooks_dir=ROOT / "notebooks",
-                      out_dir=tmp_path / "reports", progress=False)
-    assert [r.status for r in runs] == ["ok"] * len(runs), [r.error for r in runs if r.error]
+    runs = run_ok(tmp_path, overrides={"DATASET": str(catalog)})
     records = {r.name[:2]: r.records for r in runs}
     assert records["00"]["n_groups"] == df["cluster"].nunique()
     assert 0.0 < records["03"]["best_test_f1"] <= 1.0
@@ -237,9 +225,7 @@ def small_copy(source: Path, dest: Path, rows: int, labels=None) -> Path:
 
 def test_thirty_listings_run_every_notebook_with_k_and_p_clamped(tiny_env, tmp_path):
     data = small_copy(tiny_env / "demo-tiny", tmp_path / "thirty", 30)
-    runs = run_report("ci", {"DATASET": str(data)}, notebooks_dir=ROOT / "notebooks",
-                      out_dir=tmp_path / "reports", progress=False)
-    assert [r.status for r in runs] == ["ok"] * len(runs), [r.error for r in runs if r.error]
+    runs = run_ok(tmp_path, overrides={"DATASET": str(data)})
     recall = next(r for r in runs if r.name.startswith("02")).records["recall_at_k"]
     assert all(int(k) < 30 for by_k in recall.values() for k in by_k)
 
