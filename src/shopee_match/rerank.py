@@ -227,6 +227,15 @@ class Reranker:
         path = Path(folder) / "classifier.joblib"
         return cls(folder, joblib.load(path) if path.is_file() else None)
 
+    def cross_encoder_only(self) -> Reranker:
+        """This reranker without its classifier (the ``cross_encoder`` kind), sharing the
+        loaded cross-encoder instead of loading it again."""
+        import copy
+
+        alone = copy.copy(self)
+        alone.classifier = None
+        return alone
+
     def save(self, folder: str | Path) -> Path:
         """Write ``model/`` and (if any) ``classifier.joblib`` to ``folder``."""
         import joblib

@@ -175,6 +175,10 @@ def test_reranker_is_a_second_stage_and_scores_each_pair_once(cross_encoder, tmp
     saved = Reranker.load(reranker.save(tmp_path / "rerank"))
     assert np.allclose(saved.score_titles(titles[:1], titles[1:2]),
                        reranker.score_titles(titles[:1], titles[1:2]), atol=1e-6)
+    reranker.classifier = "fitted"
+    alone = reranker.cross_encoder_only()  # the cross_encoder kind, the model not reloaded
+    assert alone.model is reranker.model and alone.classifier is None
+    assert reranker.classifier == "fitted"
 
 
 def test_token_attributions_cover_every_token(cross_encoder):
