@@ -1,4 +1,4 @@
-"""The ``shopee-match`` command: demo, download, report, submit, dedupe."""
+"""The ``shopee-match`` command: demo, download, report, submit, dedupe, serve."""
 
 from __future__ import annotations
 
@@ -58,10 +58,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="report clusters larger than this (default: 50)")
     _catalog_options(dedupe)
 
+    serve = commands.add_parser(
+        "serve", help="answer 'is this listing a duplicate, and of what?' over HTTP")
+    serve.add_argument("--dataset", default="demo", help="the catalog: a dataset name or "
+                       "folder (its train.csv, else test.csv) or a CSV (default: demo)")
+    serve.add_argument("--candidate", help="use this candidate instead of the best on val")
+    serve.add_argument("--trained-on", help="labelled dataset whose candidates to use "
+                       "(default: --dataset)")
+    serve.add_argument("--split-seed", type=int, default=0,
+                       help="split seed the candidates were chosen with (default: 0)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--gray-band", metavar="LOW,HIGH",
+                       help="log requests whose score is in [LOW, HIGH) (default: the band "
+                       "notebook 05 saved with its candidate, on the cross-encoder)")
+    serve.add_argument("--gray-log", help="JSONL file of gray-zone requests "
+                       "(default: artifacts/serve/gray_zone.jsonl)")
+    serve.add_argument("--max-image-mb", type=float, default=10,
+                       help="largest photo upload accepted (default: 10)")
+    serve.add_argument("--flat-max-rows", type=int, default=100_000,
+                       help="exact (flat) index up to this many listings, HNSW above")
+    _catalog_options(serve)
+
     args = parser.parse_args(argv)
     try:
         commands = {"demo": _demo, "download": _download, "report": _report, "submit": _submit,
-                    "dedupe": _dedupe}
+                    "dedupe": _dedupe, "serve": _serve}
         return commands[args.command](args)
     except Exception as err:  # one clear line for the user, not a traceback
         print(f"shopee-match {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
@@ -152,19 +174,29 @@ def _catalog_options(command) -> None:
                          "on CPU, torch on GPUs)")
 
 
+def _catalog_csv(catalog: str, order: tuple[str, ...]):
+    """The CSV a catalog argument names: a CSV path, or the first of ``order`` in a dataset
+    folder (or a dataset name's folder)."""
+    from pathlib import Path
+
+    from shopee_match.config import dataset_dir
+
+    source = Path(catalog)
+    if source.suffix.lower() == ".csv":
+        return source
+    folder = source if source.is_dir() else dataset_dir(catalog)
+    return next((folder / f for f in order if (folder / f).is_file()), folder / order[0])
+
+
 def _dedupe(args) -> int:
     from pathlib import Path
 
-    from shopee_match.config import artifacts_dir, dataset_dir
+    from shopee_match.config import artifacts_dir
     from shopee_match.data import load_postings
     from shopee_match.dedupe import choose_candidate, dedupe, write_deduped
 
-    source = Path(args.catalog)
-    if source.suffix.lower() != ".csv":
-        folder = source if source.is_dir() else dataset_dir(args.catalog)
-        source = next((folder / f for f in ("test.csv", "train.csv") if (folder / f).is_file()),
-                      folder / "test.csv")
-    postings, report = load_postings(source, columns=args.columns)
+    postings, report = load_postings(_catalog_csv(args.catalog, ("test.csv", "train.csv")),
+                                     columns=args.columns)
     print(report.summary())
     candidate = choose_candidate(postings, args.trained_on, args.split_seed, args.candidate,
                                  args.columns)
@@ -173,6 +205,47 @@ def _dedupe(args) -> int:
     out = Path(args.out) if args.out else artifacts_dir() / "dedupe" / "clusters.csv"
     clusters, pairs = write_deduped(result, out)
     print(f"wrote {clusters} and {pairs}")
+    return 0
+
+
+def _serve(args) -> int:
+    import uvicorn
+
+    from shopee_match.config import artifacts_dir
+    from shopee_match.data import load_postings
+    from shopee_match.dedupe import choose_candidate
+    from shopee_match.serve import Limits, create_app
+    from shopee_match.service import GrayBand, MatchService
+
+    band = None
+    if args.gray_band:
+        low, sep, high = args.gray_band.partition(",")
+        if not sep:
+            raise ValueError(f"--gray-band needs LOW,HIGH, got {args.gray_band!r}")
+        band = GrayBand(float(low), float(high))
+    postings, report = load_postings(_catalog_csv(args.dataset, ("train.csv", "test.csv")),
+                                     columns=args.columns)
+    print(report.summary())
+    candidate = choose_candidate(postings, args.trained_on or args.dataset, args.split_seed,
+                                 args.candidate, args.columns)
+    print(f"candidate {candidate.name}: val F1 {candidate.val_f1:.4f}, fair test F1 "
+          f"{candidate.test_f1:.4f}")
+    failures: list[BaseException] = []
+
+    def stop(err: BaseException) -> None:
+        failures.append(err)
+        server.should_exit = True
+
+    app = create_app(
+        lambda log: MatchService.load(postings, candidate, args.engine, args.flat_max_rows,
+                                      log=log),
+        band, args.gray_log or artifacts_dir() / "serve" / "gray_zone.jsonl",
+        Limits(max_image_bytes=int(args.max_image_mb * 2**20)), on_failure=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
+                                           log_level="info"))
+    server.run()
+    if failures:
+        raise RuntimeError(f"loading the service failed: {failures[0]}")
     return 0
 
 

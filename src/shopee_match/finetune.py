@@ -414,9 +414,15 @@ def load_finetuned(folder: str | Path, device: str = "cpu"):
 
 def apply_head(folder: str | Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """Joint embeddings of a saved ``head`` model from its input modalities' vectors."""
+    model, meta = load_finetuned(folder)
+    return head_embeddings(model, meta, inputs)
+
+
+def head_embeddings(model, meta: dict, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """:func:`apply_head` with the head already loaded (``load_finetuned``): the service
+    loads it once and embeds one listing per request."""
     import torch
 
-    model, meta = load_finetuned(folder)
     x = np.concatenate([inputs[m] for m in meta["inputs"]], axis=1).astype(np.float32)
     with torch.inference_mode():
         out = model(torch.from_numpy(x)).numpy()

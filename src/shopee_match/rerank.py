@@ -201,7 +201,8 @@ class Reranker:
     """The second stage of a :class:`~shopee_match.matcher.MatchConfig` with kind
     ``cross_encoder`` (the cross-encoder's probability) or ``rerank`` (a classifier over the
     pair features plus that probability). Saved as a folder: ``model/`` (the
-    cross-encoder) and, for ``rerank``, ``classifier.joblib``."""
+    cross-encoder), for ``rerank`` ``classifier.joblib`` and, when set, ``gray_band.json``
+    (the :func:`gray_band` of the cross-encoder's probability, for the service's log)."""
 
     def __init__(self, folder: str | Path, classifier=None, batch_size: int = 64,
                  device: str | None = None):
@@ -218,6 +219,7 @@ class Reranker:
         self.classifier = classifier
         self.batch_size = batch_size
         self.pairs_per_second = float("nan")
+        self.gray_band: tuple[float, float] | None = None
 
     @classmethod
     def load(cls, folder: str | Path) -> Reranker:
@@ -225,7 +227,12 @@ class Reranker:
         import joblib
 
         path = Path(folder) / "classifier.joblib"
-        return cls(folder, joblib.load(path) if path.is_file() else None)
+        reranker = cls(folder, joblib.load(path) if path.is_file() else None)
+        band = Path(folder) / "gray_band.json"
+        if band.is_file():
+            saved = json.loads(band.read_text())
+            reranker.gray_band = (float(saved["low"]), float(saved["high"]))
+        return reranker
 
     def cross_encoder_only(self) -> Reranker:
         """This reranker without its classifier (the ``cross_encoder`` kind), sharing the
@@ -244,6 +251,10 @@ class Reranker:
         self.model.save(str(folder / "model"))
         if self.classifier is not None:
             joblib.dump(self.classifier, folder / "classifier.joblib")
+        if self.gray_band is not None:
+            low, high = self.gray_band
+            (folder / "gray_band.json").write_text(json.dumps(
+                {"low": float(low), "high": float(high), "on": "cross_encoder"}))
         return folder
 
     def score_titles(self, first: Sequence[str], second: Sequence[str], progress: bool = False

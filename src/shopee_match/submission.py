@@ -116,12 +116,13 @@ def predict_submission(postings: pd.DataFrame, config: MatchConfig, model=None,
 
 
 def embed_for(postings: pd.DataFrame, config: MatchConfig, cache_dir: str | Path | None = None,
-              progress: bool = True, engine: str = "auto") -> dict[str, object]:
-    """The vectors of every modality ``config`` uses, embedded as it was tuned (the same
-    models, checked by identity)."""
+              progress: bool = True, engine: str = "auto", modalities: list[str] | None = None
+              ) -> dict[str, object]:
+    """The vectors of every modality ``config`` uses (or of ``modalities`` among them),
+    embedded as it was tuned (the same models, checked by identity)."""
     from shopee_match.embeddings import embed_dataset
 
-    wanted = config.modalities
+    wanted = config.modalities if modalities is None else modalities
     embeddings = embed_dataset(postings, {m: s for m, s in config.encoders.items()
                                           if m != "tfidf"},
                                modalities=wanted, image_size=config.image_size,

@@ -1,0 +1,412 @@
+"""``shopee-match serve``: the matching service over HTTP (FastAPI + uvicorn).
+
+:func:`create_app` wraps a :class:`~shopee_match.service.MatchService`, built by a loader
+that runs in a background thread at start-up (``/health`` answers 503 until it is ready):
+
+- ``POST /match``: a title and/or a photo -> the top-k catalog listings with their
+  similarities, the candidate's score and verdict on each, and the predicted match set;
+- ``POST /pair``: two listings -> duplicate or not, with the scores behind it;
+- ``POST /catalog``: add a listing (a new ``posting_id``; a known one is a 409);
+- ``GET /health`` and ``GET /metrics`` (Prometheus text format).
+
+Bad input is answered with a 4xx and a message (:class:`~shopee_match.service.ListingError`);
+requests whose pairs fall in the gray band are appended to a JSONL log, one flushed line each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from shopee_match.service import GrayBand, ListingError, MatchService
+
+#: uploads above this many bytes are refused (413)
+MAX_IMAGE_BYTES = 10 * 2**20
+
+
+@dataclass
+class Limits:
+    """What a request may send."""
+
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    max_image_pixels: int = 40_000_000
+
+
+class Neighbour(BaseModel):
+    """A catalog listing near the query, and the candidate's verdict on it."""
+
+    posting_id: str
+    title: str
+    similarity: float = Field(description="fused similarity the candidate searched by")
+    similarities: dict[str, float | None] = Field(
+        description="cosine per modality (null where the query has no input for it)")
+    score: float | None = Field(None, description="second-stage score (pair classifier or "
+                                "reranker), null for a threshold candidate")
+    cross_encoder: float | None = Field(None, description="cross-encoder probability, if any")
+    accepted: bool = Field(description="in the predicted match set")
+    gray: bool = Field(False, description="in the gray band (uncertain)")
+
+
+class MatchResult(BaseModel):
+    """Answer to ``POST /match`` (and ``POST /catalog``: the new listing's matches)."""
+
+    candidate: str
+    duplicate: bool = Field(description="the listing matches at least one catalog listing")
+    matches: list[str] = Field(description="posting ids of the predicted match set")
+    neighbours: list[Neighbour]
+    threshold: float | None = Field(description="the candidate's threshold on score (or on "
+                                    "similarity without a second stage)")
+    missing: list[str] = Field(description="modalities without input (zero vectors)")
+    warnings: list[str]
+    gray: bool = Field(description="some pair fell in the gray band (logged)")
+    milliseconds: float
+
+
+class PairResult(BaseModel):
+    """Answer to ``POST /pair``."""
+
+    candidate: str
+    duplicate: bool = Field(description="each accepts the other among the catalog (or their "
+                            "match sets share a component, for a components candidate)")
+    a_accepts_b: bool
+    b_accepts_a: bool
+    similarity: float | None = Field(description="fused similarity of a and b")
+    similarities: dict[str, float | None]
+    score_a_b: float | None = Field(description="second-stage score of b as a's neighbour "
+                                    "(null when b is not among a's k nearest)")
+    score_b_a: float | None
+    warnings: list[str]
+    gray: bool
+    milliseconds: float
+
+
+class CatalogResult(MatchResult):
+    """Answer to ``POST /catalog``: the listing added, and what it matched on arrival."""
+
+    posting_id: str
+    catalog_size: int
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok, loading or failed")
+    detail: str = ""
+    candidate: str | None = None
+    catalog_size: int | None = None
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry: no global state)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("shopee_match_requests", "HTTP requests answered",
+                                ["endpoint", "status"], registry=self.registry)
+        self.errors = Counter("shopee_match_errors", "requests answered with 4xx or 5xx",
+                              ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("shopee_match_request_seconds", "request latency",
+                                 ["endpoint"], registry=self.registry,
+                                 buckets=(.005, .01, .025, .05, .075, .1, .15, .25, .5, 1, 2.5,
+                                          5, 10))
+        self.catalog = Gauge("shopee_match_catalog_listings", "listings in the catalog",
+                             registry=self.registry)
+        self.gray = Counter("shopee_match_gray_requests", "requests logged as gray zone",
+                            registry=self.registry)
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        if status >= 400:
+            self.errors.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class GrayLog:
+    """Appends one JSON line per gray-zone request, flushed as written (thread-safe)."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        self.lock = threading.Lock()
+        self.file = None
+
+    def write(self, record: dict) -> None:
+        if self.path is None:
+            return
+        line = json.dumps(record, ensure_ascii=False)
+        with self.lock:
+            if self.file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.file = self.path.open("a", encoding="utf-8")
+            self.file.write(line + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.file is not None:
+                self.file.close()
+                self.file = None
+
+
+class State:
+    """The app's service once loaded, or why it is not."""
+
+    def __init__(self):
+        self.service: MatchService | None = None
+        self.band: GrayBand | None = None
+        self.status, self.detail = "loading", "starting"
+
+
+def create_app(load: Callable[[Callable[[str], None]], MatchService],
+               gray_band: GrayBand | None = None, gray_log: str | Path | None = None,
+               limits: Limits | None = None,
+               on_failure: Callable[[BaseException], None] | None = None) -> FastAPI:
+    """The FastAPI app. ``load(log)`` builds the service (in a background thread started by
+    the app's lifespan; ``log`` reports its steps to ``/health``); ``gray_band`` overrides
+    the band the candidate carries; ``on_failure`` is called if loading fails (the CLI
+    stops the server then)."""
+    from contextlib import asynccontextmanager
+
+    limits = limits or Limits()
+    state, metrics, log_file = State(), Metrics(), GrayLog(gray_log)
+
+    def build() -> None:
+        def step(text: str) -> None:
+            state.detail = text
+            print(f"shopee-match serve: {text}", flush=True)
+
+        try:
+            service = load(step)
+            state.band = gray_band or candidate_band(service)
+            step(f"gray band: {state.band}" if state.band else
+                 "no gray band (pass --gray-band LOW,HIGH to log uncertain requests)")
+            state.service = service
+            metrics.catalog.set(len(service))
+            state.status, state.detail = "ok", f"ready: candidate {service.candidate.name}"
+            step(state.detail)
+        except BaseException as err:  # reported by /health and to the caller
+            state.status, state.detail = "failed", f"{type(err).__name__}: {err}"
+            print(f"shopee-match serve: loading failed: {state.detail}", flush=True)
+            if on_failure is not None:
+                on_failure(err)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threading.Thread(target=build, name="load-service", daemon=True).start()
+        yield
+        log_file.close()
+
+    app = FastAPI(title="shopee-match", lifespan=lifespan,
+                  description="Is this listing a duplicate, and of what? Matches listings "
+                  "(title and/or photo) against a catalog with a saved candidate.")
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        start = time.perf_counter()
+        length = int(request.headers.get("content-length") or 0)
+        if length > 2 * limits.max_image_bytes + 2**20:  # two photos plus form fields
+            response = JSONResponse({"detail": f"request of {length} bytes is too large"}, 413)
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.observe(getattr(route, "path", "other"), response.status_code,
+                        time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(ListingError)
+    async def bad_listing(request: Request, err: ListingError):
+        return JSONResponse({"detail": str(err)}, status_code=err.status)
+
+    def ready() -> MatchService:
+        if state.service is None:
+            raise HTTPException(503, f"the service is {state.status}: {state.detail}")
+        return state.service
+
+    async def photo(upload: UploadFile | None, field: str) -> bytes | None:
+        if upload is None:
+            return None
+        data = await upload.read(limits.max_image_bytes + 1)
+        if len(data) > limits.max_image_bytes:
+            raise ListingError(f"{field}: the image is over the limit of "
+                               f"{limits.max_image_bytes} bytes", 413)
+        return data
+
+    @app.get("/health", response_model=Health, responses={503: {"model": Health}})
+    def health():
+        """Ready (200) once the catalog is embedded, indexed and the models loaded."""
+        body = Health(status=state.status, detail=state.detail)
+        if state.service is None:
+            return JSONResponse(body.model_dump(), status_code=503)
+        body.candidate = state.service.candidate.name
+        body.catalog_size = len(state.service)
+        return body
+
+    @app.get("/metrics")
+    def prometheus():
+        """Requests, errors, latency histogram and catalog size (Prometheus text format)."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/match", response_model=MatchResult)
+    async def match(title: Annotated[str, Form(description="the listing's title")] = "",
+                    image: Annotated[UploadFile | None, File(description="its photo")] = None):
+        """A listing's nearest catalog listings and which of them the candidate matches."""
+        service = ready()
+        data = await photo(image, "image")
+        start = time.perf_counter()
+
+        def work():
+            listing = service.listing(title, data, limits.max_image_pixels)
+            return listing, service.match(listing)
+
+        listing, decision = await run_in_threadpool(work)
+        result = _match_result(service, listing, decision, state.band, start)
+        _log_gray(log_file, metrics, "/match", result.gray, title=listing.title, image=data,
+                  neighbours=[n.model_dump() for n in result.neighbours if n.gray])
+        return result
+
+    @app.post("/pair", response_model=PairResult)
+    async def pair(title_a: Annotated[str, Form()] = "", title_b: Annotated[str, Form()] = "",
+                   image_a: Annotated[UploadFile | None, File()] = None,
+                   image_b: Annotated[UploadFile | None, File()] = None):
+        """Are listings a and b the same product? (each judged among the catalog's listings)"""
+        service = ready()
+        data_a, data_b = await photo(image_a, "image_a"), await photo(image_b, "image_b")
+        start = time.perf_counter()
+
+        def work():
+            a = _field(lambda: service.listing(title_a, data_a, limits.max_image_pixels), "a")
+            b = _field(lambda: service.listing(title_b, data_b, limits.max_image_pixels), "b")
+            return a, b, service.pair(a, b)
+
+        a, b, verdict = await run_in_threadpool(work)
+        result = _pair_result(service, a, b, verdict, state.band, start)
+        _log_gray(log_file, metrics, "/pair", result.gray, title_a=a.title, title_b=b.title,
+                  image_a=data_a, image_b=data_b, score_a_b=result.score_a_b,
+                  score_b_a=result.score_b_a, duplicate=result.duplicate)
+        return result
+
+    @app.post("/catalog", response_model=CatalogResult, status_code=201)
+    async def add(posting_id: Annotated[str, Form(description="a new, unique id")],
+                  title: Annotated[str, Form()] = "",
+                  image: Annotated[UploadFile | None, File()] = None):
+        """Add a listing to the in-memory catalog; answers with what it matched on arrival."""
+        service = ready()
+        data = await photo(image, "image")
+        start = time.perf_counter()
+
+        def work():
+            listing = service.listing(title, data, limits.max_image_pixels)
+            return listing, service.add(posting_id, listing)
+
+        listing, decision = await run_in_threadpool(work)
+        metrics.catalog.set(len(service))
+        result = _match_result(service, listing, decision, state.band, start)
+        return CatalogResult(**result.model_dump(), posting_id=posting_id.strip(),
+                             catalog_size=len(service))
+
+    return app
+
+
+def candidate_band(service: MatchService) -> GrayBand | None:
+    """The gray band the candidate's reranker carries (chosen on val in notebook 05)."""
+    band = getattr(service.model, "gray_band", None)
+    return GrayBand(*band, on="cross_encoder") if band else None
+
+
+def _field(build: Callable, side: str):
+    try:
+        return build()
+    except ListingError as err:
+        raise ListingError(f"listing {side}: {err}", err.status) from err
+
+
+def _number(x) -> float | None:
+    import math
+
+    return None if x is None or not math.isfinite(float(x)) else round(float(x), 6)
+
+
+def _threshold(service: MatchService) -> float | None:
+    config = service.config
+    if config.second_stage is not None:
+        return config.second_stage.threshold
+    return config.value if config.strategy == "static" else None
+
+
+def _match_result(service: MatchService, listing, decision, band: GrayBand | None,
+                  start: float) -> MatchResult:
+    gray = band.mask(decision) if band else [False] * len(decision.rows)
+    chosen = set(decision.matches.tolist())
+    neighbours = []
+    for t, row in enumerate(decision.rows.tolist()):
+        if row < 0:
+            continue
+        neighbours.append(Neighbour(
+            posting_id=service.ids[row], title=service.titles[row],
+            similarity=_number(decision.similarity[t]),
+            similarities={m: _number(v[t]) for m, v in decision.similarities.items()} |
+            {m: None for m in listing.missing},
+            score=_number(decision.score[t]) if decision.score is not None else None,
+            cross_encoder=(_number(decision.cross_encoder[t])
+                           if decision.cross_encoder is not None else None),
+            accepted=row in chosen, gray=bool(gray[t])))
+    matches = [service.ids[r] for r in decision.matches.tolist()]
+    return MatchResult(candidate=service.candidate.name, duplicate=bool(matches),
+                       matches=matches, neighbours=neighbours, threshold=_threshold(service),
+                       missing=listing.missing, warnings=listing.warnings,
+                       gray=bool(any(gray)), milliseconds=_ms(start))
+
+
+def _pair_result(service: MatchService, a, b, verdict, band: GrayBand | None,
+                 start: float) -> PairResult:
+    n = verdict.other_row
+
+    def at_other(decision, key: str) -> float | None:
+        where = decision.rows == n
+        values = getattr(decision, key)
+        return _number(values[where][0]) if where.any() and values is not None else None
+
+    gray = bool(band and any(band.mask(d)[d.rows == n].any() for d in (verdict.a, verdict.b)))
+    return PairResult(candidate=service.candidate.name, duplicate=verdict.duplicate,
+                      a_accepts_b=verdict.a_accepts_b, b_accepts_a=verdict.b_accepts_a,
+                      similarity=_number(verdict.similarity),
+                      similarities={m: _number(v) for m, v in verdict.similarities.items()},
+                      score_a_b=at_other(verdict.a, "score"),
+                      score_b_a=at_other(verdict.b, "score"),
+                      warnings=[f"a: {w}" for w in a.warnings] + [f"b: {w}" for w in b.warnings],
+                      gray=gray, milliseconds=_ms(start))
+
+
+def _ms(start: float) -> float:
+    return round(1000 * (time.perf_counter() - start), 2)
+
+
+def _log_gray(log_file: GrayLog, metrics: Metrics, endpoint: str, gray: bool,
+              **fields: Any) -> None:
+    """One JSONL record of a gray-zone request (photos by SHA-256, not their bytes)."""
+    if not gray:
+        return
+    metrics.gray.inc()
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "endpoint": endpoint}
+    for key, value in fields.items():
+        if isinstance(value, bytes):
+            key, value = f"{key}_sha256", hashlib.sha256(value).hexdigest()
+        record[key] = value
+    log_file.write(record)

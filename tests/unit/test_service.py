@@ -1,0 +1,269 @@
+"""The matching service's engine: one listing decided as the kit decides a gallery row."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+from shopee_match.candidates import Candidate
+from shopee_match.matcher import MatchConfig, SecondStage
+from shopee_match.matching import pair_training_data, predict_matches
+from shopee_match.service import (
+    GrayBand,
+    Listing,
+    ListingError,
+    MatchService,
+    RowStore,
+    check_title,
+    read_image,
+)
+
+IMAGE_SIZE = 64
+SPECS = {"image": "timm:tf_efficientnet_lite0:pypi", "text": "sbert:pypi-minilm",
+         "tfidf": "tfidf"}
+
+
+def candidate(config: MatchConfig, name: str = "test") -> Candidate:
+    return Candidate(name, config, 0.9, 0.9, "demo-tiny", "fp", 0, "test", "now")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` pixels, with almost no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                              0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def tiny(data_root):
+    """demo-tiny's postings and its embeddings (offline models, cached for the session)."""
+    from shopee_match.data import load_dataset
+    from shopee_match.embeddings import embed_dataset
+
+    postings, _ = load_dataset(str(data_root / "demo-tiny"), "train")
+    embeddings = embed_dataset(postings, "offline", image_size=IMAGE_SIZE, progress=False)
+    vectors = {m: e.vectors for m, e in embeddings.items()}
+    return postings, vectors
+
+
+def leave_out(postings: pd.DataFrame, vectors: dict, row: int):
+    """The catalog without ``row`` and that row as a listing (its gallery vectors)."""
+    keep = np.delete(np.arange(len(postings)), row)
+    catalog = postings.iloc[keep].reset_index(drop=True)
+    rest = {m: v[keep] for m, v in vectors.items()}
+    listing = Listing(postings["title"].iloc[row], {m: v[row:row + 1] for m, v in vectors.items()},
+                      [], postings["image_phash"].iloc[row])
+    return catalog, rest, listing
+
+
+CONFIGS = {
+    "static": MatchConfig(SPECS, {"image": 0.5, "text": 0.5}, k=8, image_size=IMAGE_SIZE,
+                          value=0.75),
+    "dynamic+min2+union": MatchConfig(SPECS, {"image": 0.5, "text": 0.5}, k=8,
+                                      image_size=IMAGE_SIZE, strategy="dynamic", value=1.0,
+                                      min2=0.6, union={"tfidf": 0.6}),
+    "text alone": MatchConfig(SPECS, {"text": 1.0}, k=5, image_size=IMAGE_SIZE, value=0.8),
+}
+
+
+@pytest.mark.parametrize("name", [*CONFIGS, "pair classifier"])
+def test_a_listing_is_decided_as_its_row_in_the_gallery(tiny, name):
+    """Left out of the catalog and sent as a query, a listing gets exactly the match set its
+    row gets from predict_matches over the whole gallery (the same neighbours, strategy,
+    min-2, union and second stage)."""
+    from shopee_match.matching import fit_pair_classifier
+
+    postings, vectors = tiny
+    phash = postings["image_phash"].to_numpy()
+    model = None
+    if name == "pair classifier":
+        base = CONFIGS["static"].replace(second_stage=SecondStage("pair_classifier", 0.5, "m"))
+        model = fit_pair_classifier(*pair_training_data(vectors, postings["label_group"],
+                                                        base, phash))
+        config = base
+    else:
+        config = CONFIGS[name]
+    full = predict_matches(vectors, config, model, phash)
+    ids = postings["posting_id"].to_numpy()
+    checked = 0
+    for row in range(0, len(postings), 9):
+        catalog, rest, listing = leave_out(postings, vectors, row)
+        service = MatchService(catalog, candidate(config), rest, None, model, log=lambda s: None)
+        got = {service.ids[r] for r in service.match(listing).matches}
+        want = set(ids[full[row].indices]) - {ids[row]}
+        assert got == want, f"row {row}"
+        checked += len(want)
+    assert checked > 0  # some listings did match something
+
+
+def test_query_embeddings_equal_the_catalogs(tiny):
+    """A listing sent as title + photo bytes is embedded as the catalog was (same models,
+    draft decoding, TF-IDF space)."""
+    postings, vectors = tiny
+    config = CONFIGS["dynamic+min2+union"]
+    service = MatchService.load(postings, candidate(config), progress=False, log=lambda s: None)
+    for row in (0, 7, 31):
+        path = postings["image_path"].iloc[row]
+        listing = service.listing(postings["title"].iloc[row], open(path, "rb").read())
+        assert listing.missing == []
+        for m in ("image", "text"):
+            np.testing.assert_allclose(listing.vectors[m][0], vectors[m][row], atol=1e-4)
+        assert abs(listing.vectors["tfidf"] - vectors["tfidf"][row]).max() < 1e-6
+        decision = service.match(listing)
+        assert service.ids[decision.rows[0]] == postings["posting_id"].iloc[row]
+        assert decision.similarity[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_title_only_listing_says_what_it_lacks(tiny):
+    postings, vectors = tiny
+    service = MatchService.load(postings, candidate(CONFIGS["static"]), progress=False,
+                                log=lambda s: None)
+    listing = service.listing(postings["title"].iloc[3])
+    assert listing.missing == ["image"]
+    assert not listing.vectors["image"].any()
+    assert any("no input for image" in w for w in listing.warnings)
+    decision = service.match(listing)
+    assert "image" not in decision.similarities
+    np.testing.assert_allclose(decision.similarities["text"][0],
+                               vectors["text"][decision.rows[0]] @ listing.vectors["text"][0],
+                               atol=1e-6)
+
+
+def test_bad_photos_and_titles_get_clear_errors():
+    from PIL import Image
+
+    with pytest.raises(ListingError, match="empty") as err:
+        read_image(b"")
+    assert err.value.status == 422
+    with pytest.raises(ListingError, match="not an image") as err:
+        read_image(b"hello, not a photo")
+    assert err.value.status == 415
+    with pytest.raises(ListingError, match="too large") as err:
+        read_image(png_header(20_000, 20_000))  # 400 Mpx: PIL's bomb check
+    assert err.value.status == 413
+    with pytest.raises(ListingError, match="8000 x 6000") as err:
+        read_image(png_header(8000, 6000))  # 48 Mpx: above our 40 Mpx limit
+    assert err.value.status == 413
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buffer, "PNG")
+    photo = read_image(buffer.getvalue())
+    assert (photo.width, photo.height) == (40, 30)
+    title, warnings = check_title("Kopi " * 20_000)
+    assert len(title) == 1000 and "cut from 99999 to 1000" in warnings[0]
+    assert check_title("  Kopi \\xf0\\x9f\\x94\\xa5  ") == ("Kopi 🔥", [])
+
+
+def test_a_truncated_or_empty_listing_is_refused(tiny):
+    from PIL import Image
+
+    postings, _ = tiny
+    service = MatchService.load(postings, candidate(CONFIGS["static"]), progress=False,
+                                log=lambda s: None)
+    with pytest.raises(ListingError, match="title or an image"):
+        service.listing("   ", None)
+    buffer = io.BytesIO()
+    Image.effect_noise((200, 200), 60).convert("RGB").save(buffer, "JPEG")
+    with pytest.raises(ListingError, match="could not be decoded") as err:
+        service.listing("kopi", buffer.getvalue()[:len(buffer.getvalue()) // 2])
+    assert err.value.status == 422
+
+
+@pytest.mark.parametrize("flat_max_rows", [100_000, 50], ids=["flat", "hnsw"])
+def test_added_listings_are_found_and_ids_stay_unique(tiny, flat_max_rows):
+    postings, vectors = tiny
+    catalog, rest, listing = leave_out(postings, vectors, 12)
+    config = CONFIGS["static"].replace(union={"tfidf": 0.6})  # a dense and a sparse space
+    service = MatchService(catalog, candidate(config), rest, None,
+                           flat_max_rows=flat_max_rows, log=lambda s: None)
+    assert service.rounds[-1].kind == ("flat" if flat_max_rows > len(catalog) else "hnsw")
+    before = len(service)
+    first = service.add("new-1", listing)
+    assert len(service) == before + 1
+    again = service.match(listing)
+    assert service.ids[again.rows[0]] == "new-1"
+    assert again.similarity[0] == pytest.approx(1.0, abs=1e-5)
+    assert set(first.matches) < set(again.matches)  # what it matched, plus itself
+    with pytest.raises(ListingError, match="already in the catalog") as err:
+        service.add("new-1", listing)
+    assert err.value.status == 409
+    for i in range(40):  # grows past the first allocation
+        service.add(f"more-{i}", listing)
+    assert service.vectors["image"].rows.shape[0] == len(service) == before + 41
+    assert service.vectors["tfidf"].shape[0] == len(service)
+
+
+def test_a_pair_is_a_duplicate_when_each_accepts_the_other(tiny):
+    postings, vectors = tiny
+    catalog, rest, a = leave_out(postings, vectors, 20)
+    labels = postings["label_group"].to_numpy()
+    other = next(r for r in range(len(postings)) if r != 20 and labels[r] != labels[20])
+    service = MatchService(catalog, candidate(CONFIGS["static"]), rest, None,
+                           log=lambda s: None)
+    same = service.pair(a, a)
+    assert same.duplicate and same.a_accepts_b and same.b_accepts_a
+    assert same.similarity == pytest.approx(1.0, abs=1e-5)
+    assert same.a.rows[0] == same.other_row == len(service)
+    b = Listing("x", {m: v[other:other + 1] for m, v in vectors.items()}, [])
+    different = service.pair(a, b)
+    fused = different.similarity
+    assert (not different.duplicate) == (fused < CONFIGS["static"].value)
+    assert different.similarities["text"] == pytest.approx(
+        float(vectors["text"][20] @ vectors["text"][other]), abs=1e-6)
+
+
+def test_components_join_what_a_chain_connects():
+    """Catalog a~b~c chained (a and c far apart): a query like a matches all three."""
+    angles = np.radians([0, 30, 60, 150])  # a, b, c and an unrelated d
+    rows = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    catalog = pd.DataFrame({"posting_id": list("abcd"), "title": list("abcd")})
+    config = MatchConfig({"text": "sbert:pypi-minilm"}, {"text": 1.0}, k=3, value=0.8,
+                         components=True)
+    plain = config.replace(components=False)
+    query = Listing("q", {"text": np.array([[np.cos(-0.3), np.sin(-0.3)]], np.float32)}, [])
+    chained = MatchService(catalog, candidate(config), {"text": rows}, None, log=lambda s: None)
+    alone = MatchService(catalog, candidate(plain), {"text": rows}, None, log=lambda s: None)
+    assert [chained.ids[r] for r in chained.match(query).matches] == ["a", "b", "c"]
+    assert [alone.ids[r] for r in alone.match(query).matches] == ["a"]
+    chained.add("e", Listing("e", {"text": rows[3:4] * 1.0}, []))  # joins d's component
+    assert chained.components[-1] == chained.components[3] != chained.components[0]
+
+
+def test_gray_band_marks_scores_inside_it():
+    from shopee_match.service import Decision
+
+    decision = Decision(np.array([4, 9, -1]), np.array([0.9, 0.5, -np.inf]), {},
+                        np.array([0.7, 0.2, np.nan]), np.array([0.55, np.nan, np.nan]),
+                        np.array([True, False, False]), np.array([4]))
+    assert GrayBand(0.1, 0.7).mask(decision).tolist() == [False, True, False]
+    assert GrayBand(0.5, 0.6, on="cross_encoder").mask(decision).tolist() == [True, False,
+                                                                              False]
+    decision.score = None  # a threshold candidate: the band is on the similarity
+    assert GrayBand(0.4, 0.95).mask(decision).tolist() == [True, True, False]
+
+
+def test_row_store_grows_without_losing_rows():
+    store = RowStore(np.eye(3, dtype=np.float32))
+    for i in range(20):
+        store.add(np.full(3, i, np.float32))
+    assert store.rows.shape == (23, 3)
+    np.testing.assert_array_equal(store.rows[:3], np.eye(3))
+    np.testing.assert_array_equal(store.rows[3:, 0], np.arange(20))
+
+
+def test_sparse_space_search_orders_ties_by_row():
+    from shopee_match.service import Space
+
+    rows = sparse.csr_matrix(np.array([[0, 1], [1, 0], [1, 0], [0.6, 0.8]], np.float32))
+    sims, found = Space(rows).search(sparse.csr_matrix(np.array([[1, 0]], np.float32)), 6)
+    assert found.tolist() == [1, 2, 3, 0, -1, -1]
+    np.testing.assert_allclose(sims[:4], [1, 1, 0.6, 0])
