@@ -243,7 +243,10 @@ def _serve(args) -> int:
         Limits(max_image_bytes=int(args.max_image_mb * 2**20)), on_failure=stop)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_level="info"))
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # Ctrl+C: uvicorn shut down gracefully, then re-raised it
+        print("shopee-match serve: stopped")
     if failures:
         raise RuntimeError(f"loading the service failed: {failures[0]}")
     return 0

@@ -367,7 +367,8 @@ def _match_result(service: MatchService, listing, decision, band: GrayBand | Non
             cross_encoder=(_number(decision.cross_encoder[t])
                            if decision.cross_encoder is not None else None),
             accepted=row in chosen, gray=bool(gray[t])))
-    matches = [service.ids[r] for r in decision.matches.tolist()]
+    shown = [r for r in decision.rows.tolist() if r in chosen]  # nearest first, then the rest
+    matches = [service.ids[r] for r in shown + sorted(chosen - set(shown))]
     return MatchResult(candidate=service.candidate.name, duplicate=bool(matches),
                        matches=matches, neighbours=neighbours, threshold=_threshold(service),
                        missing=listing.missing, warnings=listing.warnings,
