@@ -231,12 +231,12 @@ def test_a_real_server_answers_over_http(data_root, tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "shopee_match.cli", "serve", "--dataset", "demo-tiny",
          "--port", str(port), "--gray-band", "0.5,0.9", "--gray-log", str(log)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=env, stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            assert server.poll() is None, server.stdout.read()
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
             try:
                 if httpx.get(f"{base}/health").status_code == 200:
                     break
@@ -273,7 +273,8 @@ def test_a_real_server_answers_over_http(data_root, tmp_path):
         assert 'shopee_match_errors_total{endpoint="/match",status="415"} 1.0' in metrics
     finally:
         server.send_signal(signal.SIGINT)
-        output = server.communicate(timeout=60)[0]
+        server.wait(timeout=60)
+        output = (tmp_path / "server.log").read_text()
     assert server.returncode == 0, output
     assert "index: flat over 160 catalog listings" in output
     logged = [json.loads(line) for line in log.read_text().splitlines()]
