@@ -202,10 +202,12 @@ class Reranker:
     ``cross_encoder`` (the cross-encoder's probability) or ``rerank`` (a classifier over the
     pair features plus that probability). Saved as a folder: ``model/`` (the
     cross-encoder), for ``rerank`` ``classifier.joblib`` and, when set, ``gray_band.json``
-    (the :func:`gray_band` of the cross-encoder's probability, for the service's log)."""
+    (the :func:`gray_band` of the cross-encoder's probability, for the service's log).
+    ``engine`` runs the cross-encoder in torch or onnxruntime (``auto``: onnxruntime on the CPU,
+    exported on first use; see :mod:`shopee_match.engines`)."""
 
     def __init__(self, folder: str | Path, classifier=None, batch_size: int = 64,
-                 device: str | None = None):
+                 device: str | None = None, engine: str = "auto"):
         import os
 
         from shopee_match.progress import silence_widget_warning
@@ -216,18 +218,22 @@ class Reranker:
 
         self.folder = Path(folder)
         self.model = CrossEncoder(str(self.folder / "model"), device=device)
+        from shopee_match.engines import resolve_engine
+
+        self.engine = resolve_engine(engine, self.model.device.type)
+        self._graph = None  # the exported ONNX graph and its input names, once needed
         self.classifier = classifier
         self.batch_size = batch_size
         self.pairs_per_second = float("nan")
         self.gray_band: tuple[float, float] | None = None
 
     @classmethod
-    def load(cls, folder: str | Path) -> Reranker:
+    def load(cls, folder: str | Path, engine: str = "auto") -> Reranker:
         """A reranker saved with :meth:`save`."""
         import joblib
 
         path = Path(folder) / "classifier.joblib"
-        reranker = cls(folder, joblib.load(path) if path.is_file() else None)
+        reranker = cls(folder, joblib.load(path) if path.is_file() else None, engine=engine)
         band = Path(folder) / "gray_band.json"
         if band.is_file():
             saved = json.loads(band.read_text())
@@ -271,11 +277,43 @@ class Reranker:
                           leave=False) as bar:
             for lo in range(0, len(pairs), 1024):
                 chunk = pairs[lo:lo + 1024]
-                out[lo:lo + len(chunk)] = self.model.predict(
-                    chunk, batch_size=self.batch_size, show_progress_bar=False)
+                out[lo:lo + len(chunk)] = self._predict(chunk)
                 bar.update(len(chunk))
         self.pairs_per_second = len(pairs) / max(time.perf_counter() - start, 1e-9)
         return out
+
+    def _predict(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """The cross-encoder's probability of each pair, in batches of similar length."""
+        if self.engine == "torch":
+            return self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
+        import torch
+
+        graph, names = self._onnx()
+        order = np.argsort([len(a) + len(b) for a, b in pairs], kind="stable")
+        out = np.zeros(len(pairs), dtype=np.float32)
+        for lo in range(0, len(pairs), self.batch_size):
+            rows = order[lo:lo + self.batch_size]
+            features = self.model.preprocess([pairs[r] for r in rows])
+            logits = graph(*(features[k].numpy() for k in names))
+            out[rows] = self.model.activation_fn(torch.from_numpy(logits)).numpy().reshape(
+                len(rows), -1)[:, 0]
+        return out
+
+    def _onnx(self):
+        """The cross-encoder's ONNX graph (exported once per weights) and its input names."""
+        if self._graph is None:
+            from shopee_match.encoders import _as_module, file_digest
+            from shopee_match.engines import onnx_model
+
+            example = {k: v for k, v in self.model.preprocess([("a b c", "d"), ("e", "f g")])
+                       .items() if hasattr(v, "shape")}
+            names = list(example)
+            module = _as_module(self.model, lambda m, *t: m(dict(zip(names, t)))["scores"])
+            model_id = f"cross-encoder:{file_digest(self.folder / 'model' / 'model.safetensors')}"
+            graph = onnx_model(module.eval(), tuple(example.values()), names,
+                               [{0: "batch", 1: "tokens"}] * len(names), model_id)
+            self._graph = graph, names
+        return self._graph
 
     def pair_scores(self, titles: Sequence[str], i: np.ndarray, j: np.ndarray,
                     cache: dict | None = None, progress: bool = False) -> np.ndarray:

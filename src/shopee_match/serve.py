@@ -377,14 +377,13 @@ def _match_result(service: MatchService, listing, decision, band: GrayBand | Non
 
 def _pair_result(service: MatchService, a, b, verdict, band: GrayBand | None,
                  start: float) -> PairResult:
-    n = verdict.other_row
-
     def at_other(decision, key: str) -> float | None:
-        where = decision.rows == n
+        where = decision.rows == decision.catalog_size
         values = getattr(decision, key)
         return _number(values[where][0]) if where.any() and values is not None else None
 
-    gray = bool(band and any(band.mask(d)[d.rows == n].any() for d in (verdict.a, verdict.b)))
+    gray = bool(band and any(band.mask(d)[d.rows == d.catalog_size].any()
+                             for d in (verdict.a, verdict.b)))
     return PairResult(candidate=service.candidate.name, duplicate=verdict.duplicate,
                       a_accepts_b=verdict.a_accepts_b, b_accepts_a=verdict.b_accepts_a,
                       similarity=_number(verdict.similarity),

@@ -71,6 +71,7 @@ class Decision:
     cross_encoder: np.ndarray | None  # the cross-encoder's probability, where there is one
     accepted: np.ndarray  # bool: the candidate's rule accepts the neighbour
     matches: np.ndarray  # catalog rows of the predicted match set (union, components incl.)
+    catalog_size: int  # listings in the catalog when decided (the extra listing's row, in pair)
 
 
 @dataclass
@@ -83,8 +84,7 @@ class PairVerdict:
     shared_component: bool  # with connected components: their match sets meet
     similarity: float  # fused (searched) similarity of a and b
     similarities: dict[str, float | None]  # per modality (None where either lacks input)
-    other_row: int  # the row that stands for the other listing in a's and b's decisions
-    a: Decision  # a's decision (b is row ``len(catalog)`` among its neighbours)
+    a: Decision  # a's decision (b is row ``a.catalog_size`` among its neighbours)
     b: Decision
 
 
@@ -148,62 +148,71 @@ def read_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Photo:
 
 class ListingEncoder:
     """Embeds single listings for every modality a configuration uses, with the same models
-    and input sizes as :func:`shopee_match.embeddings.embed_dataset` embeds a catalog."""
+    and input sizes as :func:`shopee_match.embeddings.embed_dataset` embeds a catalog. A model
+    that several modalities read (e.g. a fine-tuned head's inputs) is loaded and run once."""
 
     def __init__(self, config, engine: str = "auto", tfidf=None):
-        from shopee_match.encoders import input_kind, make_encoder
+        from shopee_match.encoders import input_kind
         from shopee_match.finetune import load_finetuned
 
-        self.config = config
+        self.config, self.engine = config, engine
         self.tfidf = tfidf  # a TitleTfidf fitted on the catalog, if tfidf is used
-        self.direct: dict[str, tuple[str, object]] = {}  # modality -> (reads, encoder)
-        self.heads: dict[str, tuple[object, dict, dict]] = {}  # modality -> head, meta, inputs
+        self.encoders: dict[tuple, object] = {}  # (spec, reads, size) -> encoder
+        self.direct: dict[str, tuple] = {}  # modality -> encoder key
+        self.heads: dict[str, tuple[object, dict, dict]] = {}  # modality -> head, meta, keys
         for modality in config.modalities:
             if modality == "tfidf":
                 continue
             spec = config.encoders[modality]
-            reads = input_kind(spec, modality)
-            if reads == "joint":
+            if input_kind(spec, modality) == "joint":
                 model, meta = load_finetuned(spec.partition(":")[2])
-                inputs = {m: (input_kind(s, m), make_encoder(s, m, image_size=meta["image_size"],
-                                                             engine=engine))
-                          for m, s in meta["inputs"].items()}
-                self.heads[modality] = model, meta, inputs
+                keys = {m: self._encoder(s, m, meta["image_size"])
+                        for m, s in meta["inputs"].items()}
+                self.heads[modality] = model, meta, keys
             else:
-                self.direct[modality] = reads, make_encoder(
-                    spec, modality, image_size=config.image_size, engine=engine)
+                self.direct[modality] = self._encoder(spec, modality, config.image_size)
+
+    def _encoder(self, spec: str, modality: str, image_size: int) -> tuple:
+        from shopee_match.encoders import input_kind, make_encoder
+
+        reads = input_kind(spec, modality)
+        key = (spec, reads, image_size if reads == "image" else None)
+        if key not in self.encoders:
+            self.encoders[key] = make_encoder(spec, modality, image_size=image_size,
+                                              engine=self.engine)
+        return key
 
     @property
     def reads_images(self) -> bool:
         """Whether any modality embeds the photo."""
-        kinds = [r for r, _ in self.direct.values()]
-        kinds += [r for _, _, inputs in self.heads.values() for r, _ in inputs.values()]
-        return "image" in kinds
+        return any(reads == "image" for _, reads, _ in self.encoders)
 
     def embed(self, title: str, image: Photo | None = None) -> tuple[dict, list[str]]:
         """``(vectors, missing)``: one row per modality (zeros without its input)."""
         from shopee_match.finetune import head_embeddings
 
         decoded: dict[int, object] = {}
-        vectors, missing = {}, []
+        done: dict[tuple, np.ndarray] = {}
 
-        def one(reads: str, encoder) -> np.ndarray:
-            if reads == "image":
-                if image is None:
-                    return np.zeros((1, encoder.dim), np.float32)
-                size = encoder.image_size
-                if size not in decoded:
-                    decoded[size] = _decode(image, size)
-                return encoder.encode_images([decoded[size]])
-            return encoder.encode([title])[0]
+        def one(key: tuple) -> np.ndarray:
+            if key not in done:
+                encoder, reads = self.encoders[key], key[1]
+                if reads != "image":
+                    done[key] = encoder.encode([title])[0]
+                elif image is None:
+                    done[key] = np.zeros((1, encoder.dim), np.float32)
+                else:
+                    size = encoder.image_size
+                    if size not in decoded:
+                        decoded[size] = _decode(image, size)
+                    done[key] = encoder.encode_images([decoded[size]])
+            return done[key]
 
-        for modality, (reads, encoder) in self.direct.items():
-            vectors[modality] = one(reads, encoder)
-            if (reads == "image" and image is None) or (reads != "image" and not title):
-                missing.append(modality)
-        for modality, (model, meta, inputs) in self.heads.items():
-            parts = {m: one(reads, encoder) for m, (reads, encoder) in inputs.items()}
-            vectors[modality] = head_embeddings(model, meta, parts)
+        vectors = {modality: one(key) for modality, key in self.direct.items()}
+        missing = [m for m, key in self.direct.items()
+                   if (image is None if key[1] == "image" else not title)]
+        for modality, (model, meta, keys) in self.heads.items():
+            vectors[modality] = head_embeddings(model, meta, {m: one(k) for m, k in keys.items()})
             if not np.any(vectors[modality]):
                 missing.append(modality)
         if "tfidf" in self.config.modalities:
@@ -293,8 +302,8 @@ class Space:
 class MatchService:
     """A catalog, a candidate and its models, ready to match one listing at a time.
 
-    Build it with :meth:`load`. Methods are safe to call from several threads: encoding runs
-    in parallel, searching and adding take one lock.
+    Build it with :meth:`load`. Methods are safe to call from several threads: encoding and
+    second-stage scoring run in parallel, searching and adding take one lock.
     """
 
     def __init__(self, postings: pd.DataFrame, candidate, vectors: dict, encoder: ListingEncoder,
@@ -372,26 +381,25 @@ class MatchService:
 
     def match(self, listing: Listing) -> Decision:
         """The listing's neighbours in the catalog and the candidate's verdict on each."""
-        with self.lock:
-            return self._decide(listing)
+        return self._decide(listing)[0]
 
     def pair(self, a: Listing, b: Listing) -> PairVerdict:
         """Whether ``a`` and ``b`` are duplicates in this catalog's context: each is matched
         against the catalog plus the other, as if the other were listed. Duplicates when
         each accepts the other (mutual, as ``dedupe`` clusters), or, with connected
         components, when their match sets share a catalog listing's component."""
-        with self.lock:
-            first, second = self._decide(a, extra=b), self._decide(b, extra=a)
-            n = len(self.ids)
-            fused = _cosine(self._query_rounds(a)[-1], self._query_rounds(b)[-1])
+        first, fused_a = self._decide(a, extra=b)
+        second, fused_b = self._decide(b, extra=a)
         lacking = {*a.missing, *b.missing}
         similarities = {m: None if m in lacking else _cosine(a.vectors[m], b.vectors[m])
                         for m in sorted(a.vectors)}
-        a_takes_b, b_takes_a = bool((first.matches == n).any()), bool((second.matches == n).any())
+        a_takes_b = bool((first.matches == first.catalog_size).any())
+        b_takes_a = bool((second.matches == second.catalog_size).any())
         shared = self.components is not None and bool(
-            set(first.matches.tolist()) & set(second.matches.tolist()) - {n})
+            set(first.matches.tolist()) & set(second.matches.tolist()) -
+            {first.catalog_size, second.catalog_size})
         return PairVerdict((a_takes_b and b_takes_a) or shared, a_takes_b, b_takes_a, shared,
-                           fused, similarities, n, first, second)
+                           _cosine(fused_a[-1], fused_b[-1]), similarities, first, second)
 
     def add(self, posting_id: str, listing: Listing) -> Decision:
         """Add a listing to the catalog (its id must be new); returns its decision against
@@ -399,10 +407,12 @@ class MatchService:
         posting_id = str(posting_id).strip()
         if not posting_id:
             raise ListingError("posting_id is empty")
+        if posting_id in self.known:  # fail fast; checked again when adding
+            raise ListingError(f"posting_id {posting_id!r} is already in the catalog", 409)
+        decision, final = self._decide(listing)
         with self.lock:
             if posting_id in self.known:
                 raise ListingError(f"posting_id {posting_id!r} is already in the catalog", 409)
-            decision, final = self._decide(listing, keep_query=True)
             for m, store in self.vectors.items():
                 row = listing.vectors[m]
                 if sparse.issparse(store):
@@ -465,17 +475,34 @@ class MatchService:
         stack = sparse.vstack if sparse.issparse(picked) else np.vstack
         return stack([query.vectors[modality], picked])
 
-    def _decide(self, listing: Listing, extra: Listing | None = None, keep_query: bool = False):
+    def _decide(self, listing: Listing, extra: Listing | None = None
+                ) -> tuple[Decision, list[np.ndarray]]:
+        """The decision and the listing's fused vector at every blending round. Searching
+        takes the lock; scoring (a cross-encoder: the slow part) runs beside other requests."""
         from shopee_match.matching import STRATEGIES, candidate_pairs, min2, pair_features
         from shopee_match.neighbors import pair_cosine
 
-        config, n = self.config, len(self.ids)
-        final = self._query_rounds(listing)
-        extra_fused = self._query_rounds(extra)[-1] if extra is not None else None
-        sims, rows = self._search(self.rounds[-1], final[-1], config.k, extra_fused)
+        config = self.config
+        with self.lock:
+            n = len(self.ids)
+            final = self._query_rounds(listing)
+            extra_fused = self._query_rounds(extra)[-1] if extra is not None else None
+            sims, rows = self._search(self.rounds[-1], final[-1], config.k, extra_fused)
+            local = {m: self._gather(m, listing, rows, extra) for m in config.modalities}
+            if self.phash is not None:
+                phash = [listing.phash] + [(extra.phash if r == n else self.phash[r])
+                                           if r >= 0 else None for r in rows]
+            titles = [listing.title] + [(extra.title if r == n else self.titles[r])
+                                        if r >= 0 else "" for r in rows]
+            matched = set()
+            for modality, threshold in config.union.items():
+                other = extra.vectors[modality] if extra is not None else None
+                s, r = self._search(self.union[modality], listing.vectors[modality], config.k,
+                                    other)
+                matched |= set(r[(r >= 0) & (s >= threshold)].tolist())
+            components = self.components
         local_idx = np.concatenate([[0], np.where(rows >= 0, np.arange(1, len(rows) + 1), -1)])
         local_idx, local_sims = local_idx[None], np.concatenate([[1.0], sims])[None]
-        local = {m: self._gather(m, listing, rows, extra) for m in config.modalities}
         real = rows >= 0
         similarities = {m: np.where(real, pair_cosine(v, np.zeros(len(rows), int),
                                                       np.arange(1, len(rows) + 1)), np.nan)
@@ -483,44 +510,33 @@ class MatchService:
         score = ce = None
         if config.second_stage is not None:
             i, j, rank = candidate_pairs(local_idx)
-            phash = None
-            if self.phash is not None:
-                extra_hash = extra.phash if extra is not None else None
-                phash = [listing.phash] + [extra_hash if r == n else self.phash[r] if r >= 0
-                                           else None for r in rows]
-            features = pair_features(i, j, rank, local, local_sims, local_idx, phash)
+            features = pair_features(i, j, rank, local, local_sims, local_idx,
+                                     phash if self.phash is not None else None)
             score = np.full(len(rows), np.nan)
             if len(i):
-                score[j - 1], ce = self._second_stage(features, listing, rows, extra, i, j)
+                score[j - 1], ce = self._second_stage(features, titles, i, j)
             accepted = real & (np.nan_to_num(score, nan=-np.inf) >= config.second_stage.threshold)
         else:
             mask = STRATEGIES[config.strategy](local_sims, local_idx, config.value)
             if config.min2 is not None:
                 mask = min2(local_sims, local_idx, mask, config.min2)
             accepted = mask[0, 1:]
-        matched = set(rows[accepted].tolist())
-        for modality, threshold in config.union.items():
-            other = extra.vectors[modality] if extra is not None else None
-            s, r = self._search(self.union[modality], listing.vectors[modality], config.k, other)
-            matched |= set(r[(r >= 0) & (s >= threshold)].tolist())
-        if self.components is not None:
-            inside = [r for r in matched if r < n]
-            comps = np.unique(self.components[inside])
-            matched |= set(np.flatnonzero(np.isin(self.components, comps)).tolist())
+        matched |= set(rows[accepted].tolist())
+        if components is not None:
+            inside = [r for r in matched if r < len(components)]
+            comps = np.unique(components[inside])
+            matched |= set(np.flatnonzero(np.isin(components, comps)).tolist())
         decision = Decision(rows, sims, similarities, score, ce, accepted,
-                            np.array(sorted(matched), dtype=np.int64))
-        return (decision, final) if keep_query else decision
+                            np.array(sorted(matched), dtype=np.int64), n)
+        return decision, final
 
-    def _second_stage(self, features: pd.DataFrame, listing: Listing, rows: np.ndarray,
-                      extra: Listing | None, i: np.ndarray, j: np.ndarray):
+    def _second_stage(self, features: pd.DataFrame, titles: list[str], i: np.ndarray,
+                      j: np.ndarray):
         """Scores of the local pairs ``(0, j)`` and the cross-encoder's probability (or None)."""
         if self.config.second_stage.kind == "pair_classifier":
             return self.model.predict_proba(features.to_numpy())[:, 1], None
-        n = len(self.ids)
-        titles = [listing.title] + [extra.title if r == n else self.titles[r] if r >= 0 else ""
-                                    for r in rows]
         cache: dict = {}
-        ce = np.full(len(rows), np.nan)
+        ce = np.full(len(titles) - 1, np.nan)
         ce[j - 1] = self.model.pair_scores(titles, i, j, cache)
         return self.model.score(features, titles, i, j, cache), ce
 

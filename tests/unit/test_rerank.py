@@ -181,6 +181,25 @@ def test_reranker_is_a_second_stage_and_scores_each_pair_once(cross_encoder, tmp
     assert reranker.classifier == "fitted"
 
 
+def test_onnx_cross_encoder_scores_as_torch_does_and_saves_its_gray_band(cross_encoder,
+                                                                         tmp_path):
+    from shopee_match.rerank import Reranker
+
+    torch_run = Reranker(cross_encoder[0].folder, engine="torch")
+    onnx_run = Reranker(cross_encoder[0].folder, engine="onnx")
+    assert (torch_run.engine, onnx_run.engine) == ("torch", "onnx")
+    first = ["kopi kapal api 25gr", "rinso", "Indomie Goreng Rendang 1 dus isi 40 bungkus", ""]
+    second = ["KOPI KAPAL API 25 gr", "teh pucuk harum 350ml botol", "indomie rendang", "x"]
+    want = torch_run.score_titles(first, second)
+    np.testing.assert_allclose(onnx_run.score_titles(first, second), want, atol=1e-4)
+    np.testing.assert_allclose(onnx_run.score_titles(first[::-1], second[::-1]), want[::-1],
+                               atol=1e-4)  # batches sorted by length, answers in input order
+    onnx_run.gray_band = (0.2, 0.9)
+    saved = Reranker.load(onnx_run.save(tmp_path / "rerank"))
+    assert saved.gray_band == (0.2, 0.9) and Reranker.load(
+        torch_run.save(tmp_path / "plain")).gray_band is None
+
+
 def test_token_attributions_cover_every_token(cross_encoder):
     from shopee_match.rerank import Reranker, attribution_html, token_attributions
 

@@ -212,7 +212,7 @@ def test_a_pair_is_a_duplicate_when_each_accepts_the_other(tiny):
     same = service.pair(a, a)
     assert same.duplicate and same.a_accepts_b and same.b_accepts_a
     assert same.similarity == pytest.approx(1.0, abs=1e-5)
-    assert same.a.rows[0] == same.other_row == len(service)
+    assert same.a.rows[0] == same.a.catalog_size == len(service)
     b = Listing("x", {m: v[other:other + 1] for m, v in vectors.items()}, [])
     different = service.pair(a, b)
     fused = different.similarity
@@ -243,7 +243,7 @@ def test_gray_band_marks_scores_inside_it():
 
     decision = Decision(np.array([4, 9, -1]), np.array([0.9, 0.5, -np.inf]), {},
                         np.array([0.7, 0.2, np.nan]), np.array([0.55, np.nan, np.nan]),
-                        np.array([True, False, False]), np.array([4]))
+                        np.array([True, False, False]), np.array([4]), 10)
     assert GrayBand(0.1, 0.7).mask(decision).tolist() == [False, True, False]
     assert GrayBand(0.5, 0.6, on="cross_encoder").mask(decision).tolist() == [True, False,
                                                                               False]
