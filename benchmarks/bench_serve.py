@@ -1,7 +1,8 @@
 """Latency of ``shopee-match serve`` under a bounded load, over real HTTP on loopback.
 
 Starts the service on the demo catalog (the candidate ``submit`` would use, and the
-threshold candidate ``03_thresholds`` when saved: no cross-encoder), then sends the same
+threshold candidate ``03_thresholds`` when saved: no cross-encoder; title-only requests go to
+the title-only candidate the service picks), then sends the same
 requests first from one client (the baseline: no queueing) and then from 4 concurrent
 clients: title-only and title + photo ``POST /match`` requests built from catalog listings.
 Prints p50/p95/p99 latency, requests/s and errors, and the ratio of the concurrent p95 to the
@@ -104,7 +105,9 @@ def bench(dataset: str, candidate: str | None, n: int, clients: int) -> None:
     try:
         import httpx
 
-        print("  " + httpx.get(f"http://127.0.0.1:{port}/health").json()["detail"])
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        print(f"  {health['detail']}; listings without a photo: candidate "
+              f"{health['titles_candidate'] or health['candidate']}")
         for kind in TARGETS_MS:
             requests = build_requests(dataset, n, photos=kind != "title")
             run_load(port, requests[:10], 1)  # warm-up

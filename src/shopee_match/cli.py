@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--dataset", default="demo", help="the catalog: a dataset name or "
                        "folder (its train.csv, else test.csv) or a CSV (default: demo)")
     serve.add_argument("--candidate", help="use this candidate instead of the best on val")
+    serve.add_argument("--titles-candidate", help="candidate for listings without a photo "
+                       "(default: the best title-only one, else a quick threshold on titles)")
     serve.add_argument("--trained-on", help="labelled dataset whose candidates to use "
                        "(default: --dataset)")
     serve.add_argument("--split-seed", type=int, default=0,
@@ -213,7 +215,7 @@ def _serve(args) -> int:
 
     from shopee_match.config import artifacts_dir
     from shopee_match.data import load_postings
-    from shopee_match.dedupe import choose_candidate
+    from shopee_match.dedupe import choose_candidate, reads_images
     from shopee_match.serve import Limits, create_app
     from shopee_match.service import GrayBand, MatchService
 
@@ -226,8 +228,9 @@ def _serve(args) -> int:
     postings, report = load_postings(_catalog_csv(args.dataset, ("train.csv", "test.csv")),
                                      columns=args.columns)
     print(report.summary())
-    candidate = choose_candidate(postings, args.trained_on or args.dataset, args.split_seed,
-                                 args.candidate, args.columns)
+    trained_on = args.trained_on or args.dataset
+    candidate = choose_candidate(postings, trained_on, args.split_seed, args.candidate,
+                                 args.columns)
     print(f"candidate {candidate.name}: val F1 {candidate.val_f1:.4f}, fair test F1 "
           f"{candidate.test_f1:.4f}")
     failures: list[BaseException] = []
@@ -236,9 +239,19 @@ def _serve(args) -> int:
         failures.append(err)
         server.should_exit = True
 
+    def load(log) -> MatchService:
+        service = MatchService.load(postings, candidate, args.engine, args.flat_max_rows,
+                                    log=log)
+        if reads_images(candidate.config):  # listings without a photo: a title-only candidate
+            titles = choose_candidate(postings, trained_on, args.split_seed,
+                                      args.titles_candidate, args.columns, titles_only=True)
+            log(f"title-only candidate {titles.name}: val F1 {titles.val_f1:.4f}")
+            service.by_title = MatchService.load(postings, titles, args.engine,
+                                               args.flat_max_rows, log=log)
+        return service
+
     app = create_app(
-        lambda log: MatchService.load(postings, candidate, args.engine, args.flat_max_rows,
-                                      log=log),
+        load,
         band, args.gray_log or artifacts_dir() / "serve" / "gray_zone.jsonl",
         Limits(max_image_bytes=int(args.max_image_mb * 2**20)), on_failure=stop)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,

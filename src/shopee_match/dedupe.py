@@ -124,12 +124,21 @@ def _pair_scores(i: np.ndarray, j: np.ndarray, scores: np.ndarray, a: np.ndarray
     return by_pair.reindex(pd.MultiIndex.from_arrays([a, b])).to_numpy(dtype=float)
 
 
+def reads_images(config) -> bool:
+    """Whether a matcher configuration embeds photos (else titles only)."""
+    from shopee_match.encoders import input_kind
+
+    return any(input_kind(config.encoders[m], m) == "image" for m in config.modalities
+               if m != "tfidf")
+
+
 def choose_candidate(postings: pd.DataFrame, trained_on: str, split_seed: int = 0,
                      name: str | None = None, columns: str | dict | None = None,
-                     image_size: int = 224):
+                     image_size: int = 224, titles_only: bool = False):
     """The candidate to deduplicate with: the one named, else the best on val among those
-    made from ``trained_on`` that need only what the catalog has (no photos: title models
-    only), else a quick threshold candidate built on ``trained_on`` (with a notice)."""
+    made from ``trained_on`` that need only what the catalog has (no photos, or
+    ``titles_only``: title models only), else a quick threshold candidate built on
+    ``trained_on`` (with a notice)."""
     from shopee_match.candidates import (
         candidates_dir,
         leaderboard,
@@ -139,15 +148,14 @@ def choose_candidate(postings: pd.DataFrame, trained_on: str, split_seed: int = 
     from shopee_match.encoders import input_kind
     from shopee_match.submission import quick_candidate, train_fingerprint
 
-    has_images = "image" in postings and bool(postings["image_ok"].any())
+    has_images = (not titles_only and "image" in postings
+                  and bool(postings["image_ok"].any()))
     fingerprint = train_fingerprint(trained_on, columns)
     if name:
         return pick_candidate(fingerprint, split_seed, name)[0]
 
     def fits(candidate) -> bool:
-        config = candidate.config
-        return has_images or all(input_kind(config.encoders[m], m) != "image"
-                                 for m in config.modalities if m != "tfidf")
+        return has_images or not reads_images(candidate.config)
 
     table = leaderboard(fingerprint, split_seed)
     for row in table[table["usable"]].itertuples():
@@ -158,7 +166,8 @@ def choose_candidate(postings: pd.DataFrame, trained_on: str, split_seed: int = 
 
     profile = {m: s for m, s in resolve_profile("offline").items()
                if has_images or input_kind(s, m) != "image"}
-    print(f"shopee-match: no saved candidate made from {trained_on!r} fits this catalog; "
+    what = "title-only listings" if titles_only else "this catalog"
+    print(f"shopee-match: no saved candidate made from {trained_on!r} fits {what}; "
           "using a quick threshold candidate (run notebook 03 on it to save a better one).")
     return quick_candidate(trained_on, profile, image_size, split_seed, columns=columns)
 

@@ -102,6 +102,7 @@ class Health(BaseModel):
     status: str = Field(description="ok, loading or failed")
     detail: str = ""
     candidate: str | None = None
+    titles_candidate: str | None = Field(None, description="decides listings without a photo")
     catalog_size: int | None = None
 
 
@@ -253,6 +254,8 @@ def create_app(load: Callable[[Callable[[str], None]], MatchService],
         if state.service is None:
             return JSONResponse(body.model_dump(), status_code=503)
         body.candidate = state.service.candidate.name
+        if state.service.by_title is not None:
+            body.titles_candidate = state.service.by_title.candidate.name
         body.catalog_size = len(state.service)
         return body
 
@@ -271,12 +274,14 @@ def create_app(load: Callable[[Callable[[str], None]], MatchService],
         data = await photo(image, "image")
         start = time.perf_counter()
 
+        chosen = decider(service, data is not None)
+
         def work():
-            listing = service.listing(title, data, limits.max_image_pixels)
-            return listing, service.match(listing)
+            listing = chosen.listing(title, data, limits.max_image_pixels)
+            return listing, chosen.match(listing)
 
         listing, decision = await run_in_threadpool(work)
-        result = _match_result(service, listing, decision, state.band, start)
+        result = _match_result(chosen, listing, decision, state.band, start, service)
         _log_gray(log_file, metrics, "/match", result.gray, title=listing.title, image=data,
                   neighbours=[n.model_dump() for n in result.neighbours if n.gray])
         return result
@@ -290,13 +295,15 @@ def create_app(load: Callable[[Callable[[str], None]], MatchService],
         data_a, data_b = await photo(image_a, "image_a"), await photo(image_b, "image_b")
         start = time.perf_counter()
 
+        chosen = decider(service, data_a is not None and data_b is not None)
+
         def work():
-            a = _field(lambda: service.listing(title_a, data_a, limits.max_image_pixels), "a")
-            b = _field(lambda: service.listing(title_b, data_b, limits.max_image_pixels), "b")
-            return a, b, service.pair(a, b)
+            a = _field(lambda: chosen.listing(title_a, data_a, limits.max_image_pixels), "a")
+            b = _field(lambda: chosen.listing(title_b, data_b, limits.max_image_pixels), "b")
+            return a, b, chosen.pair(a, b)
 
         a, b, verdict = await run_in_threadpool(work)
-        result = _pair_result(service, a, b, verdict, state.band, start)
+        result = _pair_result(chosen, a, b, verdict, state.band, start, service)
         _log_gray(log_file, metrics, "/pair", result.gray, title_a=a.title, title_b=b.title,
                   image_a=data_a, image_b=data_b, score_a_b=result.score_a_b,
                   score_b_a=result.score_b_a, duplicate=result.duplicate)
@@ -311,17 +318,37 @@ def create_app(load: Callable[[Callable[[str], None]], MatchService],
         data = await photo(image, "image")
         start = time.perf_counter()
 
+        chosen = decider(service, data is not None)
+
         def work():
             listing = service.listing(title, data, limits.max_image_pixels)
-            return listing, service.add(posting_id, listing)
+            decision = service.add(posting_id, listing)
+            if service.by_title is None:
+                return listing, decision
+            by_title = service.by_title.listing(title, None, allow_empty=True)
+            decided = service.by_title.add(posting_id, by_title)
+            return (listing, decision) if chosen is service else (by_title, decided)
 
         listing, decision = await run_in_threadpool(work)
         metrics.catalog.set(len(service))
-        result = _match_result(service, listing, decision, state.band, start)
+        result = _match_result(chosen, listing, decision, state.band, start, service)
         return CatalogResult(**result.model_dump(), posting_id=posting_id.strip(),
                              catalog_size=len(service))
 
     return app
+
+
+def decider(service: MatchService, photos: bool) -> MatchService:
+    """The service that decides a request: the title-only one when a photo is missing and
+    the main candidate reads photos (its decisions then lean on titles it was not tuned on)."""
+    return service if photos or service.by_title is None else service.by_title
+
+
+def _by_titles_note(chosen: MatchService, main: MatchService) -> list[str]:
+    if chosen is main:
+        return []
+    return [f"no photo: decided by the title-only candidate {chosen.candidate.name} (val F1 "
+            f"{chosen.candidate.val_f1:.4f}), as {main.candidate.name} is tuned on photos too"]
 
 
 def candidate_band(service: MatchService) -> GrayBand | None:
@@ -351,7 +378,7 @@ def _threshold(service: MatchService) -> float | None:
 
 
 def _match_result(service: MatchService, listing, decision, band: GrayBand | None,
-                  start: float) -> MatchResult:
+                  start: float, main: MatchService) -> MatchResult:
     gray = band.mask(decision) if band else [False] * len(decision.rows)
     chosen = set(decision.matches.tolist())
     neighbours = []
@@ -371,12 +398,13 @@ def _match_result(service: MatchService, listing, decision, band: GrayBand | Non
     matches = [service.ids[r] for r in shown + sorted(chosen - set(shown))]
     return MatchResult(candidate=service.candidate.name, duplicate=bool(matches),
                        matches=matches, neighbours=neighbours, threshold=_threshold(service),
-                       missing=listing.missing, warnings=listing.warnings,
+                       missing=listing.missing,
+                       warnings=_by_titles_note(service, main) + listing.warnings,
                        gray=bool(any(gray)), milliseconds=_ms(start))
 
 
 def _pair_result(service: MatchService, a, b, verdict, band: GrayBand | None,
-                 start: float) -> PairResult:
+                 start: float, main: MatchService) -> PairResult:
     def at_other(decision, key: str) -> float | None:
         where = decision.rows == decision.catalog_size
         values = getattr(decision, key)
@@ -390,7 +418,8 @@ def _pair_result(service: MatchService, a, b, verdict, band: GrayBand | None,
                       similarities={m: _number(v) for m, v in verdict.similarities.items()},
                       score_a_b=at_other(verdict.a, "score"),
                       score_b_a=at_other(verdict.b, "score"),
-                      warnings=[f"a: {w}" for w in a.warnings] + [f"b: {w}" for w in b.warnings],
+                      warnings=_by_titles_note(service, main) + [f"a: {w}" for w in a.warnings] +
+                      [f"b: {w}" for w in b.warnings],
                       gray=gray, milliseconds=_ms(start))
 
 

@@ -313,6 +313,8 @@ class MatchService:
 
         config = candidate.config
         self.candidate, self.config, self.model, self.encoder = candidate, config, model, encoder
+        #: decides listings without a photo when this candidate reads photos (set by the loader)
+        self.by_title: MatchService | None = None
         self.ids = postings["posting_id"].astype(str).tolist()
         self.known = set(self.ids)
         self.titles = postings["title"].fillna("").astype(str).tolist()
@@ -359,11 +361,12 @@ class MatchService:
         return len(self.ids)
 
     def listing(self, title: str | None = None, image: bytes | None = None,
-                max_pixels: int = MAX_IMAGE_PIXELS) -> Listing:
-        """Check and embed one listing (a title and/or a photo's bytes)."""
+                max_pixels: int = MAX_IMAGE_PIXELS, allow_empty: bool = False) -> Listing:
+        """Check and embed one listing (a title and/or a photo's bytes; ``allow_empty``: an
+        empty one too, e.g. a photo-only listing added to the title-only service)."""
         text, warnings = check_title(title)
         opened = read_image(image, max_pixels) if image is not None else None
-        if not text and opened is None:
+        if not text and opened is None and not allow_empty:
             raise ListingError("a listing needs a title or an image (both are empty)")
         if opened is not None and not self.encoder.reads_images:
             warnings.append(f"candidate {self.candidate.name} uses no photos; the image was "

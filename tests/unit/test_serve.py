@@ -136,6 +136,36 @@ def test_catalog_adds_new_ids_and_refuses_known_ones(client, service):
     assert client.post("/catalog", data={"title": "no id"}).status_code == 422
 
 
+def test_listings_without_a_photo_go_to_the_title_only_candidate(service, postings):
+    """With a title-only service beside a photo candidate, photo-less requests are decided by
+    it (and say so), and an added listing reaches both catalogs."""
+    from shopee_match.service import MatchService
+
+    main = MatchService.load(postings, candidate(CONFIGS["static"], "photos"), progress=False,
+                             log=lambda s: None)
+    main.by_title = MatchService.load(postings, candidate(CONFIGS["text alone"], "titles"),
+                                      progress=False, log=lambda s: None)
+    title, image = postings["title"].iloc[5], photo(postings, 5)
+    with TestClient(create_app(lambda step: main)) as c:
+        assert wait_ready(c)["titles_candidate"] == "titles"
+        by_title = c.post("/match", data={"title": title}).json()
+        assert by_title["candidate"] == "titles" and by_title["missing"] == []
+        assert by_title["warnings"][0].startswith("no photo: decided by the title-only")
+        assert c.post("/match", data={"title": title},
+                      files={"image": ("a.jpg", image)}).json()["candidate"] == "photos"
+        assert c.post("/pair", data={"title_a": title, "title_b": title},
+                      files={"image_a": ("a.jpg", image)}).json()["candidate"] == "titles"
+        added = c.post("/catalog", data={"posting_id": "p-1", "title": "Kopi Kapal Api 165g"},
+                       files={"image": ("a.jpg", image)})
+        assert added.status_code == 201 and added.json()["candidate"] == "photos"
+        photo_only = c.post("/catalog", data={"posting_id": "p-2"},
+                            files={"image": ("a.jpg", image)})
+        assert photo_only.status_code == 201
+        assert len(main) == len(main.by_title) == len(postings) + 2
+        found = c.post("/match", data={"title": "Kopi Kapal Api 165g"}).json()
+        assert found["neighbours"][0]["posting_id"] == "p-1"
+
+
 def test_metrics_count_requests_errors_and_the_catalog(client, service):
     client.post("/match", data={"title": "kopi"})
     client.post("/match", data={})
@@ -245,6 +275,7 @@ def test_a_real_server_answers_over_http(data_root, tmp_path):
             time.sleep(0.5)
         health = httpx.get(f"{base}/health").json()
         assert health["candidate"] == "tiny-static" and health["catalog_size"] == 160
+        assert health["titles_candidate"] == "quick-fallback"  # no title-only one saved
         postings = pd.read_csv(data_root / "demo-tiny" / "train.csv")
         title, own = postings["title"][3], postings["posting_id"][3]
         image = (data_root / "demo-tiny" / "train_images" / postings["image"][3]).read_bytes()
@@ -263,7 +294,8 @@ def test_a_real_server_answers_over_http(data_root, tmp_path):
             assert response.status_code == status, (name, response.text)
             assert response.json()["detail"]
         huge = httpx.post(f"{base}/match", data={"title": "kopi " * 20_000})
-        assert huge.status_code == 200 and "cut from" in huge.json()["warnings"][0]
+        assert huge.status_code == 200 and any("cut from" in w for w in huge.json()["warnings"])
+        assert huge.json()["candidate"] == "quick-fallback"  # no photo: titles decide
         pair = httpx.post(f"{base}/pair", data={"title_a": title, "title_b": title},
                           files={"image_a": ("a.jpg", image), "image_b": ("b.jpg", image)})
         assert pair.json()["duplicate"] is True
