@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     dedupe.add_argument("--out", help="clusters.csv to write, pairs.csv beside it "
                         "(default: artifacts/dedupe/clusters.csv)")
     dedupe.add_argument("--max-cluster", type=int, default=50,
-                        help="report clusters larger than this (default: 50)")
+                        help="cut larger clusters at their weakest pairs (default: 50)")
     _catalog_options(dedupe)
 
     serve = commands.add_parser(

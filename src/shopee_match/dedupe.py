@@ -3,8 +3,10 @@
 A candidate (see :mod:`shopee_match.candidates`) is tuned on labelled data; here it runs on
 listings without labels. Its mutual pairs (each listing accepted by the other) become a
 graph whose connected components are the clusters: every listing gets a ``cluster_id`` (a
-listing with no match is a cluster of one). Clusters far larger than a product group usually
-mean chained matches (A~B, B~C, ...), so they are reported for review rather than hidden.
+listing with no match is a cluster of one). A component far larger than a product group
+usually means chained matches (A~B, B~C, ...), so components above ``max_cluster`` are cut at
+their weakest pairs (:func:`~shopee_match.matching.capped_components`); the cut pairs stay in
+``pairs.csv``, marked, for review.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-#: clusters larger than this are reported as suspicious (Shopee's groups have 2-51 listings)
+#: clusters are cut at their weakest pairs down to this size (Shopee's groups have 2-51)
 MAX_CLUSTER = 50
 
 
@@ -24,24 +26,17 @@ class Deduped:
     """Clusters and accepted pairs of one catalog."""
 
     clusters: pd.DataFrame  # posting_id, cluster_id, cluster_size (catalog order)
-    pairs: pd.DataFrame  # posting_id_a, posting_id_b, similarity, score, cluster_id
+    pairs: pd.DataFrame  # posting_id_a, posting_id_b, similarity, score, cluster_id, cut
     candidate: str
     max_cluster: int
 
     def sizes(self) -> pd.DataFrame:
         """How many clusters (and listings) have each size band."""
         size = self.clusters.drop_duplicates("cluster_id")["cluster_size"]
-        bands = pd.cut(size, [0, 1, 2, 5, 10, self.max_cluster, np.inf],
-                       labels=["1 (no match)", "2", "3-5", "6-10", f"11-{self.max_cluster}",
-                               f"> {self.max_cluster}"])
+        bands = pd.cut(size, [0, 1, 2, 5, 10, max(self.max_cluster, 11)],
+                       labels=["1 (no match)", "2", "3-5", "6-10", f"11-{self.max_cluster}"])
         table = size.groupby(bands, observed=False).agg(["count", "sum"])
         return table.rename(columns={"count": "clusters", "sum": "listings"})
-
-    def oversized(self) -> pd.DataFrame:
-        """Clusters above ``max_cluster`` listings, largest first."""
-        big = self.clusters[self.clusters["cluster_size"] > self.max_cluster]
-        return (big.groupby("cluster_id").size().sort_values(ascending=False)
-                .rename("listings").reset_index())
 
     def largest(self, postings: pd.DataFrame, n: int = 5, titles: int = 3) -> pd.DataFrame:
         """The ``n`` largest clusters with a few of their titles."""
@@ -55,7 +50,7 @@ class Deduped:
         return table.sort_values(["listings", "cluster_id"], ascending=[False, True]).head(n)
 
     def summary(self, postings: pd.DataFrame) -> str:
-        """Lines for the terminal: clusters by size, the largest, oversized ones."""
+        """Lines for the terminal: clusters by size, the largest, pairs cut."""
         n = len(self.clusters)
         matched = int((self.clusters["cluster_size"] > 1).sum())
         lines = [f"{n} listings -> {self.clusters['cluster_id'].nunique()} clusters with "
@@ -63,11 +58,12 @@ class Deduped:
                  f"{len(self.pairs)} pairs accepted",
                  self.sizes().to_string(), "largest clusters:",
                  self.largest(postings).to_string(index=False)]
-        big = self.oversized()
-        if len(big):
-            lines.append(f"WARNING: {len(big)} cluster(s) hold more than {self.max_cluster} "
-                         f"listings (largest {big['listings'].iloc[0]}): probably chained "
-                         "matches. Review them in pairs.csv, or use a stricter candidate.")
+        cut = self.pairs["cut"]
+        if cut.any():
+            lines.append(f"WARNING: {int(cut.sum())} accepted pair(s) were cut so that no "
+                         f"cluster holds more than {self.max_cluster} listings: chained "
+                         "matches (A~B, B~C, ...). They are marked cut in pairs.csv; a stricter "
+                         "candidate or a larger --max-cluster changes them.")
         return "\n".join(lines)
 
 
@@ -76,8 +72,8 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
     """Run ``candidate`` (a :class:`~shopee_match.candidates.Candidate`) on ``postings``
     and cluster its accepted pairs."""
     from scipy import sparse
-    from scipy.sparse.csgraph import connected_components
 
+    from shopee_match.matching import capped_components
     from shopee_match.neighbors import fuse, pair_cosine
     from shopee_match.submission import embed_for
 
@@ -85,19 +81,22 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
     vectors = embed_for(postings, config, progress=progress, engine=engine)
     matches, scores = _matches_and_scores(postings, vectors, config, candidate.load_model())
     matches = matches.multiply(matches.T).tocsr()  # mutual: accepted from both sides
-    _, cluster = connected_components(matches, directed=False)
-    sizes = np.bincount(cluster)
     ids = postings["posting_id"].astype(str).to_numpy()
     upper = sparse.triu(matches, k=1).tocoo()
     a, b = upper.row, upper.col
     dense = {m: vectors[m] for m in config.fusion_weights}
     similarity = pair_cosine(fuse(dense, config.fusion_weights), a, b)
     score = np.full(len(a), np.nan) if scores is None else _pair_scores(*scores, a, b)
+    # chains are cut at their weakest pairs: by the second stage's score where there is one
+    # (a pair only a union accepted counts as weakest), else by the fused similarity
+    strength = similarity if scores is None else np.nan_to_num(score, nan=-1.0)
+    cluster, _ = capped_components(a, b, strength, len(ids), max_cluster)
+    sizes = np.bincount(cluster)
     clusters = pd.DataFrame({"posting_id": ids, "cluster_id": cluster,
                              "cluster_size": sizes[cluster]})
     pairs = pd.DataFrame({"posting_id_a": ids[a], "posting_id_b": ids[b],
                           "similarity": similarity.round(4), "score": np.round(score, 4),
-                          "cluster_id": cluster[a]})
+                          "cluster_id": cluster[a], "cut": cluster[a] != cluster[b]})
     return Deduped(clusters, pairs, candidate.name, max_cluster)
 
 

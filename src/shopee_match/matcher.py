@@ -24,6 +24,9 @@ from typing import Any
 SECOND_STAGES = ("pair_classifier", "cross_encoder", "rerank")
 #: modalities with sparse vectors: usable in ``union`` and as pair features, not in the fusion
 SPARSE_MODALITIES = ("tfidf",)
+#: largest component connected components may form: twice Shopee's largest group (51);
+#: bigger ones are chains through product families, cut at their weakest edges
+MAX_COMPONENT = 100
 #: keys of the flat dict that notebook 03 saved before MatchConfig existed
 _LEGACY_KEYS = {"profile", "pair_threshold", "pair_model", "chosen_on"}
 
@@ -68,6 +71,7 @@ class MatchConfig:
     min2: float | None = None  # loose threshold for a lonely listing's nearest neighbour
     union: dict[str, float] = field(default_factory=dict)  # modality -> own static threshold
     components: bool = False  # close matches transitively (connected components)
+    max_component: int = MAX_COMPONENT  # components cut at their weakest edges above this
     second_stage: SecondStage | None = None  # pair scorer instead of the threshold rule
     models: dict[str, str] = field(default_factory=dict)  # modality -> model id when tuned
 
@@ -94,7 +98,7 @@ class MatchConfig:
             raise MatchConfigError(f"no encoder spec for modality {missing}; encoders has "
                                    f"{sorted(self.encoders)}.")
         for name, minimum in (("k", 1), ("image_size", 16), ("blend_rounds", 0),
-                              ("blend_top_n", 1)):
+                              ("blend_top_n", 1), ("max_component", 2)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise MatchConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")

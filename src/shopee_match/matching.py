@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from shopee_match.matcher import MAX_COMPONENT
 from shopee_match.metrics import group_sizes
 from shopee_match.neighbors import real_neighbors
 
@@ -100,14 +101,94 @@ def union(*matrices: sparse.csr_matrix) -> sparse.csr_matrix:
     return out.tocsr()
 
 
-def connected_components(matches: sparse.csr_matrix) -> sparse.csr_matrix:
-    """Transitive closure: every posting matches its whole connected component."""
+def connected_components(matches: sparse.csr_matrix, strength: sparse.spmatrix | None = None,
+                         max_size: int = MAX_COMPONENT) -> sparse.csr_matrix:
+    """Transitive closure: every posting matches its whole connected component, a component
+    being cut at its weakest edges (``strength``, e.g. the fused similarity of each pair)
+    until none is larger than ``max_size`` (:func:`capped_components`). Components are found
+    as labels; only the capped closure is expanded (at most ``n * max_size`` pairs)."""
+    clusters, _ = component_labels(matches, strength, max_size)
+    return cluster_matrix(clusters)
+
+
+def component_labels(matches: sparse.spmatrix, strength: sparse.spmatrix | None = None,
+                     max_size: int = MAX_COMPONENT) -> tuple[np.ndarray, int]:
+    """``(labels, dropped)``: each posting's component among the match pairs (either
+    direction), none larger than ``max_size``, and the number of pairs cut to get there."""
+    upper = sparse.triu(matches + matches.T, k=1).tocoo()
+    i, j = upper.row, upper.col
+    if strength is None:
+        weights = np.ones(len(i))
+    else:
+        both = strength.maximum(strength.T).tocsr()
+        weights = np.asarray(both[i, j]).ravel() if len(i) else np.zeros(0)
+    return capped_components(i, j, weights, matches.shape[0], max_size)
+
+
+def capped_components(i: np.ndarray, j: np.ndarray, scores: np.ndarray, n: int,
+                      max_size: int) -> tuple[np.ndarray, int]:
+    """Clusters of ``n`` rows from accepted pairs ``(i, j)``, none larger than ``max_size``.
+
+    Components are labelled first (scipy, no pair expanded); inside each one larger than
+    ``max_size`` edges join rows strongest first (union-find) and an edge that would make a
+    cluster larger than ``max_size`` is dropped, so chains are cut at their weakest links.
+    Returns each row's cluster id (0..c-1, in order of first row) and the number of pairs
+    dropped.
+    """
     from scipy.sparse.csgraph import connected_components as components
 
-    _, comp = components(matches, directed=False)
-    one_hot = sparse.csr_matrix((np.ones(len(comp), dtype=bool),
-                                 (np.arange(len(comp)), comp)))
+    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+    graph = sparse.csr_matrix((np.ones(len(i), dtype=bool), (i, j)), shape=(n, n))
+    _, labels = components(graph, directed=False)
+    sizes = np.bincount(labels, minlength=1)
+    big = np.flatnonzero(sizes > max_size)
+    dropped = 0
+    if len(big):
+        parent = np.arange(n)
+        size = np.ones(n, dtype=np.int64)
+
+        def root(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        inside = np.flatnonzero(np.isin(labels[i], big))
+        inside = inside[np.argsort(-np.asarray(scores, dtype=np.float64)[inside], kind="stable")]
+        for a, b in zip(i[inside].tolist(), j[inside].tolist()):
+            ra, rb = root(a), root(b)
+            if ra == rb:
+                continue
+            if size[ra] + size[rb] > max_size:
+                dropped += 1
+                continue
+            if size[ra] < size[rb]:
+                ra, rb = rb, ra
+            parent[rb] = ra
+            size[ra] += size[rb]
+        rows = np.flatnonzero(np.isin(labels, big))
+        roots = np.array([root(x) for x in rows.tolist()], dtype=np.int64)
+        labels = labels.astype(np.int64)
+        labels[rows] = len(sizes) + roots  # new ids apart from the small components'
+    _, first = np.unique(labels, return_index=True)
+    order = np.empty(len(first), dtype=np.int64)
+    order[np.argsort(first)] = np.arange(len(first))
+    return order[np.unique(labels, return_inverse=True)[1]], dropped
+
+
+def cluster_matrix(clusters: np.ndarray) -> sparse.csr_matrix:
+    """Boolean match matrix in which every row matches its whole cluster."""
+    one_hot = sparse.csr_matrix((np.ones(len(clusters), dtype=bool),
+                                 (np.arange(len(clusters)), clusters)))
     return (one_hot @ one_hot.T).astype(bool).tocsr()
+
+
+def similarity_matrix(sims: np.ndarray, idx: np.ndarray) -> sparse.csr_matrix:
+    """Sparse ``n x n`` similarities of every listed neighbour pair (edge strengths)."""
+    mask = real_neighbors(idx)
+    rows = np.repeat(np.arange(len(idx)), mask.sum(axis=1))
+    return sparse.csr_matrix((sims[mask].astype(np.float32), (rows, idx[mask])),
+                             shape=(len(idx), len(idx)))
 
 
 def matrix_to_sets(matches: sparse.csr_matrix, ids: Sequence[str]) -> pd.Series:
@@ -339,7 +420,8 @@ def predict_matches(vectors: dict, config, model=None, phash: Sequence[str] | No
         s, i = fused_neighbors(vectors, {modality: 1.0}, k, cache=cache)
         matches = union(matches, to_matrix(i, static_accept(s, i, threshold)))
     if config.components:
-        matches = connected_components(matches)
+        matches = connected_components(matches, similarity_matrix(sims, idx),
+                                       config.max_component)
     return matches
 
 

@@ -5,8 +5,8 @@ neighbour lists, so a pair never straddles splits); a cross-encoder reads both
 titles together and scores each pair (:func:`train_cross_encoder`,
 :class:`Reranker`); the score is used alone or with the pair features (photos,
 fused similarity, rank, neighbour statistics) in a classifier. Accepted pairs
-become clusters (:func:`capped_components` splits chains by their weakest
-edges); uncertain pairs go to a gray-zone file for labelling
+become clusters (:func:`~shopee_match.matching.capped_components` splits chains by their
+weakest edges); uncertain pairs go to a gray-zone file for labelling
 (:func:`gray_band`, :func:`write_gray_zone`, :func:`read_labelled`); token
 attributions explain single decisions (:func:`token_attributions`).
 """
@@ -358,48 +358,6 @@ def rerank_training_data(galleries, split: str, config, reranker: Reranker
 def with_ce(features: pd.DataFrame, ce: np.ndarray) -> pd.DataFrame:
     """Pair features with the cross-encoder probability as one more column."""
     return features.assign(cross_encoder=np.asarray(ce, dtype=np.float32))
-
-
-def capped_components(i: np.ndarray, j: np.ndarray, scores: np.ndarray, n: int,
-                      max_size: int) -> tuple[np.ndarray, int]:
-    """Clusters of ``n`` rows from accepted pairs, none larger than ``max_size``.
-
-    Edges join clusters strongest first (union-find); an edge that would make a
-    cluster larger than ``max_size`` is dropped, so chains are cut at their weakest
-    links. Returns each row's cluster id and the number of accepted pairs dropped.
-    """
-    parent = np.arange(n)
-    size = np.ones(n, dtype=np.int64)
-
-    def root(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    dropped = 0
-    for e in np.argsort(-np.asarray(scores), kind="stable"):
-        ra, rb = root(int(i[e])), root(int(j[e]))
-        if ra == rb:
-            continue
-        if size[ra] + size[rb] > max_size:
-            dropped += 1
-            continue
-        if size[ra] < size[rb]:
-            ra, rb = rb, ra
-        parent[rb] = ra
-        size[ra] += size[rb]
-    roots = np.array([root(x) for x in range(n)])
-    return np.unique(roots, return_inverse=True)[1], dropped
-
-
-def cluster_matrix(clusters: np.ndarray):
-    """Boolean match matrix in which every row matches its whole cluster."""
-    from scipy import sparse
-
-    one_hot = sparse.csr_matrix((np.ones(len(clusters), dtype=bool),
-                                 (np.arange(len(clusters)), clusters)))
-    return (one_hot @ one_hot.T).astype(bool).tocsr()
 
 
 def gray_band(scores: np.ndarray, is_match: np.ndarray, precision: float = 0.95,

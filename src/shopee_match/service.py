@@ -427,7 +427,8 @@ class MatchService:
             for m, space in self.union.items():
                 space.add(listing.vectors[m])
             if self.components is not None:
-                self.components = _join_components(self.components, decision.matches)
+                self.components = _join_components(self.components, decision,
+                                                   self.config.max_component)
             self.ids.append(posting_id)
             self.known.add(posting_id)
             self.titles.append(listing.title)
@@ -544,15 +545,21 @@ class MatchService:
         return self.model.score(features, titles, i, j, cache), ce
 
     def _catalog_components(self, vectors: dict) -> np.ndarray:
-        """Component label of every catalog listing under the candidate's rule (labels only:
-        no pair inside a component is expanded)."""
-        from scipy.sparse.csgraph import connected_components
+        """Component label of every catalog listing under the candidate's rule, components
+        cut at their weakest edges to ``max_component`` (labels only: nothing expanded)."""
+        from shopee_match.matching import (
+            component_labels,
+            fused_neighbors,
+            predict_matches,
+            similarity_matrix,
+        )
 
-        from shopee_match.matching import predict_matches
-
-        matches = predict_matches(vectors, self.config.replace(components=False), self.model,
-                                  self.phash, titles=self.titles)
-        return connected_components(matches, directed=False)[1]
+        config, cache = self.config, {}
+        matches = predict_matches(vectors, config.replace(components=False), self.model,
+                                  self.phash, cache, titles=self.titles)
+        sims, idx = fused_neighbors(vectors, config.fusion_weights, config.k + 1,
+                                    config.blend_rounds, config.blend_top_n, cache)
+        return component_labels(matches, similarity_matrix(sims, idx), config.max_component)[0]
 
 
 def _cosine(x, y) -> float:
@@ -571,12 +578,20 @@ def _fuse(vectors: dict, weights: dict) -> np.ndarray:
     return fuse({m: vectors[m] for m in used}, weights)
 
 
-def _join_components(labels: np.ndarray, matched: np.ndarray) -> np.ndarray:
-    """Labels with one more listing, joined to (and joining) the components it matched."""
+def _join_components(labels: np.ndarray, decision: Decision, max_size: int) -> np.ndarray:
+    """Labels with one more listing, joined to the components it matched, nearest first,
+    while the joined component stays within ``max_size`` listings."""
     n = len(labels)
-    inside = matched[matched < n]
-    if not len(inside):
-        return np.append(labels, labels.max(initial=-1) + 1)
-    joined = np.unique(labels[inside])
-    labels = np.where(np.isin(labels, joined), joined[0], labels)
-    return np.append(labels, joined[0])
+    matched = set(decision.matches[decision.matches < n].tolist())
+    nearest = [r for r in decision.rows.tolist() if r in matched]
+    joined, size = [], 1
+    for row in nearest + sorted(matched - set(nearest)):
+        component = labels[row]
+        if component in joined:
+            continue
+        members = int((labels == component).sum())
+        if size + members <= max_size:
+            joined.append(component)
+            size += members
+    new = labels.max(initial=-1) + 1
+    return np.append(np.where(np.isin(labels, joined), new, labels), new)

@@ -66,27 +66,34 @@ def test_dedupe_clusters_true_duplicates_together(data_root, labelled, tmp_path,
     assert recall > 0.5, recall  # true duplicates share a cluster more often than not
     assert precision > 5 * chance, (precision, chance)  # and clusters are not one blob
     cluster_of = dict(zip(clusters["posting_id"], clusters["cluster_id"]))
+    kept, cut = pairs[~pairs["cut"]], pairs[pairs["cut"]]
     assert all(cluster_of[a] == cluster_of[b] == c for a, b, c in
-               zip(pairs["posting_id_a"], pairs["posting_id_b"], pairs["cluster_id"]))
+               zip(kept["posting_id_a"], kept["posting_id_b"], kept["cluster_id"]))
+    assert all(cluster_of[a] != cluster_of[b] for a, b in
+               zip(cut["posting_id_a"], cut["posting_id_b"]))
+    assert clusters["cluster_size"].max() <= 50  # chains cut at their weakest pairs
     assert pairs["similarity"].between(-1, 1).all()
     printed = capsys.readouterr().out
     assert "clusters with candidate" in printed and "largest clusters" in printed
 
 
-def test_oversized_clusters_are_reported():
+def test_cut_pairs_and_size_bands_are_reported():
     ids = [f"p{i}" for i in range(60)]
-    clusters = pd.DataFrame({"posting_id": ids, "cluster_id": [0] * 55 + [1, 1, 2, 3, 4],
-                             "cluster_size": [55] * 55 + [2, 2, 1, 1, 1]})
-    pairs = pd.DataFrame(columns=["posting_id_a", "posting_id_b", "similarity", "score",
-                                  "cluster_id"])
+    clusters = pd.DataFrame({"posting_id": ids, "cluster_id": [0] * 50 + [1] * 5 + [2, 2, 3,
+                                                                                4, 5],
+                             "cluster_size": [50] * 50 + [5] * 5 + [2, 2, 1, 1, 1]})
+    pairs = pd.DataFrame({"posting_id_a": ["p0", "p49"], "posting_id_b": ["p1", "p50"],
+                          "similarity": [0.9, 0.6], "score": [np.nan, np.nan],
+                          "cluster_id": [0, 0], "cut": [False, True]})
     result = Deduped(clusters, pairs, "x", MAX_CLUSTER)
-    assert result.oversized().to_dict("records") == [{"cluster_id": 0, "listings": 55}]
     sizes = result.sizes()
     assert sizes.loc["1 (no match)", "clusters"] == 3 and sizes.loc["2", "listings"] == 2
-    assert sizes.loc[f"> {MAX_CLUSTER}", "listings"] == 55
+    assert sizes.loc[f"11-{MAX_CLUSTER}", "listings"] == 50
+    assert sizes.loc["3-5", "clusters"] == 1
     postings = pd.DataFrame({"posting_id": ids, "title": [f"t{i}" for i in range(60)]})
-    assert "WARNING: 1 cluster(s) hold more than 50 listings (largest 55)" in \
+    assert "WARNING: 1 accepted pair(s) were cut so that no cluster holds more than 50" in \
         result.summary(postings)
+    assert "WARNING" not in Deduped(clusters, pairs.assign(cut=False), "x", 50).summary(postings)
 
 
 def test_dedupe_of_a_missing_catalog_fails_with_one_line(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from shopee_match import matching
 from shopee_match.matching import (
@@ -11,6 +12,7 @@ from shopee_match.matching import (
     blend,
     candidate_pair_features,
     candidate_pairs,
+    capped_components,
     connected_components,
     dynamic_accept,
     dynamic_thresholds,
@@ -81,6 +83,70 @@ def test_matrix_forms_union_components_and_f1():
                                                                   [False, False]]))
     closed = connected_components(chain)
     assert closed.toarray().all()
+
+
+def test_capped_components_cut_chains_at_their_weakest_edges():
+    # 0-1-2-3-4 chain; the 2-3 link is the weakest; cap 3 keeps {0,1,2} and {3,4}
+    i, j = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4])
+    scores = np.array([0.9, 0.8, 0.1, 0.95])
+    clusters, dropped = capped_components(i, j, scores, 6, max_size=3)
+    assert dropped == 1
+    assert len({*clusters[[0, 1, 2]]}) == 1 and clusters[3] == clusters[4] != clusters[0]
+    assert clusters[5] not in clusters[:5]  # a lone row is its own cluster
+    uncapped, none = capped_components(i, j, scores, 6, max_size=100)
+    assert none == 0 and len(set(uncapped[:5])) == 1
+
+
+def reference_capped_components(i, j, scores, n, max_size):
+    """The plain union-find over every edge, strongest first (the naive reference)."""
+    parent, size = list(range(n)), [1] * n
+
+    def root(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for e in np.argsort(-np.asarray(scores), kind="stable"):
+        ra, rb = root(int(i[e])), root(int(j[e]))
+        if ra != rb and size[ra] + size[rb] <= max_size:
+            parent[rb], size[ra] = ra, size[ra] + size[rb]
+    return np.array([root(x) for x in range(n)])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_capped_components_equal_a_plain_union_find(seed):
+    rng = np.random.default_rng(seed)
+    n, edges = 300, 500
+    i, j = rng.integers(0, n, edges), rng.integers(0, n, edges)
+    scores = rng.random(edges).round(2)  # ties too
+    got, dropped = capped_components(i, j, scores, n, max_size=12)
+    want = reference_capped_components(i, j, scores, n, 12)
+    same = lambda c: c[:, None] == c[None, :]  # noqa: E731  co-membership
+    np.testing.assert_array_equal(same(got), same(want))
+    assert np.bincount(got).max() <= 12 and dropped > 0
+    assert got[0] == 0 and sorted(set(got)) == list(range(got.max() + 1))
+
+
+def test_a_20000_listing_chain_is_cut_in_bounded_memory():
+    """Each listing matches the next: one component of 20,000. Closing it would hold 4e8
+    pairs (> 2 GB); labelled and capped, the closure holds at most n * MAX_COMPONENT."""
+    import tracemalloc
+
+    from shopee_match.matching import MAX_COMPONENT, component_labels
+
+    n = 20_000
+    chain = sparse.csr_matrix((np.ones(n - 1, bool), (np.arange(n - 1), np.arange(1, n))),
+                              shape=(n, n))
+    strength = sparse.csr_matrix((np.random.default_rng(0).random(n - 1),
+                                  (np.arange(n - 1), np.arange(1, n))), shape=(n, n))
+    tracemalloc.start()
+    closed = connected_components(chain, strength)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert closed.nnz <= n * MAX_COMPONENT and peak < 200 * 2**20
+    labels, dropped = component_labels(chain, strength)
+    assert np.bincount(labels).max() <= MAX_COMPONENT and dropped == labels.max()
+    np.testing.assert_array_equal(closed.sum(axis=1).A1, np.bincount(labels)[labels])
 
 
 def test_matrix_f1_agrees_with_neighbor_f1_and_set_f1():

@@ -9,7 +9,6 @@ import pytest
 
 from shopee_match.rerank import (
     augment_title,
-    capped_components,
     gray_band,
     read_labelled,
     split_pairs,
@@ -76,18 +75,6 @@ def test_training_pairs_are_balanced_with_the_hardest_negatives():
     few = training_pairs(pairs, titles, max_negatives=20, seed=0)  # more positives than that
     assert few["kind"].value_counts().to_dict() == {"hard negative": 20, "positive": 15,
                                                     "augmented positive": 5}
-
-
-def test_capped_components_cut_chains_at_their_weakest_edges():
-    # 0-1-2-3-4 chain; the 2-3 link is the weakest; cap 3 keeps {0,1,2} and {3,4}
-    i, j = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 4])
-    scores = np.array([0.9, 0.8, 0.1, 0.95])
-    clusters, dropped = capped_components(i, j, scores, 6, max_size=3)
-    assert dropped == 1
-    assert len({*clusters[[0, 1, 2]]}) == 1 and clusters[3] == clusters[4] != clusters[0]
-    assert clusters[5] not in clusters[:5]  # a lone row is its own cluster
-    uncapped, none = capped_components(i, j, scores, 6, max_size=100)
-    assert none == 0 and len(set(uncapped[:5])) == 1
 
 
 def test_gray_band_brackets_the_uncertain_scores():
