@@ -29,6 +29,15 @@ def record(name: str, value: Any) -> Any:
     return value
 
 
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (the notebook's kernel) so far, in MiB."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def read_records(notebook: str | Path) -> dict[str, Any]:
     """All ``record()`` values of an executed notebook, in order (a later one wins)."""
     import nbformat

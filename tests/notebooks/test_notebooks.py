@@ -37,6 +37,7 @@ def run_ok(tmp_path, only=None, overrides=None):
     assert [r.status for r in runs] == ["ok"] * len(runs), [r.error for r in runs if r.error]
     for run in runs:
         assert_no_widget_warning(run)
+        assert 50 < run.records["peak_memory_mb"] < 64_000  # the kernel's own peak, in MiB
     return runs
 
 

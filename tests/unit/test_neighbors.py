@@ -122,6 +122,19 @@ def test_pair_cosine_dense_and_sparse():
     np.testing.assert_allclose(pair_cosine(sparse.csr_matrix(x), i, j), expected, rtol=1e-5)
 
 
+def test_pair_cosine_in_chunks_equals_all_at_once(monkeypatch):
+    from shopee_match import neighbors
+
+    x = unit_rows(50, 8, seed=9)
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, 50, 1001), rng.integers(0, 50, 1001)
+    whole = np.einsum("nd,nd->n", x[i], x[j])
+    monkeypatch.setattr(neighbors, "PAIR_CHUNK", 64)  # 16 chunks, the last one partial
+    np.testing.assert_allclose(pair_cosine(x, i, j), whole, rtol=1e-6)
+    np.testing.assert_allclose(pair_cosine(sparse.csr_matrix(x), i, j), whole, rtol=1e-5)
+    assert pair_cosine(x, i[:0], j[:0]).shape == (0,)
+
+
 def test_find_neighbors_dispatches_to_exact_and_faiss():
     x = unit_rows(400, 16, seed=9)
     s_exact, i_exact = find_neighbors(x, k=5)

@@ -8,7 +8,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from shopee_match.notebook import RECORD_MIME, _plain, read_records, record
+from shopee_match.notebook import RECORD_MIME, _plain, peak_memory_mb, read_records, record
 
 
 def test_plain_converts_numpy_and_nan():
@@ -48,3 +48,19 @@ def test_recorded_dicts_keep_their_order_through_nbformat(tmp_path, monkeypatch)
     path = tmp_path / "n.ipynb"
     nbformat.write(nb, str(path))  # nbformat sorts the keys of JSON objects it writes
     assert list(read_records(path)["recall_at_k"]) == ["1", "5", "10", "20", "50"]
+
+
+def test_peak_memory_is_the_high_water_mark_linux_reports():
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    block = np.ones(96 * 2**20 // 8)  # 96 MiB, touched
+    status = Path("/proc/self/status").read_text()
+    hwm_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+    assert peak_memory_mb() == pytest.approx(hwm_kib / 1024, abs=2)
+    assert peak_memory_mb() > 96 and block.sum() == len(block)
