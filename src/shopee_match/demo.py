@@ -151,6 +151,16 @@ def generate_demo(
     return dest
 
 
+def generate_titles(n_rows: int, seed: int = 0) -> list[str]:
+    """``n_rows`` seller titles of the demo's products in groups of duplicates, without photos
+    (fast: for text-only runs at hundreds of thousands of listings)."""
+    rng = np.random.default_rng(seed)
+    sizes = group_sizes(n_rows, rng)
+    products = _products(len(sizes), rng)
+    titles = [_seller_title(p, rng) for p, size in zip(products, sizes) for _ in range(size)]
+    return [titles[i] for i in rng.permutation(len(titles))]
+
+
 def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None:
     import imagehash
     from PIL import Image

@@ -339,10 +339,11 @@ def fused_neighbors(vectors: dict, weights: dict, k: int, blend_rounds: int = 0,
     """Self-search lists ``(sims, idx)`` of the weighted fusion of ``vectors`` (``k`` columns,
     the query usually first), after ``blend_rounds`` of neighbourhood blending.
 
-    A single modality is searched as it is (so sparse TF-IDF works alone). Results are
+    A single modality is searched as it is (so sparse TF-IDF works alone); galleries above
+    200,000 rows through an IVF index (:func:`~shopee_match.neighbors.self_knn`). Results are
     kept in ``cache`` (a dict per gallery) under the weights, ``k`` and blending.
     """
-    from shopee_match.neighbors import exact_knn, fuse
+    from shopee_match.neighbors import fuse, self_knn
 
     cache = {} if cache is None else cache
     key = ("fused", tuple(sorted(weights.items())), k, blend_rounds, blend_top_n)
@@ -353,10 +354,10 @@ def fused_neighbors(vectors: dict, weights: dict, k: int, blend_rounds: int = 0,
             raise ValueError(f"no vectors for modality {missing}; have {sorted(vectors)}")
         fused = vectors[used[0]] if len(used) == 1 else fuse(
             {m: vectors[m] for m in used}, weights)
-        sims, idx = exact_knn(fused, k=k)
+        sims, idx = self_knn(fused, k=k)
         for _ in range(blend_rounds):
             fused = blend(fused, sims, idx, blend_top_n)
-            sims, idx = exact_knn(fused, k=k)
+            sims, idx = self_knn(fused, k=k)
         cache[key] = sims, idx
     return cache[key]
 

@@ -145,3 +145,21 @@ def test_find_neighbors_dispatches_to_exact_and_faiss():
     assert neighbor_recall(i_hnsw, i_exact) > 0.9
     with pytest.raises(ValueError, match="Unknown method"):
         find_neighbors(x, method="annoy")
+
+
+def test_self_knn_goes_approximate_above_the_threshold_and_reports_recall(capsys):
+    from shopee_match.neighbors import self_knn
+
+    rng = np.random.default_rng(4)
+    centres = unit_rows(60, 16, seed=5)
+    x = centres[rng.integers(0, 60, 3000)] + 0.05 * rng.normal(size=(3000, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    exact = self_knn(x, k=10)
+    assert capsys.readouterr().err == ""  # exact below the threshold: nothing to report
+    sims, idx = self_knn(x, k=10, exact_max_rows=1000)
+    report = capsys.readouterr().err
+    assert "IVF-Flat" in report and "recall@10" in report
+    recall = float(report.split("exact ")[1].split()[0])
+    assert recall == pytest.approx(neighbor_recall(idx, exact[1]), abs=0.05)  # sampled
+    assert recall > 0.8 and (idx[:, 0] == np.arange(3000)).mean() > 0.95  # itself first
+    assert (np.diff(sims, axis=1) <= 1e-6).all()  # nearest first

