@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -219,11 +220,18 @@ def create_app(load: Callable[[Callable[[str], None]], MatchService],
     @app.middleware("http")
     async def measure(request: Request, call_next):
         start = time.perf_counter()
-        length = int(request.headers.get("content-length") or 0)
-        if length > 2 * limits.max_image_bytes + 2**20:  # two photos plus form fields
+        length = request.headers.get("content-length") or "0"
+        if not length.isdigit():
+            response = JSONResponse({"detail": f"bad Content-Length {length!r}"}, 400)
+        elif int(length) > 2 * limits.max_image_bytes + 2**20:  # two photos plus form fields
             response = JSONResponse({"detail": f"request of {length} bytes is too large"}, 413)
         else:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception as err:  # a bug, not bad input: answered, counted, logged
+                logging.getLogger("shopee_match.serve").exception("request failed")
+                response = JSONResponse({"detail": f"internal error: {type(err).__name__}: "
+                                                   f"{err}"}, 500)
         route = request.scope.get("route")
         metrics.observe(getattr(route, "path", "other"), response.status_code,
                         time.perf_counter() - start)

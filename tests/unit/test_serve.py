@@ -98,6 +98,29 @@ def test_bad_input_gets_a_4xx_with_a_message(client, request_kwargs, status, mes
     assert client.get("/health").status_code == 200  # still serving
 
 
+def test_a_request_too_large_to_read_or_a_failing_service_gets_an_answer(service):
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(service, name)
+
+        def __len__(self):
+            return len(service)
+
+        def match(self, listing):
+            raise RuntimeError("index gone")
+
+    with TestClient(create_app(lambda step: Broken(), limits=Limits(max_image_bytes=1000)),
+                    raise_server_exceptions=False) as c:
+        wait_ready(c)
+        big = c.post("/match", data={"title": "kopi"}, files={"image": ("a", b"x" * 1_100_000)})
+        assert big.status_code == 413 and "too large" in big.json()["detail"]
+        failed = c.post("/match", data={"title": "kopi"})
+        assert failed.status_code == 500 and "index gone" in failed.json()["detail"]
+        assert c.get("/health").status_code == 200  # still serving
+        assert 'shopee_match_errors_total{endpoint="/match",status="500"} 1.0' in c.get(
+            "/metrics").text
+
+
 def test_a_huge_title_is_cut_and_said_so(client):
     response = client.post("/match", data={"title": "kopi kapal api " * 7000})
     assert response.status_code == 200
