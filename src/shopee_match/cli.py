@@ -233,6 +233,8 @@ def _serve(args) -> int:
                                  args.columns)
     print(f"candidate {candidate.name}: val F1 {candidate.val_f1:.4f}, fair test F1 "
           f"{candidate.test_f1:.4f}")
+    named = args.titles_candidate and choose_candidate(  # a wrong name stops here, at once
+        postings, trained_on, args.split_seed, args.titles_candidate, args.columns)
     failures: list[BaseException] = []
 
     def stop(err: BaseException) -> None:
@@ -243,8 +245,8 @@ def _serve(args) -> int:
         service = MatchService.load(postings, candidate, args.engine, args.flat_max_rows,
                                     log=log)
         if reads_images(candidate.config):  # listings without a photo: a title-only candidate
-            titles = choose_candidate(postings, trained_on, args.split_seed,
-                                      args.titles_candidate, args.columns, titles_only=True)
+            titles = named or choose_candidate(postings, trained_on, args.split_seed,
+                                               columns=args.columns, titles_only=True)
             log(f"title-only candidate {titles.name}: val F1 {titles.val_f1:.4f}")
             service.by_title = MatchService.load(postings, titles, args.engine,
                                                args.flat_max_rows, log=log)

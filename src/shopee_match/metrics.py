@@ -116,7 +116,8 @@ def pair_auc(scores: Sequence[float], is_match: Sequence[bool]) -> dict[str, flo
 
 
 def retrieval_at_k(
-    neighbors: np.ndarray, labels: Sequence[int], ks: Iterable[int] = (1, 5, 10, 20, 50)
+    neighbors: np.ndarray, labels: Sequence[int], ks: Iterable[int] = (1, 5, 10, 20, 50),
+    query_rows: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Recall@K and hit@K from neighbour lists, the query itself excluded.
 
@@ -126,21 +127,25 @@ def retrieval_at_k(
     query with at least one other member in its group: recall@K = the share of
     those members among its first K neighbours; hit@K = 1 if any is. Both are
     averaged over those queries; lone postings (``n_lone``) are left out.
+    ``query_rows`` says which rows of the gallery (``labels``) the lists belong to, when
+    only a sample of the listings was searched (default: all, in order).
     """
     neighbors = np.asarray(neighbors)
     labels = np.asarray(labels)
-    if neighbors.ndim != 2 or neighbors.shape[0] != len(labels):
+    rows_given = query_rows is not None
+    query_rows = np.asarray(query_rows) if rows_given else np.arange(len(labels))
+    if neighbors.ndim != 2 or neighbors.shape[0] != len(query_rows):
         raise ValueError(
-            f"neighbors must be (n, K) with n = {len(labels)} labels; got {neighbors.shape}"
+            f"neighbors must be (n, K) with n = {len(query_rows)} "
+            f"{'query rows' if rows_given else 'labels'}; got {neighbors.shape}"
         )
     ks = sorted(set(int(k) for k in ks))
     if ks[0] < 1 or ks[-1] > neighbors.shape[1]:
         raise ValueError(f"each k must be in 1..{neighbors.shape[1]} (columns given); got {ks}")
-    n = len(labels)
-    valid = real_neighbors(neighbors)
+    valid = (neighbors >= 0) & (neighbors != query_rows[:, None])
     rank = np.cumsum(valid, axis=1)
-    positive = valid & (labels[np.where(valid, neighbors, 0)] == labels[:, None])
-    n_pos = group_sizes(labels) - 1
+    positive = valid & (labels[np.where(valid, neighbors, 0)] == labels[query_rows, None])
+    n_pos = group_sizes(labels)[query_rows] - 1
     queries = n_pos > 0
     rows = []
     for k in ks:
@@ -150,7 +155,7 @@ def retrieval_at_k(
                      "hit": float(np.mean(found > 0)) if queries.any() else float("nan")})
     out = pd.DataFrame(rows)
     out["n_queries"] = int(queries.sum())
-    out["n_lone"] = int(n - queries.sum())
+    out["n_lone"] = int(len(query_rows) - queries.sum())
     return out
 
 

@@ -116,9 +116,9 @@ def test_pair_auc_needs_both_classes():
         pair_auc([0.1, 0.2], [True, True])
 
 
-def reference_retrieval(neighbors, labels, k):
+def reference_retrieval(neighbors, labels, k, rows=None):
     recalls, hits = [], []
-    for i, row in enumerate(neighbors):
+    for i, row in zip(range(len(labels)) if rows is None else rows, neighbors):
         others = [j for j in range(len(labels)) if j != i and labels[j] == labels[i]]
         if not others:
             continue
@@ -158,6 +158,23 @@ def test_retrieval_agrees_with_plain_python():
         recall, hit = reference_retrieval(neighbors, labels, k)
         assert out.loc[k, "recall"] == pytest.approx(recall, rel=1e-12)
         assert out.loc[k, "hit"] == pytest.approx(hit, rel=1e-12)
+
+
+def test_retrieval_on_sampled_queries_equals_the_same_rows_of_all_queries():
+    rng = np.random.default_rng(6)
+    n = 200
+    labels = rng.integers(0, 60, size=n)
+    neighbors = np.stack([np.concatenate([[r], rng.permutation(np.delete(np.arange(n), r))[:20]])
+                          for r in range(n)])
+    sample = np.sort(rng.choice(n, 50, replace=False))
+    out = retrieval_at_k(neighbors[sample], labels, ks=[1, 5, 20], query_rows=sample)
+    for k in (1, 5, 20):
+        recall, hit = reference_retrieval(neighbors[sample], labels, k, rows=sample)
+        assert out.set_index("k").loc[k, "recall"] == pytest.approx(recall, rel=1e-12)
+        assert out.set_index("k").loc[k, "hit"] == pytest.approx(hit, rel=1e-12)
+    assert out["n_queries"].iloc[0] + out["n_lone"].iloc[0] == 50
+    with pytest.raises(ValueError, match="50 query rows"):
+        retrieval_at_k(neighbors, labels, ks=[1], query_rows=sample)
 
 
 def test_retrieval_rejects_k_beyond_list():

@@ -258,6 +258,13 @@ def test_serve_with_an_unknown_candidate_stops_with_a_clear_error(tiny_env, caps
     assert main(["serve", "--dataset", "demo-tiny", "--candidate", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no candidate named 'nope'" in err and "Traceback" not in err
+    from shopee_match.candidates import save_candidate
+    from shopee_match.submission import train_fingerprint
+
+    save_candidate("tiny", CONFIGS["static"], 0.9, 0.9, dataset="demo-tiny",
+                   fingerprint=train_fingerprint("demo-tiny"), split_seed=0, notebook="test")
+    assert main(["serve", "--dataset", "demo-tiny", "--titles-candidate", "nope2"]) == 2
+    assert "no candidate named 'nope2'" in capsys.readouterr().err
 
 
 def free_port() -> int:
