@@ -177,8 +177,10 @@ def build_index(vectors: np.ndarray, kind: str = "hnsw", **params):
                                  faiss.METRIC_INNER_PRODUCT)
     else:
         raise ValueError(f"Unknown index kind {kind!r}; use one of {INDEX_KINDS}")
-    if not index.is_trained:
-        index.train(x)
+    if not index.is_trained:  # k-means on at most 64 rows a list (all of them at 34k rows)
+        sample = (np.random.default_rng(0).choice(n, 64 * nlist, replace=False)
+                  if n > 64 * nlist else slice(None))
+        index.train(x[sample])
     if hasattr(index, "nprobe"):
         index.nprobe = params.get("nprobe", max(1, nlist // 8))
     index.add(x)
