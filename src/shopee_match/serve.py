@@ -281,7 +281,6 @@ def create_app(load: Callable[[Callable[[str], None]], MatchService],
         service = ready()
         data = await photo(image, "image")
         start = time.perf_counter()
-
         chosen = decider(service, data is not None)
 
         def work():
@@ -302,7 +301,6 @@ def create_app(load: Callable[[Callable[[str], None]], MatchService],
         service = ready()
         data_a, data_b = await photo(image_a, "image_a"), await photo(image_b, "image_b")
         start = time.perf_counter()
-
         chosen = decider(service, data_a is not None and data_b is not None)
 
         def work():
@@ -325,7 +323,6 @@ def create_app(load: Callable[[Callable[[str], None]], MatchService],
         service = ready()
         data = await photo(image, "image")
         start = time.perf_counter()
-
         chosen = decider(service, data is not None)
 
         def work():

@@ -341,3 +341,13 @@ def test_a_real_server_answers_over_http(data_root, tmp_path):
     assert "index: flat over 160 catalog listings" in output
     logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert logged and {r["endpoint"] for r in logged} <= {"/match", "/pair"}
+
+
+def test_the_band_notebook_05_saved_applies_to_the_cross_encoder():
+    from types import SimpleNamespace
+
+    from shopee_match.serve import candidate_band
+
+    band = candidate_band(SimpleNamespace(model=SimpleNamespace(gray_band=(0.2, 0.8))))
+    assert (band.low, band.high, band.on) == (0.2, 0.8, "cross_encoder")
+    assert candidate_band(SimpleNamespace(model=None)) is None  # a threshold candidate
