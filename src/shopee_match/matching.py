@@ -170,10 +170,10 @@ def capped_components(i: np.ndarray, j: np.ndarray, scores: np.ndarray, n: int,
         roots = np.array([root(x) for x in rows.tolist()], dtype=np.int64)
         labels = labels.astype(np.int64)
         labels[rows] = len(sizes) + roots  # new ids apart from the small components'
-    _, first = np.unique(labels, return_index=True)
+    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
     order = np.empty(len(first), dtype=np.int64)
     order[np.argsort(first)] = np.arange(len(first))
-    return order[np.unique(labels, return_inverse=True)[1]], dropped
+    return order[inverse], dropped
 
 
 def cluster_matrix(clusters: np.ndarray) -> sparse.csr_matrix:
@@ -343,23 +343,30 @@ def fused_neighbors(vectors: dict, weights: dict, k: int, blend_rounds: int = 0,
     200,000 rows through an IVF index (:func:`~shopee_match.neighbors.self_knn`). Results are
     kept in ``cache`` (a dict per gallery) under the weights, ``k`` and blending.
     """
-    from shopee_match.neighbors import fuse, self_knn
+    from shopee_match.neighbors import self_knn
 
     cache = {} if cache is None else cache
     key = ("fused", tuple(sorted(weights.items())), k, blend_rounds, blend_top_n)
     if key not in cache:
-        used = [m for m, w in weights.items() if w > 0]
-        missing = [m for m in used if m not in vectors]
-        if missing:
-            raise ValueError(f"no vectors for modality {missing}; have {sorted(vectors)}")
-        fused = vectors[used[0]] if len(used) == 1 else fuse(
-            {m: vectors[m] for m in used}, weights)
+        fused = fused_vectors(vectors, weights)
         sims, idx = self_knn(fused, k=k)
         for _ in range(blend_rounds):
             fused = blend(fused, sims, idx, blend_top_n)
             sims, idx = self_knn(fused, k=k)
         cache[key] = sims, idx
     return cache[key]
+
+
+def fused_vectors(vectors: dict, weights: dict):
+    """The vectors :func:`fused_neighbors` searches: a single modality as it is (so sparse
+    TF-IDF works alone), else the weighted fusion of the modalities with weight > 0."""
+    from shopee_match.neighbors import fuse
+
+    used = [m for m, w in weights.items() if w > 0]
+    missing = [m for m in used if m not in vectors]
+    if missing:
+        raise ValueError(f"no vectors for modality {missing}; have {sorted(vectors)}")
+    return vectors[used[0]] if len(used) == 1 else fuse({m: vectors[m] for m in used}, weights)
 
 
 def candidate_pair_features(vectors: dict, config, phash: Sequence[str] | None = None,

@@ -69,7 +69,6 @@ class Decision:
     similarities: dict[str, np.ndarray]  # per modality cosine (NaN where the query lacks it)
     score: np.ndarray | None  # second-stage score, None for a threshold candidate
     cross_encoder: np.ndarray | None  # the cross-encoder's probability, where there is one
-    accepted: np.ndarray  # bool: the candidate's rule accepts the neighbour
     matches: np.ndarray  # catalog rows of the predicted match set (union, components incl.)
     catalog_size: int  # listings in the catalog when decided (the extra listing's row, in pair)
 
@@ -309,7 +308,7 @@ class MatchService:
     def __init__(self, postings: pd.DataFrame, candidate, vectors: dict, encoder: ListingEncoder,
                  model=None, flat_max_rows: int = FLAT_MAX_ROWS,
                  log: Callable[[str], None] = print):
-        from shopee_match.matching import blend, fused_neighbors
+        from shopee_match.matching import blend, fused_neighbors, fused_vectors
 
         config = candidate.config
         self.candidate, self.config, self.model, self.encoder = candidate, config, model, encoder
@@ -322,7 +321,7 @@ class MatchService:
                       if "image_phash" in postings else None)
         self.vectors = {m: v if sparse.issparse(v) else RowStore(v) for m, v in vectors.items()}
         self.lock = threading.Lock()
-        fused = _fuse({m: vectors[m] for m in config.fusion_weights}, config.fusion_weights)
+        fused = fused_vectors(vectors, config.fusion_weights)
         rounds = [fused]
         for _ in range(config.blend_rounds):  # the catalog's own blending, as predict_matches
             sims, idx = fused_neighbors({"fused": rounds[-1]}, {"fused": 1.0}, config.k + 1)
@@ -444,11 +443,10 @@ class MatchService:
 
     def _query_rounds(self, listing: Listing) -> list[np.ndarray]:
         """The listing's fused vector at every blending round (searched in that round)."""
-        from shopee_match.matching import blend
+        from shopee_match.matching import blend, fused_vectors
 
         config = self.config
-        out = [_fuse({m: listing.vectors[m] for m in config.fusion_weights},
-                     config.fusion_weights)]
+        out = [fused_vectors(listing.vectors, config.fusion_weights)]
         for space in self.rounds[:-1]:
             sims, rows = space.search(out[-1], config.blend_top_n)
             local = np.vstack([out[-1], space.rows[np.maximum(rows, 0)]])
@@ -530,7 +528,7 @@ class MatchService:
             inside = [r for r in matched if r < len(components)]
             comps = np.unique(components[inside])
             matched |= set(np.flatnonzero(np.isin(components, comps)).tolist())
-        decision = Decision(rows, sims, similarities, score, ce, accepted,
+        decision = Decision(rows, sims, similarities, score, ce,
                             np.array(sorted(matched), dtype=np.int64), n)
         return decision, final
 
@@ -566,16 +564,6 @@ def _cosine(x, y) -> float:
     """Inner product of two single-row vectors (dense or sparse, unit rows)."""
     product = x @ y.T
     return float(product.toarray()[0, 0] if sparse.issparse(product) else product[0, 0])
-
-
-def _fuse(vectors: dict, weights: dict) -> np.ndarray:
-    """The fused vectors as :func:`shopee_match.matching.fused_neighbors` searches them."""
-    from shopee_match.neighbors import fuse
-
-    used = [m for m, w in weights.items() if w > 0]
-    if len(used) == 1:
-        return vectors[used[0]]
-    return fuse({m: vectors[m] for m in used}, weights)
 
 
 def _join_components(labels: np.ndarray, decision: Decision, max_size: int) -> np.ndarray:

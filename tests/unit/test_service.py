@@ -243,7 +243,7 @@ def test_gray_band_marks_scores_inside_it():
 
     decision = Decision(np.array([4, 9, -1]), np.array([0.9, 0.5, -np.inf]), {},
                         np.array([0.7, 0.2, np.nan]), np.array([0.55, np.nan, np.nan]),
-                        np.array([True, False, False]), np.array([4]), 10)
+                        np.array([4]), 10)
     assert GrayBand(0.1, 0.7).mask(decision).tolist() == [False, True, False]
     assert GrayBand(0.5, 0.6, on="cross_encoder").mask(decision).tolist() == [True, False,
                                                                               False]
