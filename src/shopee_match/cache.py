@@ -9,8 +9,9 @@ built from other data or another model is never returned, nor misaligned
 vectors, nor vectors that break the encoders' contract (NaN/inf, rows that are
 neither unit-length nor zero, zero rows marked ok: a truncated width shows as rows
 that are no longer unit-length).
-Writes go to a temporary file renamed into place (atomic), and long runs save
-finished chunks under ``<key>.parts/`` so an interrupted run resumes. A cache
+Writes go to a temporary file renamed into place (atomic), and long runs write
+finished chunks into memory-mapped arrays under ``<key>.parts/`` so an interrupted run
+resumes (and a million rows are never held twice). A cache
 folder that cannot be written (read-only) only costs the saving, with a warning.
 """
 
@@ -99,26 +100,68 @@ class EmbeddingCache:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Compute an entry chunk by chunk with ``compute(rows)``, then save it.
 
-        Each finished chunk is saved under ``<key>.parts/``, so after an
-        interruption only the chunks not yet saved are computed again.
+        Chunks are written straight into memory-mapped arrays under ``<key>.parts/``
+        (``vectors.npy``, ``ok.npy``), so a million rows never sit in memory twice; each
+        finished chunk is marked done there, and after an interruption only the chunks not
+        marked (or no longer sound) are computed again.
         """
         ids = [str(i) for i in ids]
+        if not ids:
+            return np.zeros((0, 0), np.float32), np.zeros(0, bool)
         parts = self.root / f"{cache_key(meta)}.parts"
-        chunks = []
+        store = _open_parts(parts, ids)
         for start in range(0, len(ids), chunk_rows):
             rows = slice(start, min(start + chunk_rows, len(ids)))
-            part = parts / f"{start:09d}.npz"
-            chunk = _read_checked(part, meta, ids[rows])
-            if chunk is None:
-                chunk = compute(rows)
-                _write_atomic(part, meta, ids[rows], *chunk, self.root)
-            chunks.append(chunk)
-        vectors = (np.concatenate([c[0] for c in chunks]) if chunks
-                   else np.zeros((0, 0), np.float32))
-        ok = np.concatenate([c[1] for c in chunks]) if chunks else np.zeros(0, bool)
-        self.save(meta, ids, vectors, ok)
+            done = parts / f"{rows.start:09d}-{rows.stop:09d}.done"
+            if store is not None and done.is_file() and not _unsound(*store[0:2], rows):
+                continue
+            vectors, ok = compute(rows)
+            if store is None:
+                store = _create_parts(parts, ids, vectors.shape[1], self.root)
+            store[0][rows], store[1][rows] = vectors, ok
+            if store[2]:  # on disk: flush, then mark the chunk done
+                store[0].flush()
+                store[1].flush()
+                done.touch()
+        self.save(meta, ids, store[0], store[1])  # streamed from the memory map
+        if not store[2]:
+            return store[0], store[1]
+        del store  # close the maps, then read the finished arrays into memory once
+        vectors, ok = np.load(parts / "vectors.npy"), np.load(parts / "ok.npy")
         shutil.rmtree(parts, ignore_errors=True)
         return vectors, ok
+
+
+def _open_parts(parts: Path, ids: list[str]):
+    """``(vectors, ok, True)`` memory maps of an interrupted run on the same ids, else None
+    (and any leftover of another run removed)."""
+    try:
+        stored = np.load(parts / "ids.npy", allow_pickle=False).tolist()
+        vectors = np.load(parts / "vectors.npy", mmap_mode="r+")
+        ok = np.load(parts / "ok.npy", mmap_mode="r+")
+    except (OSError, ValueError):
+        shutil.rmtree(parts, ignore_errors=True)
+        return None
+    if stored != ids or len(vectors) != len(ids) or ok.shape != (len(ids),):
+        shutil.rmtree(parts, ignore_errors=True)
+        return None
+    return vectors, ok, True
+
+
+def _create_parts(parts: Path, ids: list[str], dim: int, root: Path):
+    """Fresh memory-mapped ``(vectors, ok, True)`` under ``parts``; in memory
+    ``(vectors, ok, False)`` where the folder cannot be written (with a warning)."""
+    try:
+        shutil.rmtree(parts, ignore_errors=True)
+        parts.mkdir(parents=True)
+        np.save(parts / "ids.npy", np.asarray(ids, dtype=str))
+        vectors = np.lib.format.open_memmap(parts / "vectors.npy", "w+", np.float32,
+                                            (len(ids), dim))
+        ok = np.lib.format.open_memmap(parts / "ok.npy", "w+", bool, (len(ids),))
+        return vectors, ok, True
+    except OSError as err:
+        _warn_unwritable(root, err.strerror or str(err))
+        return np.empty((len(ids), dim), np.float32), np.zeros(len(ids), bool), False
 
 
 def _read_checked(path: Path, meta: dict, ids: list[str]):
@@ -148,15 +191,20 @@ def _read_checked(path: Path, meta: dict, ids: list[str]):
     return vectors, ok
 
 
-def _unsound(vectors: np.ndarray, ok: np.ndarray) -> str:
-    """What breaks the encoders' contract in stored vectors, or "" if nothing does."""
+def _unsound(vectors: np.ndarray, ok: np.ndarray, rows: slice = slice(None)) -> str:
+    """What breaks the encoders' contract in stored vectors (or in their ``rows``), or "" if
+    nothing does. Checked in blocks, so a memory map is not read into memory at once."""
     if vectors.ndim != 2 or ok.shape != (len(vectors),):
         return f"holds vectors of shape {vectors.shape} with {ok.shape} flags"
-    if not np.isfinite(vectors).all():
-        return "holds NaN or infinite values"
-    norms = np.linalg.norm(vectors, axis=1)
-    if not (np.isclose(norms, 1.0, atol=1e-3) | (norms == 0)).all() or (norms[ok] == 0).any():
-        return "holds rows that are neither unit vectors nor zero rows of missing inputs"
+    start, stop, _ = rows.indices(len(vectors))
+    for lo in range(start, stop, 65_536):
+        block, flags = vectors[lo:min(lo + 65_536, stop)], ok[lo:min(lo + 65_536, stop)]
+        if not np.isfinite(block).all():
+            return "holds NaN or infinite values"
+        norms = np.linalg.norm(block, axis=1)
+        if (not (np.isclose(norms, 1.0, atol=1e-3) | (norms == 0)).all()
+                or (norms[flags] == 0).any()):
+            return "holds rows that are neither unit vectors nor zero rows of missing inputs"
     return ""
 
 

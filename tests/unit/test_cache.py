@@ -99,6 +99,31 @@ def test_interrupted_run_resumes_from_saved_chunks(tmp_path):
     vectors, _, hit = cache.get_or_compute(meta(), IDS, resumed, chunk_rows=3)
     assert not hit and resumed.rows == 4  # chunks 0-2 and 3-5 were saved; 6-8, 9 remain
     assert row_numbers(vectors) == list(range(10))
+    assert not list(tmp_path.glob("*.parts"))
+
+
+def test_resumed_chunks_are_checked_and_written_to_a_memory_map(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        cache.compute_chunked(meta(), IDS, CountingEncoder(fail_on_call=4), chunk_rows=3)
+    [parts] = tmp_path.glob("*.parts")
+    stored = np.load(parts / "vectors.npy", mmap_mode="r")
+    assert stored.shape == (10, 2) and row_numbers(stored[:9]) == list(range(9))
+    assert sorted(p.name for p in parts.glob("*.done")) == [
+        "000000000-000000003.done", "000000003-000000006.done", "000000006-000000009.done"]
+    damaged = np.load(parts / "vectors.npy", mmap_mode="r+")
+    damaged[4] = np.nan  # a marked chunk that no longer holds sound vectors
+    damaged.flush()
+    del damaged, stored
+    resumed = CountingEncoder()
+    vectors, ok = cache.compute_chunked(meta(), IDS, resumed, chunk_rows=3)
+    assert resumed.rows == 3 + 1 and row_numbers(vectors) == list(range(10)) and ok.all()
+    # the same folder left by a run over other ids is not resumed
+    with pytest.raises(KeyboardInterrupt):
+        cache.compute_chunked(meta(), IDS, CountingEncoder(fail_on_call=2), chunk_rows=3)
+    other = CountingEncoder()
+    cache.compute_chunked(meta(), IDS[::-1], other, chunk_rows=3)
+    assert other.rows == 10
 
 
 def test_fingerprint_follows_ids_titles_and_image_files(tmp_path):
