@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="tiny, demo, shopee or a number of listings (default: demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--dest", help="output folder (default: data/<dataset name>)")
+    demo.add_argument("--layout", default="train", choices=["train", "test"],
+                      help="train: labelled train.csv (default); test: a hidden test set "
+                      "(test.csv, test_images/, solution.csv) for `submit --test`")
 
     download = commands.add_parser("download", help="download the Shopee data from Kaggle")
     download.add_argument("--dest", help="output folder (default: data/shopee)")
@@ -41,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--split-seed", type=int, default=0,
                         help="split seed the candidates were chosen with (default: 0)")
     submit.add_argument("--out", help="output file (default: artifacts/submission.csv)")
+    submit.add_argument("--test", help="listings to match: a folder with test.csv (scored "
+                        "against its solution.csv if any) or a CSV (default: the dataset's "
+                        "test.csv, else its held-out split)")
     _catalog_options(submit)
 
     dedupe = commands.add_parser(
@@ -98,7 +104,10 @@ def _demo(args) -> int:
 
     size = args.size if args.size in SIZES else int(args.size)
     name = {v: k for k, v in DEMO_DATASETS.items()}.get(size, f"demo-{size}")
-    dest = generate_demo(args.dest or data_dir() / name, size=size, seed=args.seed)
+    if args.layout == "test":
+        name = f"{name}-test"
+    dest = generate_demo(args.dest or data_dir() / name, size=size, seed=args.seed,
+                         layout=args.layout)
     print(f"demo dataset ready in {dest}")
     return 0
 
@@ -155,7 +164,7 @@ def _submit(args) -> int:
     how = "as asked" if args.candidate else "best val F1"
     print(f"using candidate {candidate.name} ({how}): val F1 {candidate.val_f1:.4f}, "
           f"fair test F1 {candidate.test_f1:.4f}")
-    postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns)
+    postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns, args.test)
     out = write_submission(predict_submission(postings, candidate.config, candidate.load_model(),
                                               engine=args.engine),
                            Path(args.out) if args.out else artifacts_dir() / "submission.csv")

@@ -8,7 +8,9 @@ Indonesian/English words) and photo style (background, crop, rotation,
 lighting, frame, watermark, JPEG quality); some sellers reuse another listing's
 photo file, as on Shopee. Group sizes follow a power law like Shopee's (most
 groups of 2-3, a tail up to 50). Output: ``train.csv`` + ``train_images/`` +
-``demo.json`` in the Shopee layout, identical for a given seed and size.
+``demo.json`` in the Shopee layout, identical for a given seed and size; or, in test layout,
+Kaggle's hidden-test shape (``test.csv`` + ``test_images/``, no labels) with ``solution.csv``
+to score a submission.
 """
 
 from __future__ import annotations
@@ -123,18 +125,25 @@ def group_sizes(n_rows: int, rng: np.random.Generator, alpha: float = 3.0) -> np
 
 
 def generate_demo(
-    dest: str | Path, size: str | int = "demo", seed: int = 0, progress: bool = True
+    dest: str | Path, size: str | int = "demo", seed: int = 0, progress: bool = True,
+    layout: str = "train",
 ) -> Path:
     """Write a Shopee-layout dataset to ``dest`` and return it; skip if already there.
 
-    ``size`` is a name from :data:`SIZES` or a number of listings. The folder is
-    built beside ``dest`` and renamed into place, so an interrupted run never
-    leaves a half-written dataset.
+    ``size`` is a name from :data:`SIZES` or a number of listings. ``layout`` ``"test"``
+    writes it as a hidden test set (``test.csv`` without labels, ``test_images/``,
+    ``solution.csv``): use another ``seed`` than the train set's for other products.
+    The folder is built beside ``dest`` and renamed into place, so an interrupted run
+    never leaves a half-written dataset.
     """
+    if layout not in ("train", "test"):
+        raise ValueError(f"layout must be 'train' or 'test', not {layout!r}")
     dest = Path(dest)
     n_rows = SIZES[size] if isinstance(size, str) else int(size)
     meta = {"generator_version": GENERATOR_VERSION, "n_rows": n_rows, "seed": seed,
             "image_size": IMAGE_SIZE}
+    if layout == "test":
+        meta["layout"] = "test"
     meta_file = dest / "demo.json"
     if meta_file.is_file() and json.loads(meta_file.read_text()) == meta:
         return dest
@@ -142,6 +151,8 @@ def generate_demo(
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         _write_dataset(work, n_rows, seed, progress)
+        if layout == "test":
+            _to_test_layout(work)
         (work / "demo.json").write_text(json.dumps(meta, indent=1))
         if dest.exists():
             shutil.rmtree(dest)
@@ -199,6 +210,16 @@ def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None
     hashes = {n: str(imagehash.phash(Image.open(images / n))) for n in df["image"].unique()}
     df.insert(2, "image_phash", df["image"].map(hashes))
     df.to_csv(folder / "train.csv", index=False)
+
+
+def _to_test_layout(folder: Path) -> None:
+    """Turn a freshly written ``train.csv`` + ``train_images/`` into the test layout."""
+    from shopee_match.data import load_postings, write_test_layout
+
+    postings, _ = load_postings(folder / "train.csv", check_images="exists", progress=False)
+    write_test_layout(postings, folder)  # hard links to train_images/, removed below
+    (folder / "train.csv").unlink()
+    shutil.rmtree(folder / "train_images")
 
 
 def _products(n_groups: int, rng: np.random.Generator) -> list[dict]:

@@ -150,19 +150,23 @@ def train_fingerprint(dataset: str, columns: str | dict | None = None) -> str:
                                             columns=columns)[0])
 
 
-def load_test_postings(dataset: str, split_seed: int = 0, columns: str | dict | None = None
-                       ) -> tuple[pd.DataFrame, Path]:
+def load_test_postings(dataset: str, split_seed: int = 0, columns: str | dict | None = None,
+                       test: str | Path | None = None) -> tuple[pd.DataFrame, Path]:
     """Test postings of a dataset and their folder.
 
-    A dataset with a ``test.csv`` (Kaggle's) is used as it is; a labelled-only
-    dataset (the demo) gets its group-aware ``test`` split written in test
-    layout to ``<data>/<name>-heldout/`` (with ``solution.csv`` for scoring):
-    the same split notebook 03 reports as test. ``columns`` renames a catalog's columns.
+    ``test`` (a folder with a ``test.csv``, or a CSV) is used when given; else a dataset
+    with a ``test.csv`` (Kaggle's) is used as it is, and a labelled-only dataset (the demo)
+    gets its group-aware ``test`` split written in test layout to ``<data>/<name>-heldout/``
+    (with ``solution.csv`` for scoring): the same split notebook 03 reports as test.
+    ``columns`` renames a catalog's columns.
     """
     from shopee_match.config import dataset_dir
     from shopee_match.data import ShopeeDataError, load_dataset, load_postings, write_test_layout
     from shopee_match.splits import split_by_group
 
+    if test is not None:
+        csv = Path(test) if Path(test).suffix.lower() == ".csv" else Path(test) / "test.csv"
+        return load_postings(csv, columns=columns)[0], csv.parent
     folder = dataset_dir(dataset)
     if (folder / "test.csv").is_file():
         return load_postings(folder / "test.csv", columns=columns)[0], folder

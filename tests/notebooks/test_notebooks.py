@@ -129,6 +129,14 @@ def test_submission_uses_the_best_candidate_on_val(tiny_env, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{submission['test_f1']:.4f}" in out and "using candidate 03_thresholds" in out
     assert "made from other data" in out
+    # a generated hidden test set of other products, given with --test, is matched and scored
+    assert main(["demo", "--size", "40", "--seed", "7", "--layout", "test",
+                 "--dest", str(tmp_path / "hidden")]) == 0
+    assert main(["submit", "--dataset", "demo-tiny", "--candidate", "03_thresholds",
+                 "--test", str(tmp_path / "hidden"), "--out", str(tmp_path / "hidden.csv")]) == 0
+    validate_submission(tmp_path / "hidden.csv",
+                        pd.read_csv(tmp_path / "hidden" / "test.csv")["posting_id"])
+    assert f"row-wise F1 against {tmp_path / 'hidden' / 'solution.csv'}" in capsys.readouterr().out
     assert main(["submit", "--dataset", "demo-tiny", "--candidate", "zz_other_data"]) == 2
     assert "cannot be used: made from other data" in capsys.readouterr().err
 

@@ -84,3 +84,21 @@ def test_every_group_is_a_distinct_product():
     keys = {(p["category"].nouns[0], p["brand"], p["line"], tuple(p["attrs"].items()))
             for p in products}
     assert len(keys) == len(products) == 3000
+
+
+def test_test_layout_is_the_same_listings_without_labels(tmp_path):
+    from shopee_match.splits import ground_truth
+
+    train = generate_demo(tmp_path / "train", size=60, seed=4, progress=False)
+    test = generate_demo(tmp_path / "test", size=60, seed=4, progress=False, layout="test")
+    assert sorted(p.name for p in test.iterdir()) == ["demo.json", "solution.csv", "test.csv",
+                                                       "test_images"]
+    table = pd.read_csv(test / "test.csv")
+    assert "label_group" not in table and len(table) == 60
+    assert all((test / "test_images" / name).is_file() for name in table["image"])
+    labelled, _ = load_postings(train / "train.csv", progress=False)
+    truth = ground_truth(labelled)
+    solution = pd.read_csv(test / "solution.csv").set_index("posting_id")["matches"]
+    assert {p: set(m.split()) for p, m in solution.items()} == truth.to_dict()
+    with pytest.raises(ValueError, match="layout"):
+        generate_demo(tmp_path / "x", size=30, layout="kaggle")
