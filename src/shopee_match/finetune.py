@@ -54,9 +54,12 @@ class PKSampler:
     has exactly ``p`` groups. A group with fewer than ``k`` listings contributes
     all of them plus repeats drawn with replacement (with augmentation, repeats
     are different views). Call :meth:`set_epoch` to get that epoch's batches.
+    With ``max_batches`` > 0 an epoch stops after that many batches (a different random
+    subset of groups each epoch): bounded training time on large data.
     """
 
-    def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0):
+    def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0,
+                 max_batches: int = 0):
         if p < 2 or k < 2:
             raise ValueError(f"P×K needs P >= 2 groups and K >= 2 listings, got P={p}, K={k}")
         labels = np.asarray(labels)
@@ -70,18 +73,20 @@ class PKSampler:
                 f"P={p} needs at least {p} label groups with 2+ listings, but the training "
                 f"data has {len(self.members)}; lower P or use more data.")
         self.p, self.k, self.seed, self.epoch = p, k, seed, 0
+        self.max_batches = max_batches
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose batches :meth:`__iter__` yields (deterministic per seed)."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(len(self.members) / self.p)
+        full = math.ceil(len(self.members) / self.p)
+        return min(full, self.max_batches) if self.max_batches > 0 else full
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.members))
-        for start in range(0, len(order), self.p):
+        for start in range(0, len(self) * self.p, self.p):
             chosen = order[start:start + self.p]
             if len(chosen) < self.p:  # top up the last batch with other groups
                 rest = np.setdiff1d(order, chosen)
@@ -107,6 +112,7 @@ class TrainConfig:
     p: int = 16  # label groups per batch
     k: int = 4  # listings per group in a batch
     epochs: int = 5
+    max_batches: int = 0  # batches per epoch at most (0: every training group once)
     lr: float = 1e-3  # model (head / unfrozen layers)
     loss_lr: float = 0.1  # ArcFace class centres (their own, larger-LR parameter group)
     weight_decay: float = 1e-4
@@ -129,6 +135,8 @@ class TrainConfig:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {LOSSES}")
         if self.epochs < 1:
             raise ValueError("epochs must be >= 1")
+        if self.max_batches < 0:
+            raise ValueError("max_batches must be >= 0 (0: every training group once)")
 
 
 def make_loss(name: str, num_classes: int, dim: int, config: TrainConfig):
@@ -214,7 +222,7 @@ def fit(model, batches: Callable[[PKSampler], Iterable[tuple[list[int], object]]
     seed_training(config.seed)
     labels = np.asarray(labels)
     classes = np.unique(labels, return_inverse=True)[1]
-    sampler = PKSampler(labels, config.p, config.k, config.seed)
+    sampler = PKSampler(labels, config.p, config.k, config.seed, config.max_batches)
     model.to(device)
     with torch.no_grad():  # one probe batch gives the embedding size
         dim = int(forward(model.eval(), next(iter(batches(sampler)))[1]).shape[1])

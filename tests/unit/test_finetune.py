@@ -313,3 +313,16 @@ def test_p_is_lowered_to_the_groups_a_small_dataset_has():
     assert usable_p(labels, 32) == 3 and usable_p(labels, 2) == 2
     with pytest.raises(ValueError, match="at least 2 label groups with 2\\+ listings.*has 1"):
         usable_p([1, 1, 2, 3], 8)
+
+
+def test_max_batches_caps_an_epoch_with_other_groups_each_epoch():
+    sampler = PKSampler(LABELS, p=2, k=2, seed=0, max_batches=2)
+    first = list(sampler)
+    assert len(first) == len(sampler) == 2  # 4 batches without the cap
+    assert len(list(PKSampler(LABELS, p=2, k=2, seed=0))) == 4
+    assert first == list(PKSampler(LABELS, p=2, k=2, seed=0))[:2]  # a prefix of the epoch
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    assert len(list(PKSampler(LABELS, p=2, k=2, seed=0, max_batches=99))) == 4
+    with pytest.raises(ValueError, match="max_batches"):
+        TrainConfig(max_batches=-1)
