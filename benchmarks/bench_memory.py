@@ -7,6 +7,11 @@ Each stage runs in its own Python process, which reports its peak resident memor
   on random clustered vectors (photo 1280-d + title 384-d, as the offline models give):
   fused self-search, pair features + pair classifier, match sets. Embedding is left out
   (``bench_embed.py`` times it). Target <= 6 GB.
+- ``submit-70k``: a real ``submit`` of a generated 70,000-listing hidden test set with photos
+  (``shopee-match demo --size 70000 --seed 1 --layout test``, made here if missing) with the
+  candidate ``BENCH_SUBMIT_CANDIDATE`` (default ``03_thresholds``: frozen encoders) saved by
+  the ``shopee-scale`` report in ``SHOPEE_MATCH_ARTIFACTS``; skipped, saying so, without one.
+  Embedding included (~15 min on 2 cores). Target <= 6 GB.
 - ``dedupe-1m``: dedupe's index and cluster stages on 1,000,000 title vectors (384-d):
   IVF-Flat self-search (recall vs exact printed on a sample; beyond a listing's duplicates
   these vectors' neighbours are random noise, so the share of duplicate pairs found is the
@@ -28,7 +33,7 @@ import time
 
 import numpy as np
 
-TARGET_GB = {"match-70k": 6, "dedupe-1m": 8, "embed-100k": 8}
+TARGET_GB = {"match-70k": 6, "submit-70k": 6, "dedupe-1m": 8, "embed-100k": 8}
 
 
 def clustered(n: int, dim: int, seed: int, noise: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +95,52 @@ def stage_match_70k() -> dict:
     return steps
 
 
+def stage_submit_70k() -> dict:
+    import os
+
+    from shopee_match.candidates import NoCandidateError, pick_candidate
+    from shopee_match.config import artifacts_dir, data_dir
+    from shopee_match.demo import generate_demo
+    from shopee_match.matching import matrix_to_sets, predict_matches
+    from shopee_match.metrics import row_f1
+    from shopee_match.submission import (
+        embed_for,
+        load_test_postings,
+        read_submission,
+        train_fingerprint,
+        write_submission,
+    )
+
+    steps = {}
+    t = time.perf_counter()
+    try:
+        candidate, _ = pick_candidate(train_fingerprint("demo-shopee"), 0,
+                                      os.environ.get("BENCH_SUBMIT_CANDIDATE", "03_thresholds"))
+    except (NoCandidateError, FileNotFoundError) as err:
+        return {f"SKIPPED: no shopee-scale candidate ({str(err).splitlines()[0]}); run `make "
+                "report PROFILE=shopee-scale` first": time.perf_counter() - t}
+    folder = generate_demo(data_dir() / "demo-70000-test", 70_000, seed=1, progress=False,
+                           layout="test")
+    postings, _ = load_test_postings("demo-shopee", test=folder)
+    steps[f"test set ({len(postings)} listings) + candidate {candidate.name}"] = (
+        time.perf_counter() - t)
+    config = candidate.config
+    vectors = {}
+    for modality in config.modalities:
+        t = time.perf_counter()
+        vectors |= embed_for(postings, config, progress=False, modalities=[modality])
+        steps[f"embed {modality} ({config.encoders[modality]})"] = time.perf_counter() - t
+    t = time.perf_counter()
+    phash = postings["image_phash"].to_numpy() if "image_phash" in postings else None
+    matches = predict_matches(vectors, config, candidate.load_model(), phash,
+                              titles=postings["title"].fillna("").astype(str).to_numpy())
+    sets = matrix_to_sets(matches, postings["posting_id"].astype(str).to_numpy())
+    out = write_submission(sets, artifacts_dir() / "submission-70k.csv")
+    f1 = row_f1(read_submission(out), read_submission(folder / "solution.csv"))
+    steps[f"match + write submission (row-wise F1 {f1:.4f})"] = time.perf_counter() - t
+    return steps
+
+
 def stage_dedupe_1m() -> dict:
     from scipy import sparse
 
@@ -138,7 +189,7 @@ def stage_embed_100k() -> dict:
     return steps
 
 
-STAGES = {"match-70k": stage_match_70k, "dedupe-1m": stage_dedupe_1m,
+STAGES = {"match-70k": stage_match_70k, "submit-70k": stage_submit_70k, "dedupe-1m": stage_dedupe_1m,
           "embed-100k": stage_embed_100k}
 
 
