@@ -18,7 +18,8 @@ Each stage runs in its own Python process, which reports its peak resident memor
   figure that matters), static threshold, mutual pairs, components capped at 50.
   Target <= 8 GB.
 - ``embed-100k``: embedding 100,000 generated titles through the chunked, resumable cache
-  (embedding 1M titles would take ~35 min on 2 cores; it scales linearly).
+  (memory-mapped chunks; embedding 1M titles would take ~37 min on 2 cores: it scales
+  linearly, so ``dedupe`` on 1M titles is benchmarked as this stage plus ``dedupe-1m``).
 
     python benchmarks/bench_memory.py [STAGE ...]
 """
