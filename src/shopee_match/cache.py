@@ -113,19 +113,19 @@ class EmbeddingCache:
         for start in range(0, len(ids), chunk_rows):
             rows = slice(start, min(start + chunk_rows, len(ids)))
             done = parts / f"{rows.start:09d}-{rows.stop:09d}.done"
-            if store is not None and done.is_file() and not _unsound(*store[0:2], rows):
+            if store is not None and done.is_file() and not _unsound(*store, rows):
                 continue
             vectors, ok = compute(rows)
             if store is None:
                 store = _create_parts(parts, ids, vectors.shape[1], self.root)
             store[0][rows], store[1][rows] = vectors, ok
-            if store[2]:  # on disk: flush, then mark the chunk done
+            if isinstance(store[0], np.memmap):  # on disk: flush, then mark the chunk done
                 store[0].flush()
                 store[1].flush()
                 done.touch()
-        self.save(meta, ids, store[0], store[1])  # streamed from the memory map
-        if not store[2]:
-            return store[0], store[1]
+        self.save(meta, ids, *store)  # streamed from the memory map
+        if not isinstance(store[0], np.memmap):
+            return store
         del store  # close the maps, then read the finished arrays into memory once
         vectors, ok = np.load(parts / "vectors.npy"), np.load(parts / "ok.npy")
         shutil.rmtree(parts, ignore_errors=True)
@@ -133,7 +133,7 @@ class EmbeddingCache:
 
 
 def _open_parts(parts: Path, ids: list[str]):
-    """``(vectors, ok, True)`` memory maps of an interrupted run on the same ids, else None
+    """``(vectors, ok)`` memory maps of an interrupted run on the same ids, else None
     (and any leftover of another run removed)."""
     try:
         stored = np.load(parts / "ids.npy", allow_pickle=False).tolist()
@@ -145,12 +145,12 @@ def _open_parts(parts: Path, ids: list[str]):
     if stored != ids or len(vectors) != len(ids) or ok.shape != (len(ids),):
         shutil.rmtree(parts, ignore_errors=True)
         return None
-    return vectors, ok, True
+    return vectors, ok
 
 
 def _create_parts(parts: Path, ids: list[str], dim: int, root: Path):
-    """Fresh memory-mapped ``(vectors, ok, True)`` under ``parts``; in memory
-    ``(vectors, ok, False)`` where the folder cannot be written (with a warning)."""
+    """Fresh memory-mapped ``(vectors, ok)`` under ``parts``; arrays in memory where the
+    folder cannot be written (with a warning)."""
     try:
         shutil.rmtree(parts, ignore_errors=True)
         parts.mkdir(parents=True)
@@ -158,10 +158,10 @@ def _create_parts(parts: Path, ids: list[str], dim: int, root: Path):
         vectors = np.lib.format.open_memmap(parts / "vectors.npy", "w+", np.float32,
                                             (len(ids), dim))
         ok = np.lib.format.open_memmap(parts / "ok.npy", "w+", bool, (len(ids),))
-        return vectors, ok, True
+        return vectors, ok
     except OSError as err:
         _warn_unwritable(root, err.strerror or str(err))
-        return np.empty((len(ids), dim), np.float32), np.zeros(len(ids), bool), False
+        return np.empty((len(ids), dim), np.float32), np.zeros(len(ids), bool)
 
 
 def _read_checked(path: Path, meta: dict, ids: list[str]):

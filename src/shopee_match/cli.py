@@ -164,7 +164,8 @@ def _submit(args) -> int:
     how = "as asked" if args.candidate else "best val F1"
     print(f"using candidate {candidate.name} ({how}): val F1 {candidate.val_f1:.4f}, "
           f"fair test F1 {candidate.test_f1:.4f}")
-    postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns, args.test)
+    test = _catalog_csv(args.test, ("test.csv",)) if args.test else None
+    postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns, test)
     out = write_submission(predict_submission(postings, candidate.config, candidate.load_model(),
                                               engine=args.engine),
                            Path(args.out) if args.out else artifacts_dir() / "submission.csv")

@@ -106,9 +106,16 @@ def predict_submission(postings: pd.DataFrame, config: MatchConfig, model=None,
     ``model`` is the configuration's fitted second stage (``Candidate.load_model()``);
     ``engine`` runs the encoders (:mod:`shopee_match.engines`).
     """
+    return match_sets(postings, embed_for(postings, config, cache_dir, progress, engine),
+                      config, model)
+
+
+def match_sets(postings: pd.DataFrame, vectors: dict, config: MatchConfig, model=None
+               ) -> pd.Series:
+    """Each posting's predicted match set, from its embedded ``vectors``
+    (:func:`embed_for`)."""
     from shopee_match.matching import matrix_to_sets, predict_matches
 
-    vectors = embed_for(postings, config, cache_dir, progress, engine)
     phash = postings["image_phash"].to_numpy() if "image_phash" in postings else None
     matches = predict_matches(vectors, config, model, phash,
                               titles=postings["title"].fillna("").astype(str).to_numpy())
@@ -154,7 +161,7 @@ def load_test_postings(dataset: str, split_seed: int = 0, columns: str | dict | 
                        test: str | Path | None = None) -> tuple[pd.DataFrame, Path]:
     """Test postings of a dataset and their folder.
 
-    ``test`` (a folder with a ``test.csv``, or a CSV) is used when given; else a dataset
+    ``test`` (a CSV in test layout) is used when given; else a dataset
     with a ``test.csv`` (Kaggle's) is used as it is, and a labelled-only dataset (the demo)
     gets its group-aware ``test`` split written in test layout to ``<data>/<name>-heldout/``
     (with ``solution.csv`` for scoring): the same split notebook 03 reports as test.
@@ -165,8 +172,7 @@ def load_test_postings(dataset: str, split_seed: int = 0, columns: str | dict | 
     from shopee_match.splits import split_by_group
 
     if test is not None:
-        csv = Path(test) if Path(test).suffix.lower() == ".csv" else Path(test) / "test.csv"
-        return load_postings(csv, columns=columns)[0], csv.parent
+        return load_postings(test, columns=columns)[0], Path(test).parent
     folder = dataset_dir(dataset)
     if (folder / "test.csv").is_file():
         return load_postings(folder / "test.csv", columns=columns)[0], folder
