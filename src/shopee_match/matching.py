@@ -89,7 +89,7 @@ def min2(sims: np.ndarray, idx: np.ndarray, accepted: np.ndarray,
 
 def to_matrix(idx: np.ndarray, accepted: np.ndarray) -> sparse.csr_matrix:
     """Boolean ``n x n`` matrix of predicted matches, the diagonal (self) included."""
-    rows = np.repeat(np.arange(len(idx)), accepted.sum(axis=1))
+    rows = np.repeat(np.arange(len(idx), dtype=idx.dtype), accepted.sum(axis=1))
     return pairs_to_matrix(rows, idx[accepted], len(idx))
 
 
@@ -155,17 +155,19 @@ def capped_components(i: np.ndarray, j: np.ndarray, scores: np.ndarray, n: int,
 
         inside = np.flatnonzero(np.isin(labels[i], big))
         inside = inside[np.argsort(-np.asarray(scores, dtype=np.float64)[inside], kind="stable")]
-        for a, b in zip(i[inside].tolist(), j[inside].tolist()):
-            ra, rb = root(a), root(b)
-            if ra == rb:
-                continue
-            if size[ra] + size[rb] > max_size:
-                dropped += 1
-                continue
-            if size[ra] < size[rb]:
-                ra, rb = rb, ra
-            parent[rb] = ra
-            size[ra] += size[rb]
+        for lo in range(0, len(inside), 65_536):  # Python ints for a block of edges at a time
+            block = inside[lo:lo + 65_536]
+            for a, b in zip(i[block].tolist(), j[block].tolist()):
+                ra, rb = root(a), root(b)
+                if ra == rb:
+                    continue
+                if size[ra] + size[rb] > max_size:
+                    dropped += 1
+                    continue
+                if size[ra] < size[rb]:
+                    ra, rb = rb, ra
+                parent[rb] = ra
+                size[ra] += size[rb]
         rows = np.flatnonzero(np.isin(labels, big))
         roots = np.array([root(x) for x in rows.tolist()], dtype=np.int64)
         labels = labels.astype(np.int64)
@@ -324,10 +326,27 @@ def fit_pair_classifier(features: pd.DataFrame, is_match: np.ndarray, seed: int 
     return model.fit(features.to_numpy(), np.asarray(is_match, dtype=bool))
 
 
+#: pairs per chunk in :func:`pair_probabilities`
+SCORE_CHUNK = 262_144
+
+
+def pair_probabilities(model, features: pd.DataFrame) -> np.ndarray:
+    """A fitted pair classifier's match probability for every row of ``features``, scored in
+    chunks of :data:`SCORE_CHUNK` pairs: the float64 matrix it is given and its scaler's copy
+    of it are made a chunk at a time, not for millions of pairs at once."""
+    out = np.empty(len(features))
+    for lo in range(0, len(features), SCORE_CHUNK):
+        chunk = features.iloc[lo:lo + SCORE_CHUNK].to_numpy()
+        out[lo:lo + len(chunk)] = model.predict_proba(chunk)[:, 1]
+    return out
+
+
 def pairs_to_matrix(i: np.ndarray, j: np.ndarray, n: int) -> sparse.csr_matrix:
     """Boolean ``n x n`` match matrix holding the pairs ``(i, j)`` and the diagonal."""
-    rows = np.concatenate([i, np.arange(n)])
-    cols = np.concatenate([j, np.arange(n)])
+    i, j = np.asarray(i), np.asarray(j)
+    diagonal = np.arange(n, dtype=np.result_type(i, j))  # int32 pairs stay int32
+    rows = np.concatenate([i, diagonal])
+    cols = np.concatenate([j, diagonal])
     m = sparse.csr_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(n, n))
     m.sum_duplicates()
     return m
@@ -451,7 +470,7 @@ def second_stage_scores(vectors: dict, config, model, phash: Sequence[str] | Non
         if len(i) == 0:  # e.g. a one-listing test set: no pairs to score
             cache[key] = np.zeros(0)
         elif kind == "pair_classifier":
-            cache[key] = model.predict_proba(feats.to_numpy())[:, 1]
+            cache[key] = pair_probabilities(model, feats)
         else:
             cache[key] = model.score(feats, titles, i, j, cache)
     return i, j, cache[key]

@@ -1,8 +1,12 @@
 """Nearest neighbours by cosine similarity: exact search and approximate FAISS indexes.
 
 Every search returns ``(sims, idx)``: ``(n_queries, k)`` float32 similarities
-and int64 gallery row indices, nearest first (``-1`` pads lists an approximate
-index could not fill; see :func:`real_neighbors`). Vectors are expected to be
+and gallery row indices, nearest first (``-1`` pads lists an approximate
+index could not fill; see :func:`real_neighbors`). Indices are int32 while the
+gallery has fewer than 2**31 rows (:func:`index_dtype`: a third less memory than
+int64 lists), so cast to int64 before multiplying them (pair keys such as
+``i * n + j``). Similarities stay float32: float16 would move accept decisions
+near a threshold (``bench_memory.py match-70k`` counts them). Vectors are expected to be
 L2-normalised (inner product = cosine); zero rows (missing image, empty title)
 score 0 against everything.
 """
@@ -16,6 +20,11 @@ import numpy as np
 
 MEMORY_PER_CHUNK = 256 * 2**20  # bytes of similarity scores held at once
 INDEX_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+
+
+def index_dtype(n_rows: int) -> np.dtype:
+    """The dtype of row indices into a gallery of ``n_rows``: int32 while they fit, else int64."""
+    return np.dtype(np.int32 if n_rows < 2**31 else np.int64)
 
 
 def real_neighbors(idx: np.ndarray) -> np.ndarray:
@@ -54,7 +63,7 @@ def exact_knn(queries, gallery=None, k: int = 50, exclude_self: bool = False,
         search, state = search_index, build_index(gallery, "flat")
     chunk_rows = chunk_rows or max(1, MEMORY_PER_CHUNK // (4 * n_g))
     sims = np.empty((n_q, k), dtype=np.float32)
-    idx = np.empty((n_q, k), dtype=np.int64)
+    idx = np.empty((n_q, k), dtype=index_dtype(n_g))
     starts = range(0, n_q, chunk_rows)
     for start in progress_bar(starts, desc="exact kNN", disable=not progress, leave=False):
         stop = min(start + chunk_rows, n_q)
@@ -126,7 +135,7 @@ def self_knn(vectors, k: int = 50, exact_max_rows: int = EXACT_MAX_ROWS,
     index = build_index(vectors, "ivf", nlist=nlist, nprobe=nprobe)
     k = min(k, n)
     sims = np.empty((n, k), dtype=np.float32)
-    idx = np.empty((n, k), dtype=np.int64)
+    idx = np.empty((n, k), dtype=index_dtype(n))
     chunk = 16_384
     for lo in progress_bar(range(0, n, chunk), desc="IVF search", disable=not progress,
                            leave=False):
@@ -190,7 +199,7 @@ def build_index(vectors: np.ndarray, kind: str = "hnsw", **params):
 def search_index(index, queries: np.ndarray, k: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """``(sims, idx)`` from a FAISS index; ``-1`` marks missing neighbours (ANN may find fewer)."""
     sims, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    return sims.astype(np.float32), idx.astype(np.int64)
+    return sims.astype(np.float32), idx.astype(index_dtype(index.ntotal))
 
 
 def ann_knn(vectors: np.ndarray, k: int = 50, kind: str = "hnsw", **params
@@ -214,6 +223,10 @@ def neighbor_recall(approx_idx: np.ndarray, exact_idx: np.ndarray) -> float:
     return float(hits.sum(axis=1).mean() / k)
 
 
+#: rows per block in :func:`fuse` (its float64 working copy of them: ~150 MB at 1,664-d)
+FUSE_CHUNK = 16_384
+
+
 def fuse(vectors: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None
          ) -> np.ndarray:
     """Weighted concatenation of normalised modality vectors, renormalised per row.
@@ -228,13 +241,18 @@ def fuse(vectors: Mapping[str, np.ndarray], weights: Mapping[str, float] | None 
     unknown = set(weights) - set(names)
     if unknown:
         raise ValueError(f"weights for unknown modalities {sorted(unknown)}; have {names}")
-    parts = [np.sqrt(weights.get(name, 0.0)) * np.asarray(vectors[name], dtype=np.float32)
-             for name in names if weights.get(name, 0.0) > 0]
-    if not parts:
+    used = [np.asarray(vectors[name]) for name in names if weights.get(name, 0.0) > 0]
+    scales = [np.sqrt(weights[name]) for name in names if weights.get(name, 0.0) > 0]
+    if not used:
         raise ValueError("all fusion weights are zero")
-    fused = np.concatenate(parts, axis=1)
-    norms = np.linalg.norm(fused, axis=1, keepdims=True)
-    return (fused / np.maximum(norms, 1e-12)).astype(np.float32)
+    n = len(used[0])
+    fused = np.empty((n, sum(v.shape[1] for v in used)), dtype=np.float32)
+    for lo in range(0, n, FUSE_CHUNK):  # a block of rows at a time: no full temporary copies
+        block = np.concatenate([scale * v[lo:lo + FUSE_CHUNK].astype(np.float32, copy=False)
+                                for scale, v in zip(scales, used)], axis=1)
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        fused[lo:lo + FUSE_CHUNK] = block / np.maximum(norms, 1e-12)
+    return fused
 
 
 #: pairs per chunk in :func:`pair_cosine` (two gathered blocks of rows at a time, not all)

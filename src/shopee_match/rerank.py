@@ -338,7 +338,9 @@ class Reranker:
         ce = self.pair_scores(titles, i, j, cache)
         if self.classifier is None:
             return ce
-        return self.classifier.predict_proba(with_ce(features, ce).to_numpy())[:, 1]
+        from shopee_match.matching import pair_probabilities
+
+        return pair_probabilities(self.classifier, with_ce(features, ce))
 
 
 def rerank_training_data(galleries, split: str, config, reranker: Reranker

@@ -535,8 +535,10 @@ class MatchService:
     def _second_stage(self, features: pd.DataFrame, titles: list[str], i: np.ndarray,
                       j: np.ndarray):
         """Scores of the local pairs ``(0, j)`` and the cross-encoder's probability (or None)."""
+        from shopee_match.matching import pair_probabilities
+
         if self.config.second_stage.kind == "pair_classifier":
-            return self.model.predict_proba(features.to_numpy())[:, 1], None
+            return pair_probabilities(self.model, features), None
         cache: dict = {}
         ce = np.full(len(titles) - 1, np.nan)
         ce[j - 1] = self.model.pair_scores(titles, i, j, cache)

@@ -218,7 +218,7 @@ def test_static_threshold_compares_in_float64():
     assert static_accept(sims, idx, 0.7)[0, 1] == static_accept(sims, idx, np.float64(0.7))[0, 1]
 
 
-def test_pair_classifier_learns_from_features():
+def test_pair_classifier_learns_from_features(monkeypatch):
     rng = np.random.default_rng(0)
     n = 300
     labels = rng.integers(0, 100, size=n)
@@ -237,6 +237,9 @@ def test_pair_classifier_learns_from_features():
     model = fit_pair_classifier(feats, y)
     proba = model.predict_proba(feats.to_numpy())[:, 1]
     assert proba[y].mean() > proba[~y].mean() + 0.3
+    for chunk in (7, len(feats), 10**6):  # scored in chunks: the same probabilities
+        monkeypatch.setattr(matching, "SCORE_CHUNK", chunk)
+        np.testing.assert_allclose(matching.pair_probabilities(model, feats), proba, rtol=1e-12)
     keep = proba > 0.5
     m = pairs_to_matrix(i[keep], j[keep], n)
     assert matrix_row_f1(m, labels).mean() > matrix_row_f1(pairs_to_matrix(

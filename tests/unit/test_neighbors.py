@@ -165,3 +165,37 @@ def test_self_knn_goes_approximate_above_the_threshold_and_reports_recall(capsys
     assert recall == pytest.approx(neighbor_recall(idx, exact[1]), abs=0.05)  # sampled
     assert recall > 0.8 and (idx[:, 0] == np.arange(3000)).mean() > 0.95  # itself first
     assert (np.diff(sims, axis=1) <= 1e-6).all()  # nearest first
+
+
+def test_neighbor_lists_hold_int32_indices_while_they_fit(monkeypatch):
+    from shopee_match import neighbors
+    from shopee_match.neighbors import index_dtype, self_knn
+
+    assert index_dtype(2**31 - 1) == np.int32 and index_dtype(2**31) == np.int64
+    x = unit_rows(400, 12, seed=6)
+    ref_s, ref_i = brute_force(x, x, 8)
+    monkeypatch.setattr(neighbors, "IVF_SCAN_ROWS", 400)  # every list probed: exact results
+    searches = {"exact": exact_knn(x, k=8), "sparse": exact_knn(sparse.csr_matrix(x), k=8),
+                "flat index": search_index(build_index(x, "flat"), x, 8),
+                "IVF": self_knn(x, k=8, exact_max_rows=100)}
+    for name, (sims, idx) in searches.items():
+        assert idx.dtype == np.int32 and sims.dtype == np.float32, name
+        np.testing.assert_array_equal(idx, ref_i, err_msg=name)  # same rows as int64 lists
+    _, padded = search_index(build_index(x[:5], "flat"), x[:2], 8)  # padding stays -1
+    assert padded.dtype == np.int32 and (padded[:, 5:] == -1).all()
+
+
+def test_fuse_in_blocks_equals_the_whole_at_once(monkeypatch):
+    from shopee_match import neighbors
+
+    image, text = unit_rows(50, 12, seed=7), unit_rows(50, 5, seed=8)
+    text[3] = 0  # a listing without a title
+    weights = {"image": 0.7, "text": 0.3}
+    whole = np.concatenate([np.sqrt(0.7) * image, np.sqrt(0.3) * text], axis=1)
+    reference = (whole / np.maximum(np.linalg.norm(whole, axis=1, keepdims=True), 1e-12)
+                 ).astype(np.float32)
+    for chunk in (1, 7, 10**6):
+        monkeypatch.setattr(neighbors, "FUSE_CHUNK", chunk)
+        fused = fuse({"image": image, "text": text}, weights)
+        assert fused.dtype == np.float32
+        np.testing.assert_array_equal(fused, reference)
