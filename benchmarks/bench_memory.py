@@ -21,8 +21,13 @@ Each stage runs in its own Python process, which reports its peak resident memor
   the embedding cache's memory-mapped chunks, against ``cache-1m-joined``: the same chunks
   kept in a list and joined in memory, as the cache did before (the baseline).
 - ``embed-100k``: embedding 100,000 generated titles through the chunked, resumable cache
-  (memory-mapped chunks; embedding 1M titles would take ~37 min on 2 cores: it scales
-  linearly, so ``dedupe`` on 1M titles is benchmarked as this stage plus ``dedupe-1m``).
+  (memory-mapped chunks).
+- ``dedupe-1m-titles`` (only when named: ~50 min on 2 cores): ``dedupe`` end to end on a
+  generated 1,000,000-title, text-only catalogue (titles with model numbers, so that every
+  group is a distinct product): write and load the CSV, choose the candidate as the CLI
+  does, embed the titles through the chunked cache, search, threshold, cluster, write
+  ``clusters.csv`` and ``pairs.csv``. Target <= 8 GB. ``BENCH_CACHE_DIR`` keeps the title
+  embeddings there (a second run then skips the ~37 min of embedding).
 
     python benchmarks/bench_memory.py [STAGE ...]
 """
@@ -38,7 +43,7 @@ import time
 import numpy as np
 
 TARGET_GB = {"match-70k": 6, "submit-70k": 6, "dedupe-1m": 8, "cache-1m": 8,
-             "cache-1m-joined": 8, "embed-100k": 8}
+             "cache-1m-joined": 8, "embed-100k": 8, "dedupe-1m-titles": 8}
 
 
 def clustered(n: int, dim: int, seed: int, noise: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +77,7 @@ def stage_match_70k() -> dict:
     from shopee_match.matching import (
         candidate_pair_features,
         fit_pair_classifier,
+        fused_neighbors,
         matrix_to_sets,
         predict_matches,
     )
@@ -90,6 +96,10 @@ def stage_match_70k() -> dict:
     i, j, features = candidate_pair_features(vectors, config, cache=cache)
     steps[f"self-search + {len(i)} pair features"] = time.perf_counter() - t
     t = time.perf_counter()
+    sims, idx = fused_neighbors(vectors, config.fusion_weights, config.k + 1, cache=cache)
+    check = float16_check(sims, idx)
+    steps[check] = time.perf_counter() - t
+    t = time.perf_counter()
     model = fit_pair_classifier(features.iloc[::20], (labels[i] == labels[j])[::20])
     matches = predict_matches(vectors, config, model, cache=cache)
     steps["pair classifier + match matrix"] = time.perf_counter() - t
@@ -98,6 +108,24 @@ def stage_match_70k() -> dict:
     steps[f"match sets ({int(sets.map(len).mean() * 10) / 10} per listing)"] = (
         time.perf_counter() - t)
     return steps
+
+
+def float16_check(sims: np.ndarray, idx: np.ndarray) -> str:
+    """How many accept decisions float16 similarities would change: at each static threshold of
+    notebook 03's grid (0.30, 0.31, ..., 0.98) and each dynamic multiplier (0.0, 0.5, ..., 3.0),
+    against float32, with the largest rounding error and the lists' bytes at int32/float32."""
+    from shopee_match.matching import dynamic_accept, static_accept
+
+    rounded = sims.astype(np.float16).astype(np.float32)
+    flipped = decided = 0
+    for accept, values in ((static_accept, np.linspace(0.3, 0.98, 69)),
+                           (dynamic_accept, np.arange(0, 3.01, 0.5))):
+        for value in values:
+            flipped += int((accept(sims, idx, value) != accept(rounded, idx, value)).sum())
+            decided += sims.size
+    return (f"float16 similarities: max error {np.abs(rounded - sims).max():.1e}, "
+            f"{flipped} of {decided} accept decisions changed ({flipped / decided:.1e}); "
+            f"lists {(sims.nbytes + idx.nbytes) / 2**20:.0f} MB ({idx.dtype} indices)")
 
 
 def stage_submit_70k() -> dict:
@@ -171,6 +199,49 @@ def stage_dedupe_1m() -> dict:
     return steps
 
 
+def stage_dedupe_1m_titles(n: int = 1_000_000) -> dict:
+    import os
+
+    import pandas as pd
+
+    from shopee_match.data import load_postings
+    from shopee_match.dedupe import choose_candidate, dedupe, write_deduped
+    from shopee_match.demo import generate_titles
+    from shopee_match.submission import embed_for
+
+    steps = {}
+    with tempfile.TemporaryDirectory() as root:
+        t = time.perf_counter()
+        titles = generate_titles(n, seed=0, model_numbers=True)
+        csv = f"{root}/catalog.csv"
+        pd.DataFrame({"posting_id": [f"p{i}" for i in range(len(titles))],
+                      "title": titles}).to_csv(csv, index=False)
+        del titles
+        steps[f"generate {n} titles, write catalog.csv"] = time.perf_counter() - t
+        t = time.perf_counter()
+        postings, _ = load_postings(csv, progress=False)
+        steps["load and check catalog.csv"] = time.perf_counter() - t
+        t = time.perf_counter()
+        candidate = choose_candidate(postings, "demo")
+        steps[f"choose candidate ({candidate.name}: "
+              f"{', '.join(candidate.config.modalities)})"] = time.perf_counter() - t
+        cache = os.environ.get("BENCH_CACHE_DIR") or f"{root}/cache"
+        t = time.perf_counter()
+        embed_for(postings, candidate.config, cache, progress=False)
+        steps[f"embed {n} titles (chunked, memory-mapped cache)"] = time.perf_counter() - t
+        t = time.perf_counter()
+        result = dedupe(postings, candidate, progress=False, cache_dir=cache)
+        sizes = result.clusters.drop_duplicates("cluster_id")["cluster_size"]
+        steps[f"dedupe on the cached vectors: search, threshold, clusters "
+              f"({len(result.pairs)} mutual pairs, {int((sizes > 1).sum())} clusters of 2+, "
+              f"largest {sizes.max()}, {int(result.pairs['cut'].sum())} cut)"
+              ] = time.perf_counter() - t
+        t = time.perf_counter()
+        write_deduped(result, f"{root}/clusters.csv")
+        steps["write clusters.csv + pairs.csv"] = time.perf_counter() - t
+    return steps
+
+
 def random_chunk(rows: slice, dim: int = 384) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors standing in for an encoder's output on ``rows``."""
     vectors = np.random.default_rng(rows.start).normal(size=(rows.stop - rows.start, dim))
@@ -227,7 +298,10 @@ def stage_embed_100k() -> dict:
 
 STAGES = {"match-70k": stage_match_70k, "submit-70k": stage_submit_70k,
           "dedupe-1m": stage_dedupe_1m, "cache-1m": stage_cache_1m,
-          "cache-1m-joined": stage_cache_1m_joined, "embed-100k": stage_embed_100k}
+          "cache-1m-joined": stage_cache_1m_joined, "embed-100k": stage_embed_100k,
+          "dedupe-1m-titles": stage_dedupe_1m_titles}
+#: stages run only when named: about 50 min on 2 cores (most of it embedding the titles)
+LONG_STAGES = ("dedupe-1m-titles",)
 
 
 def run_stage(name: str) -> None:
@@ -237,7 +311,7 @@ def run_stage(name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    names = argv or list(STAGES)
+    names = argv or [name for name in STAGES if name not in LONG_STAGES]
     print("peak resident memory and time per step, one process per stage "
           f"(2 cores here: {__import__('os').cpu_count()})")
     peaks = {}
@@ -262,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
         for line in done.stderr.splitlines():
             if "recall@" in line:
                 print(f"    {line.removeprefix('shopee-match: ')}")
+    for name in set(LONG_STAGES) - set(names):
+        print(f"  {name}: not run by default (~50 min on 2 cores); "
+              f"`python benchmarks/bench_memory.py {name}` runs it")
     if {"cache-1m", "cache-1m-joined"} <= peaks.keys():
         print(f"  memory-mapped cache: {peaks['cache-1m'] / peaks['cache-1m-joined']:.2f} x "
               "the peak of chunks joined in memory")

@@ -68,24 +68,25 @@ class Deduped:
 
 
 def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
-           max_cluster: int = MAX_CLUSTER, progress: bool = True) -> Deduped:
+           max_cluster: int = MAX_CLUSTER, progress: bool = True,
+           cache_dir: str | Path | None = None) -> Deduped:
     """Run ``candidate`` (a :class:`~shopee_match.candidates.Candidate`) on ``postings``
-    and cluster its accepted pairs."""
+    and cluster its accepted pairs (embeddings cached in ``cache_dir``, default
+    ``artifacts/embeddings``)."""
     from scipy import sparse
 
-    from shopee_match.matching import capped_components
-    from shopee_match.neighbors import fuse, pair_cosine
+    from shopee_match.matching import capped_components, fused_vectors
+    from shopee_match.neighbors import pair_cosine
     from shopee_match.submission import embed_for
 
     config = candidate.config
-    vectors = embed_for(postings, config, progress=progress, engine=engine)
+    vectors = embed_for(postings, config, cache_dir, progress=progress, engine=engine)
     matches, scores = _matches_and_scores(postings, vectors, config, candidate.load_model())
     matches = matches.multiply(matches.T).tocsr()  # mutual: accepted from both sides
     ids = postings["posting_id"].astype(str).to_numpy()
     upper = sparse.triu(matches, k=1).tocoo()
     a, b = upper.row, upper.col
-    dense = {m: vectors[m] for m in config.fusion_weights}
-    similarity = pair_cosine(fuse(dense, config.fusion_weights), a, b)
+    similarity = pair_cosine(fused_vectors(vectors, config.fusion_weights), a, b)
     score = np.full(len(a), np.nan) if scores is None else _pair_scores(*scores, a, b)
     # chains are cut at their weakest pairs: by the second stage's score where there is one
     # (a pair only a union accepted counts as weakest), else by the fused similarity

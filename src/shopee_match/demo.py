@@ -105,6 +105,7 @@ EMOJI = ("\U0001F525", "\u2705", "\u2B50", "\U0001F4AF", "\u2764\uFE0F", "\U0001
 BRACKETS = (("[", "]"), ("(", ")"), ("\u3010", "\u3011"), ("", ""), ("", ""))
 EDITIONS = ("", "", "", "", "Pro", "Plus", "Lite", "V2", "Gen 3", "Max", "Mini", "Series 5",
             "2024", "X", "Ultra", "Neo", "Prime", "Edge", "Air", "Elite", "Classic", "S")
+MODEL_LETTERS = "ABCEGKMNRSTVXZ"
 SHOPS = ("toko_murah", "grosir.jkt", "official store", "bdg_shop", "SURABAYA", "mall_id",
          "storeku", "gudang88")
 
@@ -162,12 +163,14 @@ def generate_demo(
     return dest
 
 
-def generate_titles(n_rows: int, seed: int = 0) -> list[str]:
+def generate_titles(n_rows: int, seed: int = 0, model_numbers: bool = False) -> list[str]:
     """``n_rows`` seller titles of the demo's products in groups of duplicates, without photos
-    (fast: for text-only runs at hundreds of thousands of listings)."""
+    (fast: for text-only runs at hundreds of thousands of listings). The demo's catalogue has
+    distinct products for about 100,000 titles; ``model_numbers`` gives every product line a
+    model number ("Lite K417"), as large catalogues have, which makes room for millions."""
     rng = np.random.default_rng(seed)
     sizes = group_sizes(n_rows, rng)
-    products = _products(len(sizes), rng)
+    products = _products(len(sizes), rng, model_numbers)
     titles = [_seller_title(p, rng) for p, size in zip(products, sizes) for _ in range(size)]
     return [titles[i] for i in rng.permutation(len(titles))]
 
@@ -222,11 +225,13 @@ def _to_test_layout(folder: Path) -> None:
     shutil.rmtree(folder / "train_images")
 
 
-def _products(n_groups: int, rng: np.random.Generator) -> list[dict]:
+def _products(n_groups: int, rng: np.random.Generator, model_numbers: bool = False
+              ) -> list[dict]:
     """Distinct products in families of 1-4 variants that differ along one axis (hard negatives).
 
-    No two groups share category, brand, line (with its edition) and attributes, so every
-    group is a different product, as the labels claim.
+    No two groups share category, brand, line (with its edition and, with ``model_numbers``,
+    a model number such as "K417") and attributes, so every group is a different product, as
+    the labels claim.
     """
     products: list[dict] = []
     seen: set[tuple] = set()
@@ -234,12 +239,16 @@ def _products(n_groups: int, rng: np.random.Generator) -> list[dict]:
     while len(products) < n_groups:
         attempts += 1
         if attempts > 20 * n_groups + 1000:
-            raise ValueError(f"the demo catalogue cannot make {n_groups} distinct products")
+            raise ValueError(f"the demo catalogue cannot make {n_groups} distinct products"
+                             + ("" if model_numbers else "; generate_titles(model_numbers=True)"
+                                " makes room for millions of titles"))
         c = int(rng.integers(len(CATEGORIES)))
         cat = CATEGORIES[c]
         base = {axis: opts[rng.integers(len(opts))] for axis, opts in cat.axes.items()}
         brand = cat.brands[rng.integers(len(cat.brands))]
         line = cat.lines[rng.integers(len(cat.lines))]
+        if model_numbers:
+            line += f" {MODEL_LETTERS[rng.integers(len(MODEL_LETTERS))]}{rng.integers(10, 1000)}"
         family = {"category": cat, "noun": cat.nouns[0], "brand": brand,
                   "line": f"{line} {EDITIONS[rng.integers(len(EDITIONS))]}".strip(),
                   "colour": tuple(int(v) for v in rng.integers(30, 230, size=3)),

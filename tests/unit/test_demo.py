@@ -86,6 +86,21 @@ def test_every_group_is_a_distinct_product():
     assert len(keys) == len(products) == 3000
 
 
+def test_model_numbers_make_room_for_a_million_title_catalogue():
+    """80,000 products: beyond the plain catalogue (it gives up after 1.6M draws, ~50 s)."""
+    import re
+
+    from shopee_match.demo import _products, generate_titles
+
+    products = _products(80_000, np.random.default_rng(1), model_numbers=True)
+    keys = {(p["category"].nouns[0], p["brand"], p["line"], tuple(p["attrs"].items()))
+            for p in products}
+    assert len(keys) == len(products) == 80_000
+    assert all(re.search(r" [A-Z]\d{2,3}\b", p["line"]) for p in products)
+    titles = generate_titles(2000, seed=3, model_numbers=True)
+    assert len(titles) == 2000 and titles == generate_titles(2000, seed=3, model_numbers=True)
+
+
 def test_test_layout_is_the_same_listings_without_labels(tmp_path):
     from shopee_match.splits import ground_truth
 
