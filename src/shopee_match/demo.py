@@ -167,7 +167,7 @@ def generate_titles(n_rows: int, seed: int = 0, model_numbers: bool = False) -> 
     """``n_rows`` seller titles of the demo's products in groups of duplicates, without photos
     (fast: for text-only runs at hundreds of thousands of listings). The demo's catalogue has
     distinct products for about 100,000 titles; ``model_numbers`` gives every product line a
-    model number ("Lite K417"), as large catalogues have, which makes room for millions."""
+    model number ("Royal Soft R394"), as large catalogues have: room for millions."""
     rng = np.random.default_rng(seed)
     sizes = group_sizes(n_rows, rng)
     products = _products(len(sizes), rng, model_numbers)
