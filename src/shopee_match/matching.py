@@ -18,7 +18,7 @@ from scipy import sparse
 
 from shopee_match.matcher import MAX_COMPONENT
 from shopee_match.metrics import group_sizes
-from shopee_match.neighbors import real_neighbors
+from shopee_match.neighbors import index_dtype, real_neighbors
 
 #: rows per chunk in :func:`sweep` (its working arrays then fit in the CPU cache)
 SWEEP_CHUNK_ROWS = 4096
@@ -87,10 +87,15 @@ def min2(sims: np.ndarray, idx: np.ndarray, accepted: np.ndarray,
     return out
 
 
+def query_rows(idx: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The query row of every entry ``mask`` selects, in the order ``idx[mask]`` lists them
+    (in ``idx``'s dtype: int32 for lists of fewer than 2**31 rows)."""
+    return np.repeat(np.arange(len(idx), dtype=idx.dtype), mask.sum(axis=1))
+
+
 def to_matrix(idx: np.ndarray, accepted: np.ndarray) -> sparse.csr_matrix:
     """Boolean ``n x n`` matrix of predicted matches, the diagonal (self) included."""
-    rows = np.repeat(np.arange(len(idx), dtype=idx.dtype), accepted.sum(axis=1))
-    return pairs_to_matrix(rows, idx[accepted], len(idx))
+    return pairs_to_matrix(query_rows(idx, accepted), idx[accepted], len(idx))
 
 
 def union(*matrices: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -155,19 +160,17 @@ def capped_components(i: np.ndarray, j: np.ndarray, scores: np.ndarray, n: int,
 
         inside = np.flatnonzero(np.isin(labels[i], big))
         inside = inside[np.argsort(-np.asarray(scores, dtype=np.float64)[inside], kind="stable")]
-        for lo in range(0, len(inside), 65_536):  # Python ints for a block of edges at a time
-            block = inside[lo:lo + 65_536]
-            for a, b in zip(i[block].tolist(), j[block].tolist()):
-                ra, rb = root(a), root(b)
-                if ra == rb:
-                    continue
-                if size[ra] + size[rb] > max_size:
-                    dropped += 1
-                    continue
-                if size[ra] < size[rb]:
-                    ra, rb = rb, ra
-                parent[rb] = ra
-                size[ra] += size[rb]
+        for a, b in _edges(i, j, inside):
+            ra, rb = root(a), root(b)
+            if ra == rb:
+                continue
+            if size[ra] + size[rb] > max_size:
+                dropped += 1
+                continue
+            if size[ra] < size[rb]:
+                ra, rb = rb, ra
+            parent[rb] = ra
+            size[ra] += size[rb]
         rows = np.flatnonzero(np.isin(labels, big))
         roots = np.array([root(x) for x in rows.tolist()], dtype=np.int64)
         labels = labels.astype(np.int64)
@@ -176,6 +179,13 @@ def capped_components(i: np.ndarray, j: np.ndarray, scores: np.ndarray, n: int,
     order = np.empty(len(first), dtype=np.int64)
     order[np.argsort(first)] = np.arange(len(first))
     return order[inverse], dropped
+
+
+def _edges(i: np.ndarray, j: np.ndarray, order: np.ndarray, block: int = 65_536):
+    """Pairs ``(i[e], j[e])`` for ``e`` in ``order``, as Python ints made a block at a time
+    (12.5M edges at once would be two lists of ~450 MB)."""
+    for lo in range(0, len(order), block):
+        yield from zip(i[order[lo:lo + block]].tolist(), j[order[lo:lo + block]].tolist())
 
 
 def cluster_matrix(clusters: np.ndarray) -> sparse.csr_matrix:
@@ -188,8 +198,7 @@ def cluster_matrix(clusters: np.ndarray) -> sparse.csr_matrix:
 def similarity_matrix(sims: np.ndarray, idx: np.ndarray) -> sparse.csr_matrix:
     """Sparse ``n x n`` similarities of every listed neighbour pair (edge strengths)."""
     mask = real_neighbors(idx)
-    rows = np.repeat(np.arange(len(idx)), mask.sum(axis=1))
-    return sparse.csr_matrix((sims[mask].astype(np.float32), (rows, idx[mask])),
+    return sparse.csr_matrix((sims[mask].astype(np.float32), (query_rows(idx, mask), idx[mask])),
                              shape=(len(idx), len(idx)))
 
 
@@ -289,8 +298,7 @@ def candidate_pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """``(i, j, rank)`` for every real neighbour j of every query i (rank 1 = nearest other)."""
     mask = real_neighbors(idx)
     rank = np.cumsum(mask, axis=1)
-    i = np.repeat(np.arange(len(idx)), mask.sum(axis=1))
-    return i, idx[mask], rank[mask]
+    return query_rows(idx, mask), idx[mask], rank[mask]
 
 
 def pair_features(i: np.ndarray, j: np.ndarray, rank: np.ndarray, vectors: dict,
@@ -343,10 +351,9 @@ def pair_probabilities(model, features: pd.DataFrame) -> np.ndarray:
 
 def pairs_to_matrix(i: np.ndarray, j: np.ndarray, n: int) -> sparse.csr_matrix:
     """Boolean ``n x n`` match matrix holding the pairs ``(i, j)`` and the diagonal."""
-    i, j = np.asarray(i), np.asarray(j)
-    diagonal = np.arange(n, dtype=np.result_type(i, j))  # int32 pairs stay int32
-    rows = np.concatenate([i, diagonal])
-    cols = np.concatenate([j, diagonal])
+    diagonal = np.arange(n, dtype=index_dtype(n))  # int32 below 2**31 rows, as lists hold
+    rows = np.concatenate([np.asarray(i, dtype=diagonal.dtype), diagonal])
+    cols = np.concatenate([np.asarray(j, dtype=diagonal.dtype), diagonal])
     m = sparse.csr_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(n, n))
     m.sum_duplicates()
     return m

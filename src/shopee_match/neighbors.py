@@ -241,15 +241,15 @@ def fuse(vectors: Mapping[str, np.ndarray], weights: Mapping[str, float] | None 
     unknown = set(weights) - set(names)
     if unknown:
         raise ValueError(f"weights for unknown modalities {sorted(unknown)}; have {names}")
-    used = [np.asarray(vectors[name]) for name in names if weights.get(name, 0.0) > 0]
-    scales = [np.sqrt(weights[name]) for name in names if weights.get(name, 0.0) > 0]
+    used = {name: np.asarray(vectors[name]) for name in names if weights.get(name, 0.0) > 0}
     if not used:
         raise ValueError("all fusion weights are zero")
-    n = len(used[0])
-    fused = np.empty((n, sum(v.shape[1] for v in used)), dtype=np.float32)
+    n = len(next(iter(used.values())))
+    fused = np.empty((n, sum(v.shape[1] for v in used.values())), dtype=np.float32)
     for lo in range(0, n, FUSE_CHUNK):  # a block of rows at a time: no full temporary copies
-        block = np.concatenate([scale * v[lo:lo + FUSE_CHUNK].astype(np.float32, copy=False)
-                                for scale, v in zip(scales, used)], axis=1)
+        block = np.concatenate([np.sqrt(weights[name])
+                                * v[lo:lo + FUSE_CHUNK].astype(np.float32, copy=False)
+                                for name, v in used.items()], axis=1)
         norms = np.linalg.norm(block, axis=1, keepdims=True)
         fused[lo:lo + FUSE_CHUNK] = block / np.maximum(norms, 1e-12)
     return fused

@@ -69,6 +69,23 @@ def test_min2_adds_nearest_only_for_lonely_rows_above_loose_threshold():
     assert out.sum() == 3
 
 
+def test_pairs_of_neighbour_lists_equal_a_plain_loop():
+    from shopee_match.matching import query_rows, similarity_matrix
+
+    idx = IDX.astype(np.int32)  # lists as the searches return them
+    expected = [(q, int(n), r) for q, row in enumerate(idx)
+                for r, n in enumerate((n for n in row if n >= 0 and n != q), start=1)]
+    i, j, rank = candidate_pairs(idx)
+    assert list(zip(i.tolist(), j.tolist(), rank.tolist())) == expected
+    assert i.dtype == np.int32 and query_rows(IDX, IDX >= 0).dtype == np.int64
+    strengths = similarity_matrix(SIMS, idx)
+    assert {(q, n): SIMS[q, list(IDX[q]).index(n)] for q, n, _ in expected} == pytest.approx(
+        {(q, n): strengths[q, n] for q, n, _ in expected})
+    m = to_matrix(idx, static_accept(SIMS, idx, 0.0))
+    assert sorted(zip(*m.nonzero())) == sorted(
+        {(q, n) for q, n, _ in expected} | {(q, q) for q in range(len(idx))})
+
+
 def test_matrix_forms_union_components_and_f1():
     a = to_matrix(IDX, static_accept(SIMS, IDX, 0.85))  # 0-1, 1-0
     b = to_matrix(IDX, static_accept(SIMS, IDX, 0.75) & (IDX == 2))  # 3-2
