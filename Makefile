@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# torch first, so pip does not pull another build (see OFFLINE_MODELS.md)
+# torch first, so that pip does not pull another torch build for torchvision and timm
+# (this pair installs from the local wheel store; see README.md)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 PROFILE ?= demo
 PYTEST_ARGS ?=

@@ -15,8 +15,31 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_there_are_notebooks():
-    assert NOTEBOOKS
+def test_the_notebooks_are_numbered_in_order_from_00():
+    numbers = [int(p.stem[:2]) for p in NOTEBOOKS]
+    assert numbers == list(range(len(NOTEBOOKS))) and len(numbers) >= 7, [p.stem for p in NOTEBOOKS]
+
+
+def test_git_ignores_no_source_or_test_file():
+    """A source file that .gitignore matches (``data/`` once hid src/shopee_match/data/) never
+    reaches a clean clone."""
+    import subprocess
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    skip = {"__pycache__", ".ipynb_checkpoints"}  # caches git rightly ignores
+    files = [str(p.relative_to(ROOT))
+             for folder in ("src/shopee_match", "tests", "benchmarks", "notebooks")
+             for p in (ROOT / folder).rglob("*") if p.is_file() and not skip & set(p.parts)]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT,
+                             input="\n".join(files), capture_output=True, text=True).stdout
+    assert ignored.split() == [], "fix .gitignore: it hides these from git"
+
+
+def test_the_makefile_points_only_at_files_the_repo_has():
+    """Files a Makefile comment names (``see X.md``) exist in the repository."""
+    named = re.findall(r"see ([\w./-]+\.\w+)", (ROOT / "Makefile").read_text())
+    assert all((ROOT / name).is_file() for name in named), named
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
