@@ -35,7 +35,7 @@ def shopee_like_photos(folder: Path, n: int) -> tuple[list[str], list[str]]:
     demo titles."""
     from PIL import Image
 
-    from shopee_match.demo import generate_demo
+    from shopee_match.data.demo import generate_demo
 
     demo = generate_demo(folder / "demo", size=N_TITLES, progress=False)
     df = pd.read_csv(demo / "train.csv")
@@ -63,7 +63,7 @@ def decode_rate(paths: list[str], draft: bool) -> float:
     """Images/s of decoding + the model's preprocessing in one process, with or without draft."""
     from PIL import Image
 
-    from shopee_match.encoders import image_transform
+    from shopee_match.embed.backbones import image_transform
 
     transform = image_transform(IMAGE_SPEC, IMAGE_SIZE)
 
@@ -80,8 +80,8 @@ def decode_rate(paths: list[str], draft: bool) -> float:
 def images(paths: list[str]) -> None:
     import torch
 
-    from shopee_match.encoders import make_encoder
-    from shopee_match.engines import OnnxModel, quantized
+    from shopee_match.embed.encoders import make_encoder
+    from shopee_match.embed.engines import OnnxModel, quantized
 
     print(f"images: {len(paths)} JPEGs of {PHOTO_SIDE} px -> {IMAGE_SIZE} px, EfficientNet-Lite0, "
           f"{os.cpu_count()} cores")
@@ -140,7 +140,7 @@ def _open(path: str):
 
 
 def titles(texts: list[str]) -> None:
-    from shopee_match.encoders import make_encoder
+    from shopee_match.embed.encoders import make_encoder
 
     print(f"titles: {len(texts)} demo titles, all-MiniLM-L6-v2, batch 64")
     rates, bares = {}, {}

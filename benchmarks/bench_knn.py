@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from shopee_match.neighbors import build_index, exact_knn, search_index
+from shopee_match.match.neighbors import build_index, exact_knn, search_index
 
 K = 51
 DIM = 512
@@ -27,7 +27,7 @@ def bare_matmul(x: np.ndarray, chunk_rows: int) -> None:
 
 
 def main() -> None:
-    from shopee_match.neighbors import MEMORY_PER_CHUNK
+    from shopee_match.match.neighbors import MEMORY_PER_CHUNK
 
     print(f"exact kNN, d={DIM}, k={K}: exact_knn vs bare chunked matmul vs FAISS IndexFlatIP")
     for n in (34_250, 70_000):

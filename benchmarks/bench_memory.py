@@ -73,14 +73,11 @@ def peak_gb() -> float:
 
 
 def stage_match_70k() -> dict:
-    from shopee_match.matcher import MatchConfig, SecondStage
-    from shopee_match.matching import (
-        candidate_pair_features,
-        fit_pair_classifier,
-        fused_neighbors,
-        matrix_to_sets,
-        predict_matches,
-    )
+    from shopee_match.match.config import MatchConfig, SecondStage
+    from shopee_match.match.decision import candidate_pair_features, predict_matches
+    from shopee_match.match.gallery import Gallery
+    from shopee_match.match.matrices import matrix_to_sets
+    from shopee_match.match.second_stage import PairClassifier
 
     steps = {}
     t = time.perf_counter()
@@ -92,16 +89,17 @@ def stage_match_70k() -> dict:
                          k=50, value=0.5,
                          second_stage=SecondStage("pair_classifier", 0.5, "m.joblib"))
     t = time.perf_counter()
-    cache: dict = {}
-    i, j, features = candidate_pair_features(vectors, config, cache=cache)
+    gallery = Gallery(vectors)
+    pairs = candidate_pair_features(gallery, config)
+    i, j = pairs.i, pairs.j
     steps[f"self-search + {len(i)} pair features"] = time.perf_counter() - t
     t = time.perf_counter()
-    sims, idx = fused_neighbors(vectors, config.fusion_weights, config.k + 1, cache=cache)
+    sims, idx = gallery.neighbors(config.fusion_weights, config.k + 1)
     check = float16_check(sims, idx)
     steps[check] = time.perf_counter() - t
     t = time.perf_counter()
-    model = fit_pair_classifier(features.iloc[::20], (labels[i] == labels[j])[::20])
-    matches = predict_matches(vectors, config, model, cache=cache)
+    model = PairClassifier.fit(pairs.features.iloc[::20], (labels[i] == labels[j])[::20])
+    matches = predict_matches(gallery, config, model)
     steps["pair classifier + match matrix"] = time.perf_counter() - t
     t = time.perf_counter()
     sets = matrix_to_sets(matches, [f"test_{r}" for r in range(70_000)])
@@ -114,7 +112,7 @@ def float16_check(sims: np.ndarray, idx: np.ndarray) -> str:
     """How many accept decisions float16 similarities would change: at each static threshold of
     notebook 03's grid (0.30, 0.31, ..., 0.98) and each dynamic multiplier (0.0, 0.5, ..., 3.0),
     against float32, with the largest rounding error and the lists' bytes at int32/float32."""
-    from shopee_match.matching import dynamic_accept, static_accept
+    from shopee_match.match.thresholds import dynamic_accept, static_accept
 
     rounded = sims.astype(np.float16).astype(np.float32)
     flipped = decided = 0
@@ -131,18 +129,14 @@ def float16_check(sims: np.ndarray, idx: np.ndarray) -> str:
 def stage_submit_70k() -> dict:
     import os
 
-    from shopee_match.candidates import NoCandidateError, pick_candidate
-    from shopee_match.config import artifacts_dir, data_dir
-    from shopee_match.demo import generate_demo
-    from shopee_match.metrics import row_f1
-    from shopee_match.submission import (
-        embed_for,
-        load_test_postings,
-        match_sets,
-        read_submission,
-        train_fingerprint,
-        write_submission,
-    )
+    from shopee_match.apply.candidates import NoCandidateError, pick_candidate
+    from shopee_match.apply.pipeline import apply_candidate
+    from shopee_match.apply.submission import read_submission, write_submission
+    from shopee_match.data.datasets import load_test_postings, train_fingerprint
+    from shopee_match.data.demo import generate_demo
+    from shopee_match.data.paths import artifacts_dir, data_dir
+    from shopee_match.embed.embeddings import embed_dataset
+    from shopee_match.match.metrics import row_f1
 
     steps = {}
     t = time.perf_counter()
@@ -158,24 +152,28 @@ def stage_submit_70k() -> dict:
     steps[f"test set ({len(postings)} listings) + candidate {candidate.name}"] = (
         time.perf_counter() - t)
     config = candidate.config
-    vectors = {}
-    for modality in config.modalities:
+    specs = {m: s for m, s in config.encoders.items() if m != "tfidf"}
+    for modality in config.modalities:  # into the embedding cache, one modality at a time
         t = time.perf_counter()
-        vectors |= embed_for(postings, config, progress=False, modalities=[modality])
+        embed_dataset(postings, specs, modalities=[modality], image_size=config.image_size,
+                      progress=False)
         steps[f"embed {modality} ({config.encoders[modality]})"] = time.perf_counter() - t
     t = time.perf_counter()
-    out = write_submission(match_sets(postings, vectors, config, candidate.load_model()),
-                           artifacts_dir() / "submission-70k.csv")
+    matches = apply_candidate(postings, candidate, progress=False).match_sets()
+    out = write_submission(matches, artifacts_dir() / "submission-70k.csv")
     f1 = row_f1(read_submission(out), read_submission(folder / "solution.csv"))
-    steps[f"match + write submission (row-wise F1 {f1:.4f})"] = time.perf_counter() - t
+    steps[f"read the cache, match, write submission (row-wise F1 {f1:.4f})"] = (
+        time.perf_counter() - t)
     return steps
 
 
 def stage_dedupe_1m() -> dict:
     from scipy import sparse
 
-    from shopee_match.matcher import MatchConfig
-    from shopee_match.matching import capped_components, predict_matches
+    from shopee_match.match.components import capped_components
+    from shopee_match.match.config import MatchConfig
+    from shopee_match.match.decision import predict_matches
+    from shopee_match.match.gallery import Gallery
 
     steps = {}
     t = time.perf_counter()
@@ -183,7 +181,7 @@ def stage_dedupe_1m() -> dict:
     steps["generate 1M x 384 vectors"] = time.perf_counter() - t
     config = MatchConfig({"text": "sbert:x"}, {"text": 1.0}, k=20, value=0.8)
     t = time.perf_counter()
-    matches = predict_matches({"text": text}, config)
+    matches = predict_matches(Gallery({"text": text}), config)
     steps["IVF self-search + threshold"] = time.perf_counter() - t
     t = time.perf_counter()
     mutual = matches.multiply(matches.T).tocsr()
@@ -204,10 +202,11 @@ def stage_dedupe_1m_titles(n: int = 1_000_000) -> dict:
 
     import pandas as pd
 
-    from shopee_match.data import load_postings
-    from shopee_match.dedupe import choose_candidate, dedupe, write_deduped
-    from shopee_match.demo import generate_titles
-    from shopee_match.submission import embed_for
+    from shopee_match.apply.choosing import choose_candidate
+    from shopee_match.apply.dedupe import dedupe, write_deduped
+    from shopee_match.apply.pipeline import embed_for
+    from shopee_match.data.demo import generate_titles
+    from shopee_match.data.postings import load_postings
 
     steps = {}
     with tempfile.TemporaryDirectory() as root:
@@ -250,7 +249,7 @@ def random_chunk(rows: slice, dim: int = 384) -> tuple[np.ndarray, np.ndarray]:
 
 
 def stage_cache_1m() -> dict:
-    from shopee_match.cache import EmbeddingCache, cache_meta
+    from shopee_match.embed.cache import EmbeddingCache, cache_meta
 
     ids = [f"p{i}" for i in range(1_000_000)]
     t = time.perf_counter()
@@ -262,7 +261,7 @@ def stage_cache_1m() -> dict:
 
 
 def stage_cache_1m_joined() -> dict:
-    from shopee_match.cache import EmbeddingCache, cache_meta
+    from shopee_match.embed.cache import EmbeddingCache, cache_meta
 
     n = 1_000_000
     t = time.perf_counter()
@@ -279,8 +278,8 @@ def stage_cache_1m_joined() -> dict:
 def stage_embed_100k() -> dict:
     import pandas as pd
 
-    from shopee_match.demo import generate_titles
-    from shopee_match.embeddings import embed_dataset
+    from shopee_match.data.demo import generate_titles
+    from shopee_match.embed.embeddings import embed_dataset
 
     steps = {}
     t = time.perf_counter()

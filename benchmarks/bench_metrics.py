@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 
-from shopee_match.demo import group_sizes
-from shopee_match.matching import STRATEGIES, sweep
-from shopee_match.metrics import neighbor_row_f1, row_f1
+from shopee_match.data.demo import group_sizes
+from shopee_match.match.metrics import neighbor_row_f1, row_f1
+from shopee_match.match.thresholds import STRATEGIES, sweep
 
 K = 50
 THRESHOLDS = np.linspace(0.5, 0.95, 60)

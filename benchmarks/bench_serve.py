@@ -80,10 +80,10 @@ def run_load(port: int, requests: list[dict], clients: int) -> tuple[np.ndarray,
 
 
 def build_requests(dataset: str, n: int, photos: bool, seed: int = 0) -> list[dict]:
-    from shopee_match.cli import _catalog_csv
-    from shopee_match.data import load_postings
+    from shopee_match.data.datasets import catalog_csv
+    from shopee_match.data.postings import load_postings
 
-    postings, _ = load_postings(_catalog_csv(dataset, ("train.csv", "test.csv")),
+    postings, _ = load_postings(catalog_csv(dataset, ("train.csv", "test.csv")),
                                 check_images="none", progress=False)
     rows = np.random.default_rng(seed).choice(len(postings), n, replace=len(postings) < n)
     out = []
@@ -127,8 +127,8 @@ def bench(dataset: str, candidate: str | None, n: int, clients: int) -> None:
 
 def ensure_demo(dataset: str) -> None:
     """Generate a demo dataset the benchmark names if it is not there yet."""
-    from shopee_match.config import DEMO_DATASETS, dataset_dir
-    from shopee_match.demo import generate_demo
+    from shopee_match.data.demo import generate_demo
+    from shopee_match.data.paths import DEMO_DATASETS, dataset_dir
 
     folder = dataset_dir(dataset)
     if dataset in DEMO_DATASETS and not (folder / "train.csv").is_file():
@@ -136,7 +136,7 @@ def ensure_demo(dataset: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from shopee_match.candidates import candidates_dir
+    from shopee_match.data.paths import candidates_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="demo")

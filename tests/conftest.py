@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """A data folder holding the ``demo-tiny`` dataset (generated once)."""
-    from shopee_match.demo import generate_demo
+    from shopee_match.data.demo import generate_demo
 
     root = tmp_path_factory.mktemp("data")
     generate_demo(root / "demo-tiny", size="tiny", progress=False)

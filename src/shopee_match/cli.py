@@ -7,6 +7,8 @@ import sys
 
 import yaml
 
+from shopee_match.progress import show_logs
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     _catalog_options(serve)
 
     args = parser.parse_args(argv)
+    show_logs("stderr")
     try:
         commands = {"demo": _demo, "download": _download, "report": _report, "submit": _submit,
                     "dedupe": _dedupe, "serve": _serve}
@@ -99,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _demo(args) -> int:
-    from shopee_match.config import DEMO_DATASETS, data_dir
-    from shopee_match.demo import SIZES, generate_demo
+    from shopee_match.data.demo import SIZES, generate_demo
+    from shopee_match.data.paths import DEMO_DATASETS, data_dir
 
     size = args.size if args.size in SIZES else int(args.size)
     name = {v: k for k, v in DEMO_DATASETS.items()}.get(size, f"demo-{size}")
@@ -113,8 +116,8 @@ def _demo(args) -> int:
 
 
 def _download(args) -> int:
-    from shopee_match.config import dataset_dir
-    from shopee_match.download import download_shopee
+    from shopee_match.data.download import download_shopee
+    from shopee_match.data.paths import dataset_dir
 
     dest = download_shopee(args.dest or dataset_dir("shopee"), force=args.force)
     print(f"Shopee data ready in {dest}")
@@ -147,16 +150,12 @@ def _report(args) -> int:
 def _submit(args) -> int:
     from pathlib import Path
 
-    from shopee_match.candidates import pick_candidate
-    from shopee_match.config import artifacts_dir
-    from shopee_match.metrics import row_f1
-    from shopee_match.submission import (
-        load_test_postings,
-        predict_submission,
-        read_submission,
-        train_fingerprint,
-        write_submission,
-    )
+    from shopee_match.apply.candidates import pick_candidate
+    from shopee_match.apply.pipeline import apply_candidate
+    from shopee_match.apply.submission import read_submission, write_submission
+    from shopee_match.data.datasets import catalog_csv, load_test_postings, train_fingerprint
+    from shopee_match.data.paths import artifacts_dir
+    from shopee_match.match.metrics import row_f1
 
     candidate, board = pick_candidate(train_fingerprint(args.dataset, args.columns),
                                       args.split_seed, args.candidate)
@@ -164,17 +163,16 @@ def _submit(args) -> int:
     how = "as asked" if args.candidate else "best val F1"
     print(f"using candidate {candidate.name} ({how}): val F1 {candidate.val_f1:.4f}, "
           f"fair test F1 {candidate.test_f1:.4f}")
-    test = _catalog_csv(args.test, ("test.csv",)) if args.test else None
+    test = catalog_csv(args.test, ("test.csv",)) if args.test else None
     postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns, test)
-    out = write_submission(predict_submission(postings, candidate.config, candidate.load_model(),
-                                              engine=args.engine),
-                           Path(args.out) if args.out else artifacts_dir() / "submission.csv")
+    matches = apply_candidate(postings, candidate, engine=args.engine).match_sets()
+    out = write_submission(matches, Path(args.out) if args.out
+                           else artifacts_dir() / "submission.csv")
     print(f"{len(postings)} postings -> {out} (validated)")
     if (folder / "solution.csv").is_file():
         f1 = row_f1(read_submission(out), read_submission(folder / "solution.csv"))
         print(f"row-wise F1 against {folder / 'solution.csv'}: {f1:.4f}")
     return 0
-
 
 
 def _catalog_options(command) -> None:
@@ -186,28 +184,16 @@ def _catalog_options(command) -> None:
                          "on CPU, torch on GPUs)")
 
 
-def _catalog_csv(catalog: str, order: tuple[str, ...]):
-    """The CSV a catalog argument names: a CSV path, or the first of ``order`` in a dataset
-    folder (or a dataset name's folder)."""
-    from pathlib import Path
-
-    from shopee_match.config import dataset_dir
-
-    source = Path(catalog)
-    if source.suffix.lower() == ".csv":
-        return source
-    folder = source if source.is_dir() else dataset_dir(catalog)
-    return next((folder / f for f in order if (folder / f).is_file()), folder / order[0])
-
-
 def _dedupe(args) -> int:
     from pathlib import Path
 
-    from shopee_match.config import artifacts_dir
-    from shopee_match.data import load_postings
-    from shopee_match.dedupe import choose_candidate, dedupe, write_deduped
+    from shopee_match.apply.choosing import choose_candidate
+    from shopee_match.apply.dedupe import dedupe, write_deduped
+    from shopee_match.data.datasets import catalog_csv
+    from shopee_match.data.paths import artifacts_dir
+    from shopee_match.data.postings import load_postings
 
-    postings, report = load_postings(_catalog_csv(args.catalog, ("test.csv", "train.csv")),
+    postings, report = load_postings(catalog_csv(args.catalog, ("test.csv", "train.csv")),
                                      columns=args.columns)
     print(report.summary())
     candidate = choose_candidate(postings, args.trained_on, args.split_seed, args.candidate,
@@ -223,11 +209,12 @@ def _dedupe(args) -> int:
 def _serve(args) -> int:
     import uvicorn
 
-    from shopee_match.config import artifacts_dir
-    from shopee_match.data import load_postings
-    from shopee_match.dedupe import choose_candidate, reads_images
+    from shopee_match.apply.choosing import choose_candidate
+    from shopee_match.apply.service import GrayBand, load_service
+    from shopee_match.data.datasets import catalog_csv
+    from shopee_match.data.paths import artifacts_dir
+    from shopee_match.data.postings import load_postings
     from shopee_match.serve import Limits, create_app
-    from shopee_match.service import GrayBand, MatchService
 
     band = None
     if args.gray_band:
@@ -235,7 +222,7 @@ def _serve(args) -> int:
         if not sep:
             raise ValueError(f"--gray-band needs LOW,HIGH, got {args.gray_band!r}")
         band = GrayBand(float(low), float(high))
-    postings, report = load_postings(_catalog_csv(args.dataset, ("train.csv", "test.csv")),
+    postings, report = load_postings(catalog_csv(args.dataset, ("train.csv", "test.csv")),
                                      columns=args.columns)
     print(report.summary())
     trained_on = args.trained_on or args.dataset
@@ -251,21 +238,12 @@ def _serve(args) -> int:
         failures.append(err)
         server.should_exit = True
 
-    def load(log) -> MatchService:
-        service = MatchService.load(postings, candidate, args.engine, args.flat_max_rows,
-                                    log=log)
-        if reads_images(candidate.config):  # listings without a photo: a title-only candidate
-            titles = named or choose_candidate(postings, trained_on, args.split_seed,
-                                               columns=args.columns, titles_only=True)
-            log(f"title-only candidate {titles.name}: val F1 {titles.val_f1:.4f}")
-            service.by_title = MatchService.load(postings, titles, args.engine,
-                                               args.flat_max_rows, log=log)
-        return service
+    def load():
+        return load_service(postings, candidate, trained_on, args.split_seed, named or None,
+                            args.columns, args.engine, args.flat_max_rows)
 
-    app = create_app(
-        load,
-        band, args.gray_log or artifacts_dir() / "serve" / "gray_zone.jsonl",
-        Limits(max_image_bytes=int(args.max_image_mb * 2**20)), on_failure=stop)
+    app = create_app(load, band, args.gray_log or artifacts_dir() / "serve" / "gray_zone.jsonl",
+                     Limits(max_image_bytes=int(args.max_image_mb * 2**20)), on_failure=stop)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port,
                                            log_level="info"))
     try:

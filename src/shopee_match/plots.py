@@ -1,4 +1,4 @@
-"""Matplotlib figures used by the notebooks."""
+"""Figures used by the notebooks: matplotlib plots, and coloured HTML of token attributions."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+
+from shopee_match.data.schema import IMAGE_OK, IMAGE_PATH, LABEL_GROUP, TITLE
 
 
 def drawable(text: str) -> str:
@@ -22,7 +24,7 @@ def group_size_hist(postings: pd.DataFrame, ax=None):
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(7, 3.5))[1]
-    counts = postings["label_group"].value_counts().value_counts().sort_index()
+    counts = postings[LABEL_GROUP].value_counts().value_counts().sort_index()
     ax.bar(counts.index, counts.to_numpy(), color="#4c72b0")
     ax.set_yscale("log")
     ax.set_xlabel("listings in the group")
@@ -56,12 +58,12 @@ def group_gallery(postings: pd.DataFrame, groups: list, per_group: int = 5, thum
     fig, axes = plt.subplots(len(groups), per_group, figsize=(thumb * per_group,
                              (thumb + 0.9) * len(groups)), squeeze=False)
     for row, label in zip(axes, groups):
-        members = postings[postings["label_group"] == label].head(per_group)
+        members = postings[postings[LABEL_GROUP] == label].head(per_group)
         for ax in row:
             ax.set_axis_off()
         for ax, (_, item) in zip(row, members.iterrows()):
             _listing_tile(ax, item)
-            ax.set_title("\n".join(textwrap.wrap(drawable(item["title"]), 28)[:3]), fontsize=7)
+            ax.set_title("\n".join(textwrap.wrap(drawable(item[TITLE]), 28)[:3]), fontsize=7)
         row[0].text(-0.1, 0.5, f"group {label}", transform=row[0].transAxes, rotation=90,
                     va="center", ha="right", fontsize=8)
     fig.tight_layout()
@@ -72,8 +74,8 @@ def _listing_tile(ax, item: pd.Series) -> None:
     """A listing's photo, or a grey tile saying "no image" when it has none readable."""
     from PIL import Image
 
-    if item.get("image_ok", False):
-        with Image.open(item["image_path"]) as im:
+    if item.get(IMAGE_OK, False):
+        with Image.open(item[IMAGE_PATH]) as im:
             ax.imshow(np.asarray(im.convert("RGB")))
     else:
         ax.imshow(np.full((8, 8, 3), 0.85))
@@ -103,7 +105,7 @@ def neighbor_gallery(postings: pd.DataFrame, queries: list[int], sims: np.ndarra
     ``title`` goes above the whole figure."""
     import matplotlib.pyplot as plt
 
-    labels = postings["label_group"].to_numpy() if "label_group" in postings else None
+    labels = postings[LABEL_GROUP].to_numpy() if LABEL_GROUP in postings else None
     fig, axes = plt.subplots(len(queries), n_neighbors + 1, squeeze=False,
                              figsize=(thumb * (n_neighbors + 1), (thumb + 0.8) * len(queries)))
     for row, q in zip(axes, queries):
@@ -119,7 +121,7 @@ def neighbor_gallery(postings: pd.DataFrame, queries: list[int], sims: np.ndarra
                 spine.set_edgecolor(colour)
                 spine.set_linewidth(4)
             head = "query" if score is None else f"{score:.3f}"
-            text = "\n".join(textwrap.wrap(drawable(item["title"]), 24)[:2])
+            text = "\n".join(textwrap.wrap(drawable(item[TITLE]), 24)[:2])
             ax.set_title(f"{head}\n{text}", fontsize=7, color=colour)
     if title:
         fig.suptitle(title, x=0.01, ha="left", fontsize=10)
@@ -150,7 +152,7 @@ def recall_curves(table: pd.DataFrame, metric: str = "recall", ax=None):
 def leaderboard_chart(board: pd.DataFrame, ax=None):
     """Horizontal bars of each candidate's val F1 and fair test F1 (the one used in bold).
 
-    ``board`` has the columns of :func:`shopee_match.candidates.leaderboard`
+    ``board`` has the columns of :func:`shopee_match.apply.candidates.leaderboard`
     (``candidate``, ``val F1``, ``test F1 (fair)``, ``usable``) and optionally ``used``.
     """
     import matplotlib.pyplot as plt
@@ -177,3 +179,25 @@ def leaderboard_chart(board: pd.DataFrame, ax=None):
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.figure.tight_layout()
     return ax
+
+
+def attribution_html(tokens: list[tuple[str, float]]) -> str:
+    """Words as coloured spans (word pieces joined, their scores averaged): green pushed the
+    pair towards "same product", red away from it; the score shows on hover."""
+    import html
+
+    words: list[list] = []
+    for token, score in tokens:
+        if token.startswith("##") and words:
+            words[-1][0] += token[2:]
+            words[-1][1].append(score)
+        else:
+            words.append([token, [score]])
+    spans = []
+    for word, scores in words:
+        score = float(np.mean(scores))
+        colour = (f"rgba(44,160,44,{abs(score):.2f})" if score >= 0 else
+                  f"rgba(214,39,40,{abs(score):.2f})")
+        spans.append(f"<span style='background:{colour};padding:1px 3px;border-radius:3px' "
+                     f"title='{score:+.2f}'>{html.escape(word)}</span>")
+    return "<div style='line-height:2'>" + " ".join(spans) + "</div>"

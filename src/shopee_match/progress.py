@@ -1,7 +1,11 @@
-"""Progress bars: notebook widgets where ipywidgets is installed (Colab, JupyterLab), text
-elsewhere, instead of tqdm.auto's warning when widgets are missing (as under papermill)."""
+"""Progress: bars for long steps (notebook widgets where ipywidgets is installed, as in Colab
+and JupyterLab, text elsewhere, instead of tqdm.auto's warning when widgets are missing, as
+under papermill), and the kit's log lines, which the notebooks and the CLI show."""
 
 from __future__ import annotations
+
+import logging
+import sys
 
 
 def progress_bar(iterable=None, **kwargs):
@@ -28,3 +32,26 @@ def silence_widget_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TqdmWarning)
         import tqdm.auto  # noqa: F401
+
+
+class _KitLines(logging.StreamHandler):
+    """The kit's log lines on ``sys.<name>`` as it is when each line is written (so a
+    notebook's or a test's redirected stream gets them)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name_of_stream = name
+        self.setFormatter(logging.Formatter("shopee-match: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = getattr(sys, self.name_of_stream)
+        super().emit(record)
+
+
+def show_logs(stream: str = "stdout") -> None:
+    """Show what the kit is doing: its INFO log lines (and warnings) on ``stream``
+    (``"stdout"`` or ``"stderr"``); calling it again changes nothing."""
+    kit = logging.getLogger("shopee_match")
+    if not any(isinstance(h, _KitLines) for h in kit.handlers):
+        kit.addHandler(_KitLines(stream))
+    kit.setLevel(logging.INFO)

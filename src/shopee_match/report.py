@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shopee_match.config import project_home, reports_dir
+from shopee_match.data.paths import project_home, reports_dir
 from shopee_match.notebook import read_records
 
 KERNEL_NAME = "shopee-match"

@@ -1,6 +1,6 @@
 """``shopee-match serve``: the matching service over HTTP (FastAPI + uvicorn).
 
-:func:`create_app` wraps a :class:`~shopee_match.service.MatchService`, built by a loader
+:func:`create_app` wraps a :class:`~shopee_match.apply.service.MatchService`, built by a loader
 that runs in a background thread at start-up (``/health`` answers 503 until it is ready):
 
 - ``POST /match``: a title and/or a photo -> the top-k catalog listings with their
@@ -9,7 +9,7 @@ that runs in a background thread at start-up (``/health`` answers 503 until it i
 - ``POST /catalog``: add a listing (a new ``posting_id``; a known one is a 409);
 - ``GET /health`` and ``GET /metrics`` (Prometheus text format).
 
-Bad input is answered with a 4xx and a message (:class:`~shopee_match.service.ListingError`);
+Bad input is answered with a 4xx and a message (:class:`~shopee_match.apply.listing.ListingError`);
 requests whose pairs fall in the gray band are appended to a JSONL log, one flushed line each.
 """
 
@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from shopee_match.service import GrayBand, ListingError, MatchService
+from shopee_match.apply.listing import ListingError
+from shopee_match.apply.service import GrayBand, MatchService
+
+logger = logging.getLogger(__name__)
 
 #: uploads above this many bytes are refused (413)
 MAX_IMAGE_BYTES = 10 * 2**20
@@ -165,182 +168,232 @@ class GrayLog:
                 self.file = None
 
 
-class State:
-    """The app's service once loaded, or why it is not."""
+class AppState:
+    """What the app's routes share: the service once loaded (or why it is not), the gray
+    band, the limits, the metrics and the gray-zone log."""
 
-    def __init__(self):
+    def __init__(self, load: Callable[[], MatchService], gray_band: GrayBand | None,
+                 gray_log: str | Path | None, limits: Limits,
+                 on_failure: Callable[[BaseException], None] | None):
+        self.load, self.on_failure = load, on_failure
         self.service: MatchService | None = None
-        self.band: GrayBand | None = None
+        self.band = gray_band
+        self.limits, self.metrics, self.gray_log = limits, Metrics(), GrayLog(gray_log)
         self.status, self.detail = "loading", "starting"
 
+    def build(self) -> None:
+        """Load the service (in a background thread); its log lines become /health's
+        detail meanwhile."""
+        steps = _LoadingSteps(self)
+        kit = logging.getLogger("shopee_match")
+        kit.addHandler(steps)
+        if kit.getEffectiveLevel() > logging.INFO:  # the steps are INFO lines
+            kit.setLevel(logging.INFO)
+        try:
+            service = self.load()
+            self.band = self.band or candidate_band(service)
+            if self.band:
+                logger.info("gray band: %s", self.band)
+            else:
+                logger.info("no gray band (pass --gray-band LOW,HIGH to log uncertain requests)")
+            self.service = service
+            self.metrics.catalog.set(len(service))
+            self.status, self.detail = "ok", f"ready: candidate {service.candidate.name}"
+            logger.info(self.detail)
+        except BaseException as err:  # reported by /health and to the caller
+            self.status, self.detail = "failed", f"{type(err).__name__}: {err}"
+            logger.error("loading failed: %s", self.detail)
+            if self.on_failure is not None:
+                self.on_failure(err)
+        finally:
+            kit.removeHandler(steps)
 
-def create_app(load: Callable[[Callable[[str], None]], MatchService],
-               gray_band: GrayBand | None = None, gray_log: str | Path | None = None,
-               limits: Limits | None = None,
+
+class _LoadingSteps(logging.Handler):
+    """Each INFO line the kit logs while loading, as /health's detail."""
+
+    def __init__(self, state: AppState):
+        super().__init__(logging.INFO)
+        self.state = state
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.state.status == "loading":
+            self.state.detail = record.getMessage()
+
+
+def app_state(request: Request) -> AppState:
+    """The state of the app serving ``request``."""
+    return request.app.state.shopee_match
+
+
+def ready_service(state: Annotated[AppState, Depends(app_state)]) -> MatchService:
+    """The loaded service, or a 503 saying what it is doing."""
+    if state.service is None:
+        raise HTTPException(503, f"the service is {state.status}: {state.detail}")
+    return state.service
+
+
+State = Annotated[AppState, Depends(app_state)]
+Service = Annotated[MatchService, Depends(ready_service)]
+router = APIRouter()
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+def health(state: State):
+    """Ready (200) once the catalog is embedded, indexed and the models loaded."""
+    body = Health(status=state.status, detail=state.detail)
+    if state.service is None:
+        return JSONResponse(body.model_dump(), status_code=503)
+    body.candidate = state.service.candidate.name
+    if state.service.by_title is not None:
+        body.titles_candidate = state.service.by_title.candidate.name
+    body.catalog_size = len(state.service)
+    return body
+
+
+@router.get("/metrics")
+def prometheus(state: State):
+    """Requests, errors, latency histogram and catalog size (Prometheus text format)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(state.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post("/match", response_model=MatchResult)
+async def match(state: State, service: Service,
+                title: Annotated[str, Form(description="the listing's title")] = "",
+                image: Annotated[UploadFile | None, File(description="its photo")] = None):
+    """A listing's nearest catalog listings and which of them the candidate matches."""
+    data = await _photo(state, image, "image")
+    start = time.perf_counter()
+    chosen = decider(service, data is not None)
+
+    def work():
+        listing = chosen.listing(title, data, state.limits.max_image_pixels)
+        return listing, chosen.match(listing)
+
+    listing, decision = await run_in_threadpool(work)
+    result = _match_result(chosen, listing, decision, state.band, start, service)
+    _log_gray(state, "/match", result.gray, title=listing.title, image=data,
+              neighbours=[n.model_dump() for n in result.neighbours if n.gray])
+    return result
+
+
+@router.post("/pair", response_model=PairResult)
+async def pair(state: State, service: Service, title_a: Annotated[str, Form()] = "",
+               title_b: Annotated[str, Form()] = "",
+               image_a: Annotated[UploadFile | None, File()] = None,
+               image_b: Annotated[UploadFile | None, File()] = None):
+    """Are listings a and b the same product? (each judged among the catalog's listings)"""
+    data_a, data_b = await _photo(state, image_a, "image_a"), await _photo(state, image_b,
+                                                                          "image_b")
+    start = time.perf_counter()
+    chosen = decider(service, data_a is not None and data_b is not None)
+    pixels = state.limits.max_image_pixels
+
+    def work():
+        a = _field(lambda: chosen.listing(title_a, data_a, pixels), "a")
+        b = _field(lambda: chosen.listing(title_b, data_b, pixels), "b")
+        return a, b, chosen.pair(a, b)
+
+    a, b, verdict = await run_in_threadpool(work)
+    result = _pair_result(chosen, a, b, verdict, state.band, start, service)
+    _log_gray(state, "/pair", result.gray, title_a=a.title, title_b=b.title, image_a=data_a,
+              image_b=data_b, score_a_b=result.score_a_b, score_b_a=result.score_b_a,
+              duplicate=result.duplicate)
+    return result
+
+
+@router.post("/catalog", response_model=CatalogResult, status_code=201)
+async def add(state: State, service: Service,
+              posting_id: Annotated[str, Form(description="a new, unique id")],
+              title: Annotated[str, Form()] = "",
+              image: Annotated[UploadFile | None, File()] = None):
+    """Add a listing to the in-memory catalog; answers with what it matched on arrival."""
+    data = await _photo(state, image, "image")
+    start = time.perf_counter()
+    chosen = decider(service, data is not None)
+
+    def work():
+        listing = service.listing(title, data, state.limits.max_image_pixels)
+        decision = service.add(posting_id, listing)
+        if service.by_title is None:
+            return listing, decision
+        by_title = service.by_title.listing(title, None, allow_empty=True)
+        decided = service.by_title.add(posting_id, by_title)
+        return (listing, decision) if chosen is service else (by_title, decided)
+
+    listing, decision = await run_in_threadpool(work)
+    state.metrics.catalog.set(len(service))
+    result = _match_result(chosen, listing, decision, state.band, start, service)
+    return CatalogResult(**result.model_dump(), posting_id=posting_id.strip(),
+                         catalog_size=len(service))
+
+
+async def measure(request: Request, call_next):
+    """Middleware: refuse oversized requests before reading them, answer an unexpected error
+    with a 500 (the worker keeps serving), and count every answer in the metrics."""
+    state: AppState = request.app.state.shopee_match
+    start = time.perf_counter()
+    length = request.headers.get("content-length") or "0"
+    if not length.isdigit():
+        response = JSONResponse({"detail": f"bad Content-Length {length!r}"}, 400)
+    elif int(length) > 2 * state.limits.max_image_bytes + 2**20:  # two photos plus fields
+        response = JSONResponse({"detail": f"request of {length} bytes is too large"}, 413)
+    else:
+        try:
+            response = await call_next(request)
+        except Exception as err:  # a bug, not bad input: answered, counted, logged
+            logger.exception("request failed")
+            response = JSONResponse({"detail": f"internal error: {type(err).__name__}: "
+                                               f"{err}"}, 500)
+    route = request.scope.get("route")
+    state.metrics.observe(getattr(route, "path", "other"), response.status_code,
+                          time.perf_counter() - start)
+    return response
+
+
+async def bad_listing(request: Request, err: ListingError):
+    """A listing the service cannot take: its status and message."""
+    return JSONResponse({"detail": str(err)}, status_code=err.status)
+
+
+def create_app(load: Callable[[], MatchService], gray_band: GrayBand | None = None,
+               gray_log: str | Path | None = None, limits: Limits | None = None,
                on_failure: Callable[[BaseException], None] | None = None) -> FastAPI:
-    """The FastAPI app. ``load(log)`` builds the service (in a background thread started by
-    the app's lifespan; ``log`` reports its steps to ``/health``); ``gray_band`` overrides
-    the band the candidate carries; ``on_failure`` is called if loading fails (the CLI
-    stops the server then)."""
+    """The FastAPI app. ``load()`` builds the service, in a background thread started by
+    the app's lifespan (``/health`` shows the kit's log lines meanwhile); ``gray_band``
+    overrides the band the candidate carries; ``on_failure`` is called if loading fails
+    (the CLI stops the server then)."""
     from contextlib import asynccontextmanager
 
-    limits = limits or Limits()
-    state, metrics, log_file = State(), Metrics(), GrayLog(gray_log)
-
-    def build() -> None:
-        def step(text: str) -> None:
-            state.detail = text
-            print(f"shopee-match serve: {text}", flush=True)
-
-        try:
-            service = load(step)
-            state.band = gray_band or candidate_band(service)
-            step(f"gray band: {state.band}" if state.band else
-                 "no gray band (pass --gray-band LOW,HIGH to log uncertain requests)")
-            state.service = service
-            metrics.catalog.set(len(service))
-            state.status, state.detail = "ok", f"ready: candidate {service.candidate.name}"
-            step(state.detail)
-        except BaseException as err:  # reported by /health and to the caller
-            state.status, state.detail = "failed", f"{type(err).__name__}: {err}"
-            print(f"shopee-match serve: loading failed: {state.detail}", flush=True)
-            if on_failure is not None:
-                on_failure(err)
+    state = AppState(load, gray_band, gray_log, limits or Limits(), on_failure)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        threading.Thread(target=build, name="load-service", daemon=True).start()
+        threading.Thread(target=state.build, name="load-service", daemon=True).start()
         yield
-        log_file.close()
+        state.gray_log.close()
 
     app = FastAPI(title="shopee-match", lifespan=lifespan,
                   description="Is this listing a duplicate, and of what? Matches listings "
                   "(title and/or photo) against a catalog with a saved candidate.")
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        length = request.headers.get("content-length") or "0"
-        if not length.isdigit():
-            response = JSONResponse({"detail": f"bad Content-Length {length!r}"}, 400)
-        elif int(length) > 2 * limits.max_image_bytes + 2**20:  # two photos plus form fields
-            response = JSONResponse({"detail": f"request of {length} bytes is too large"}, 413)
-        else:
-            try:
-                response = await call_next(request)
-            except Exception as err:  # a bug, not bad input: answered, counted, logged
-                logging.getLogger("shopee_match.serve").exception("request failed")
-                response = JSONResponse({"detail": f"internal error: {type(err).__name__}: "
-                                                   f"{err}"}, 500)
-        route = request.scope.get("route")
-        metrics.observe(getattr(route, "path", "other"), response.status_code,
-                        time.perf_counter() - start)
-        return response
-
-    @app.exception_handler(ListingError)
-    async def bad_listing(request: Request, err: ListingError):
-        return JSONResponse({"detail": str(err)}, status_code=err.status)
-
-    def ready() -> MatchService:
-        if state.service is None:
-            raise HTTPException(503, f"the service is {state.status}: {state.detail}")
-        return state.service
-
-    async def photo(upload: UploadFile | None, field: str) -> bytes | None:
-        if upload is None:
-            return None
-        data = await upload.read(limits.max_image_bytes + 1)
-        if len(data) > limits.max_image_bytes:
-            raise ListingError(f"{field}: the image is over the limit of "
-                               f"{limits.max_image_bytes} bytes", 413)
-        return data
-
-    @app.get("/health", response_model=Health, responses={503: {"model": Health}})
-    def health():
-        """Ready (200) once the catalog is embedded, indexed and the models loaded."""
-        body = Health(status=state.status, detail=state.detail)
-        if state.service is None:
-            return JSONResponse(body.model_dump(), status_code=503)
-        body.candidate = state.service.candidate.name
-        if state.service.by_title is not None:
-            body.titles_candidate = state.service.by_title.candidate.name
-        body.catalog_size = len(state.service)
-        return body
-
-    @app.get("/metrics")
-    def prometheus():
-        """Requests, errors, latency histogram and catalog size (Prometheus text format)."""
-        from prometheus_client import CONTENT_TYPE_LATEST
-
-        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.post("/match", response_model=MatchResult)
-    async def match(title: Annotated[str, Form(description="the listing's title")] = "",
-                    image: Annotated[UploadFile | None, File(description="its photo")] = None):
-        """A listing's nearest catalog listings and which of them the candidate matches."""
-        service = ready()
-        data = await photo(image, "image")
-        start = time.perf_counter()
-        chosen = decider(service, data is not None)
-
-        def work():
-            listing = chosen.listing(title, data, limits.max_image_pixels)
-            return listing, chosen.match(listing)
-
-        listing, decision = await run_in_threadpool(work)
-        result = _match_result(chosen, listing, decision, state.band, start, service)
-        _log_gray(log_file, metrics, "/match", result.gray, title=listing.title, image=data,
-                  neighbours=[n.model_dump() for n in result.neighbours if n.gray])
-        return result
-
-    @app.post("/pair", response_model=PairResult)
-    async def pair(title_a: Annotated[str, Form()] = "", title_b: Annotated[str, Form()] = "",
-                   image_a: Annotated[UploadFile | None, File()] = None,
-                   image_b: Annotated[UploadFile | None, File()] = None):
-        """Are listings a and b the same product? (each judged among the catalog's listings)"""
-        service = ready()
-        data_a, data_b = await photo(image_a, "image_a"), await photo(image_b, "image_b")
-        start = time.perf_counter()
-        chosen = decider(service, data_a is not None and data_b is not None)
-
-        def work():
-            a = _field(lambda: chosen.listing(title_a, data_a, limits.max_image_pixels), "a")
-            b = _field(lambda: chosen.listing(title_b, data_b, limits.max_image_pixels), "b")
-            return a, b, chosen.pair(a, b)
-
-        a, b, verdict = await run_in_threadpool(work)
-        result = _pair_result(chosen, a, b, verdict, state.band, start, service)
-        _log_gray(log_file, metrics, "/pair", result.gray, title_a=a.title, title_b=b.title,
-                  image_a=data_a, image_b=data_b, score_a_b=result.score_a_b,
-                  score_b_a=result.score_b_a, duplicate=result.duplicate)
-        return result
-
-    @app.post("/catalog", response_model=CatalogResult, status_code=201)
-    async def add(posting_id: Annotated[str, Form(description="a new, unique id")],
-                  title: Annotated[str, Form()] = "",
-                  image: Annotated[UploadFile | None, File()] = None):
-        """Add a listing to the in-memory catalog; answers with what it matched on arrival."""
-        service = ready()
-        data = await photo(image, "image")
-        start = time.perf_counter()
-        chosen = decider(service, data is not None)
-
-        def work():
-            listing = service.listing(title, data, limits.max_image_pixels)
-            decision = service.add(posting_id, listing)
-            if service.by_title is None:
-                return listing, decision
-            by_title = service.by_title.listing(title, None, allow_empty=True)
-            decided = service.by_title.add(posting_id, by_title)
-            return (listing, decision) if chosen is service else (by_title, decided)
-
-        listing, decision = await run_in_threadpool(work)
-        metrics.catalog.set(len(service))
-        result = _match_result(chosen, listing, decision, state.band, start, service)
-        return CatalogResult(**result.model_dump(), posting_id=posting_id.strip(),
-                             catalog_size=len(service))
-
+    app.state.shopee_match = state
+    app.middleware("http")(measure)
+    app.add_exception_handler(ListingError, bad_listing)
+    app.include_router(router)
     return app
+
+
+async def _photo(state: AppState, upload: UploadFile | None, field: str) -> bytes | None:
+    """An uploaded photo's bytes, refused (413) above the size limit."""
+    if upload is None:
+        return None
+    limit = state.limits.max_image_bytes
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ListingError(f"{field}: the image is over the limit of {limit} bytes", 413)
+    return data
 
 
 def decider(service: MatchService, photos: bool) -> MatchService:
@@ -358,7 +411,7 @@ def _by_titles_note(chosen: MatchService, main: MatchService) -> list[str]:
 
 def candidate_band(service: MatchService) -> GrayBand | None:
     """The gray band the candidate's reranker carries (chosen on val in notebook 05)."""
-    band = getattr(service.model, "gray_band", None)
+    band = getattr(service.scorer, "gray_band", None)
     return GrayBand(*band, on="cross_encoder") if band else None
 
 
@@ -432,15 +485,14 @@ def _ms(start: float) -> float:
     return round(1000 * (time.perf_counter() - start), 2)
 
 
-def _log_gray(log_file: GrayLog, metrics: Metrics, endpoint: str, gray: bool,
-              **fields: Any) -> None:
+def _log_gray(state: AppState, endpoint: str, gray: bool, **fields: Any) -> None:
     """One JSONL record of a gray-zone request (photos by SHA-256, not their bytes)."""
     if not gray:
         return
-    metrics.gray.inc()
+    state.metrics.gray.inc()
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "endpoint": endpoint}
     for key, value in fields.items():
         if isinstance(value, bytes):
             key, value = f"{key}_sha256", hashlib.sha256(value).hexdigest()
         record[key] = value
-    log_file.write(record)
+    state.gray_log.write(record)

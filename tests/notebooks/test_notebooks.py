@@ -78,7 +78,8 @@ def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
 
 
 def test_threshold_sweep_saves_candidate_03(tiny_env, tmp_path):
-    from shopee_match.candidates import candidates_dir, load_candidate
+    from shopee_match.apply.candidates import load_candidate
+    from shopee_match.data.paths import candidates_dir
 
     [run] = run_ok(tmp_path, ["03"])
     steps = [row[0] for row in run.records["ablation"]]
@@ -96,10 +97,9 @@ def test_submission_uses_the_best_candidate_on_val(tiny_env, tmp_path, capsys):
     import json
     import shutil
 
-    from shopee_match.candidates import candidates_dir
+    from shopee_match.apply.submission import validate_submission
     from shopee_match.cli import main
-    from shopee_match.config import artifacts_dir
-    from shopee_match.submission import validate_submission
+    from shopee_match.data.paths import artifacts_dir, candidates_dir
 
     [sweep] = run_ok(tmp_path, ["03"])
     # a better-looking candidate made from other data must be skipped, with its reason
@@ -149,8 +149,9 @@ def test_submit_without_candidates_says_which_notebook_to_run(tiny_env, tmp_path
 
 
 def test_finetuning_saves_a_candidate_that_submission_takes_when_best_on_val(tiny_env, tmp_path):
-    from shopee_match.candidates import candidates_dir, leaderboard, load_candidate
-    from shopee_match.submission import train_fingerprint
+    from shopee_match.apply.candidates import leaderboard, load_candidate
+    from shopee_match.data.datasets import train_fingerprint
+    from shopee_match.data.paths import candidates_dir
 
     runs = run_ok(tmp_path, ["03", "04", "06"])
     finetune, submission = runs[1].records, runs[2].records
@@ -168,10 +169,11 @@ def test_finetuning_saves_a_candidate_that_submission_takes_when_best_on_val(tin
 
 
 def test_rerank_saves_a_candidate_that_submits_offline(tiny_env, tmp_path, capsys):
-    from shopee_match.candidates import candidates_dir, leaderboard, load_candidate
+    from shopee_match.apply.candidates import leaderboard, load_candidate
+    from shopee_match.apply.submission import validate_submission
     from shopee_match.cli import main
-    from shopee_match.config import artifacts_dir
-    from shopee_match.submission import train_fingerprint, validate_submission
+    from shopee_match.data.datasets import train_fingerprint
+    from shopee_match.data.paths import artifacts_dir, candidates_dir
 
     runs = run_ok(tmp_path, ["03", "05", "06"])
     rerank, submission = runs[1].records, runs[2].records

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopee_match.cache import EmbeddingCache, cache_meta, dataset_fingerprint
+from shopee_match.data.datasets import dataset_fingerprint
+from shopee_match.embed.cache import EmbeddingCache, cache_meta
 
 IDS = [f"p{i}" for i in range(10)]
 
@@ -157,7 +158,7 @@ def test_unsound_entries_are_recomputed_not_returned(tmp_path, damage, message):
 
 
 def test_a_read_only_cache_folder_computes_without_saving(tmp_path, monkeypatch):
-    from shopee_match import cache as cache_module
+    from shopee_match.embed import cache as cache_module
 
     def read_only(path, mode="wb"):
         raise PermissionError(13, "Permission denied", str(path))

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from shopee_match.candidates import (
+from shopee_match.apply.candidates import (
     NoCandidateError,
     leaderboard,
     load_candidate,
     pick_candidate,
     save_candidate,
 )
-from shopee_match.matcher import MatchConfig, SecondStage
+from shopee_match.match.config import MatchConfig, SecondStage
 
 CONFIG = MatchConfig(encoders={"image": "timm:x:none", "text": "sbert:y"},
                      fusion_weights={"image": 1.0, "text": 1.0}, value=0.5)
@@ -27,16 +27,23 @@ def save(root, name, val, test, fingerprint="fp1", split_seed=0, **kw):
 
 
 def test_save_and_load_round_trip_with_the_second_stage_model(tmp_path):
-    from sklearn.linear_model import LogisticRegression
+    import pandas as pd
 
-    model = LogisticRegression().fit(np.array([[0.0], [1.0], [0.1], [0.9]]), [0, 1, 0, 1])
+    from shopee_match.match.second_stage import PairClassifier
+
+    features = pd.DataFrame({"sim": [0.0, 1.0, 0.1, 0.9]})
+    model = PairClassifier.fit(features, np.array([0, 1, 0, 1], bool))
     config = CONFIG.replace(second_stage=SecondStage("pair_classifier", 0.4, "pair.joblib"))
     saved = save(tmp_path, "03_thresholds", 0.8, 0.7, config=config, test_f1_upper=0.75,
                  files={"pair.joblib": model})
     back = load_candidate(tmp_path / "03_thresholds")
     assert back.config == config and back.val_f1 == 0.8 and back.test_f1_upper == 0.75
     assert back.files == ["pair.joblib"] and back.created == saved.created
-    assert back.load_model().predict([[0.95]])[0] == 1
+    scorer = back.load_scorer()
+    assert isinstance(scorer, PairClassifier)
+    probe = pd.DataFrame({"sim": [0.95, 0.05]})
+    np.testing.assert_array_equal(scorer.probabilities(probe), model.probabilities(probe))
+    assert scorer.probabilities(probe)[0] > 0.5 > scorer.probabilities(probe)[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["03_thresholds"]  # no staging left
 
 
@@ -54,9 +61,14 @@ def test_saving_needs_the_second_stage_file_and_copies_paths(tmp_path):
 
 
 def test_saving_again_replaces_the_candidate(tmp_path):
-    save(tmp_path, "03_thresholds", 0.5, 0.5, files={"old.joblib": {"a": 1}})
+    old = tmp_path / "old.bin"
+    old.write_bytes(b"1")
+    save(tmp_path, "03_thresholds", 0.5, 0.5, files={"old.bin": old})
     again = save(tmp_path, "03_thresholds", 0.6, 0.55)
-    assert again.val_f1 == 0.6 and not (again.folder / "old.joblib").exists()
+    assert again.val_f1 == 0.6 and not (again.folder / "old.bin").exists()
+    with pytest.raises(TypeError, match="save\\(path\\) method, not a dict"):
+        save(tmp_path, "03_thresholds", 0.6, 0.55, files={"x.joblib": {"a": 1}})
+    assert load_candidate(tmp_path / "03_thresholds").val_f1 == 0.6  # the old one is intact
 
 
 def test_pick_takes_the_best_val_not_the_best_test(tmp_path):
@@ -79,7 +91,9 @@ def test_unusable_candidates_are_skipped_with_a_reason(tmp_path):
     save(tmp_path, "03_thresholds", 0.70, 0.70)
     save(tmp_path, "other_data", 0.99, 0.99, fingerprint="fp2")
     save(tmp_path, "other_split", 0.98, 0.98, split_seed=1)
-    gone = save(tmp_path, "missing_file", 0.97, 0.97, files={"m.joblib": {"w": 1}})
+    weights = tmp_path / "weights.bin"
+    weights.write_bytes(b"w")
+    gone = save(tmp_path, "missing_file", 0.97, 0.97, files={"m.joblib": weights})
     (gone.folder / "m.joblib").unlink()
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "candidate.json").write_text("{not json")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from shopee_match.cli import main
-from shopee_match.config import dataset_dir
+from shopee_match.data.paths import dataset_dir
 
 
 def test_demo_command_writes_named_dataset(tmp_path, monkeypatch, capsys):

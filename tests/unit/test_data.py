@@ -8,7 +8,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from shopee_match.data import ShopeeDataError, clean_title, decode_byte_escapes, load_postings
+from shopee_match.data.postings import (
+    ShopeeDataError,
+    clean_title,
+    decode_byte_escapes,
+    load_postings,
+)
 
 
 def write_dataset(folder: Path, rows: list[dict], images: dict[str, bytes | None] | None = None):
@@ -228,10 +233,10 @@ def test_missing_csv_says_how_to_get_data(tmp_path):
 
 
 def test_load_dataset_generates_demo_data_on_first_use(tmp_path, monkeypatch):
-    from shopee_match.data import load_dataset
+    from shopee_match.data.datasets import load_dataset
 
     monkeypatch.setenv("SHOPEE_MATCH_DATA", str(tmp_path))
-    monkeypatch.setattr("shopee_match.demo.SIZES", {"tiny": 24, "demo": 24, "shopee": 24})
+    monkeypatch.setattr("shopee_match.data.demo.SIZES", {"tiny": 24, "demo": 24, "shopee": 24})
     df, report = load_dataset("demo-tiny")
     assert len(df) == 24 and report.ok
     assert (tmp_path / "demo-tiny" / "demo.json").is_file()
@@ -241,7 +246,7 @@ def as_model_sees_it(path, size=None):
     """The pixels the image encoders' dataset hands to the model's transform."""
     import numpy as np
 
-    from shopee_match.encoders import ImageFiles
+    from shopee_match.embed.encoders import ImageFiles
 
     pixels, ok = ImageFiles([str(path)], np.asarray, size or 64)[0]
     assert ok
@@ -299,7 +304,7 @@ def test_image_paths_leaving_the_images_folder_are_refused_unless_allowed(tmp_pa
     (None, "no label_group column: it is unlabelled"),
 ])
 def test_data_that_cannot_be_matched_stops_with_one_clear_message(labels, message):
-    from shopee_match.data import require_duplicates
+    from shopee_match.data.postings import require_duplicates
 
     postings = pd.DataFrame({"posting_id": ["a", "b", "c", "d"][:len(labels or [0] * 4)]})
     if labels is not None:

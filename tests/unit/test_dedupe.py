@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shopee_match.apply.dedupe import MAX_CLUSTER, Deduped
 from shopee_match.cli import main
-from shopee_match.dedupe import MAX_CLUSTER, Deduped
 
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
     """A second generated dataset (another seed) to choose the candidate on."""
-    from shopee_match.demo import generate_demo
+    from shopee_match.data.demo import generate_demo
 
     return generate_demo(tmp_path_factory.mktemp("train") / "demo-600", size=600, seed=1,
                          progress=False)
@@ -102,7 +102,7 @@ def test_dedupe_of_a_missing_catalog_fails_with_one_line(tmp_path, capsys):
 
 
 def test_a_pair_gets_the_higher_score_of_its_two_directions_or_nan():
-    from shopee_match.dedupe import _pair_scores
+    from shopee_match.apply.dedupe import _pair_scores
 
     i, j = np.array([0, 1, 2, 3]), np.array([1, 0, 3, 2])
     scores = np.array([0.2, 0.9, 0.6, 0.4])

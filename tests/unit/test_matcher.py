@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from shopee_match.matcher import MatchConfig, MatchConfigError, SecondStage
+from shopee_match.match.config import MatchConfig, MatchConfigError, SecondStage
 
 ENCODERS = {"image": "timm:tf_efficientnet_lite0:pypi", "text": "sbert:pypi-minilm",
             "tfidf": "tfidf"}

@@ -6,28 +6,24 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from shopee_match import matching
-from shopee_match.matching import (
+from shopee_match.match import second_stage, thresholds
+from shopee_match.match.components import capped_components, connected_components
+from shopee_match.match.decision import candidate_pair_features, predict_matches
+from shopee_match.match.fusion import blend
+from shopee_match.match.gallery import Gallery
+from shopee_match.match.matrices import matrix_to_sets, pairs_to_matrix, to_matrix, union
+from shopee_match.match.metrics import matrix_row_f1, neighbor_row_f1, row_f1
+from shopee_match.match.pairs import candidate_pairs, pair_features
+from shopee_match.match.second_stage import PairClassifier
+from shopee_match.match.thresholds import (
     STRATEGIES,
-    blend,
-    candidate_pair_features,
-    candidate_pairs,
-    capped_components,
-    connected_components,
     dynamic_accept,
     dynamic_thresholds,
-    fit_pair_classifier,
-    matrix_to_sets,
     min2,
-    pair_features,
-    pairs_to_matrix,
     quantile_accept,
     static_accept,
     sweep,
-    to_matrix,
-    union,
 )
-from shopee_match.metrics import matrix_row_f1, neighbor_row_f1, row_f1
 
 SIMS = np.array([[1.0, 0.9, 0.5, 0.1],
                  [1.0, 0.9, 0.2, 0.1],
@@ -70,7 +66,8 @@ def test_min2_adds_nearest_only_for_lonely_rows_above_loose_threshold():
 
 
 def test_pairs_of_neighbour_lists_equal_a_plain_loop():
-    from shopee_match.matching import query_rows, similarity_matrix
+    from shopee_match.match.matrices import similarity_matrix
+    from shopee_match.match.neighbors import query_rows
 
     idx = IDX.astype(np.int32)  # lists as the searches return them
     expected = [(q, int(n), r) for q, row in enumerate(idx)
@@ -149,7 +146,7 @@ def test_a_20000_listing_chain_is_cut_in_bounded_memory():
     pairs (> 2 GB); labelled and capped, the closure holds at most n * MAX_COMPONENT."""
     import tracemalloc
 
-    from shopee_match.matching import MAX_COMPONENT, component_labels
+    from shopee_match.match.components import MAX_COMPONENT, component_labels
 
     n = 20_000
     chain = sparse.csr_matrix((np.ones(n - 1, bool), (np.arange(n - 1), np.arange(1, n))),
@@ -213,7 +210,7 @@ def naive_sweep(sims, idx, labels, values, strategy):
 ])
 @pytest.mark.parametrize("seed,chunk_rows", [(0, 4096), (1, 64), (2, 7)])
 def test_sorted_sweep_equals_a_mask_per_value(strategy, values, seed, chunk_rows, monkeypatch):
-    monkeypatch.setattr(matching, "SWEEP_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(thresholds, "SWEEP_CHUNK_ROWS", chunk_rows)
     rng = np.random.default_rng(seed)
     n, k = 400, 12
     labels = rng.integers(0, 60, size=n)
@@ -242,7 +239,7 @@ def test_pair_classifier_learns_from_features(monkeypatch):
     centres = rng.normal(size=(100, 16))
     x = centres[labels] + 0.4 * rng.normal(size=(n, 16))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    from shopee_match.neighbors import exact_knn
+    from shopee_match.match.neighbors import exact_knn
 
     sims, idx = exact_knn(x, k=10)
     i, j, rank = candidate_pairs(idx)
@@ -251,12 +248,12 @@ def test_pair_classifier_learns_from_features(monkeypatch):
     assert list(feats.columns) == ["sim_image", "rank", "query_sim_mean", "query_sim_std",
                                    "same_phash"]
     y = labels[i] == labels[j]
-    model = fit_pair_classifier(feats, y)
-    proba = model.predict_proba(feats.to_numpy())[:, 1]
+    model = PairClassifier.fit(feats, y)
+    proba = model.model.predict_proba(feats.to_numpy())[:, 1]
     assert proba[y].mean() > proba[~y].mean() + 0.3
     for chunk in (7, len(feats), 10**6):  # scored in chunks: the same probabilities
-        monkeypatch.setattr(matching, "SCORE_CHUNK", chunk)
-        np.testing.assert_allclose(matching.pair_probabilities(model, feats), proba, rtol=1e-12)
+        monkeypatch.setattr(second_stage, "SCORE_CHUNK", chunk)
+        np.testing.assert_allclose(model.probabilities(feats), proba, rtol=1e-12)
     keep = proba > 0.5
     m = pairs_to_matrix(i[keep], j[keep], n)
     assert matrix_row_f1(m, labels).mean() > matrix_row_f1(pairs_to_matrix(
@@ -264,16 +261,15 @@ def test_pair_classifier_learns_from_features(monkeypatch):
 
 
 def test_predict_matches_applies_each_step():
-    from shopee_match.matcher import MatchConfig, SecondStage
-    from shopee_match.matching import predict_matches
+    from shopee_match.match.config import MatchConfig, SecondStage
 
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(40), 3)
     centres = rng.normal(size=(40, 8))
     image = centres[labels] + 0.3 * rng.normal(size=(120, 8))
     text = centres[labels] + 0.3 * rng.normal(size=(120, 8))
-    vectors = {name: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
-               for name, v in {"image": image, "text": text}.items()}
+    vectors = Gallery({name: (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+                       for name, v in {"image": image, "text": text}.items()})
     base = MatchConfig(encoders={"image": "timm:x:none", "text": "sbert:y"},
                        fusion_weights={"image": 1.0, "text": 1.0}, k=10, value=0.8)
     f1 = matrix_row_f1(predict_matches(vectors, base), labels).mean()
@@ -291,41 +287,40 @@ def test_predict_matches_applies_each_step():
     staged = base.replace(second_stage=SecondStage("pair_classifier", 0.5, "m.joblib"))
     with pytest.raises(ValueError, match="needs its fitted pair_classifier"):
         predict_matches(vectors, staged)
-    i, j, feats = candidate_pair_features(vectors, staged)
-    model = fit_pair_classifier(feats, labels[i] == labels[j])
+    pairs = candidate_pair_features(vectors, staged)
+    model = PairClassifier.fit(pairs.features, labels[pairs.i] == labels[pairs.j])
     assert matrix_row_f1(predict_matches(vectors, staged, model), labels).mean() > 0.8
-    one = predict_matches({m: v[:1] for m, v in vectors.items()}, staged, model)
+    one = predict_matches(vectors.take(np.arange(1)), staged, model)
     assert one.toarray().tolist() == [[True]]  # one listing (a 1-row test set): itself only
 
 
 def test_predict_matches_cache_gives_the_same_result():
-    from shopee_match.matcher import MatchConfig
-    from shopee_match.matching import predict_matches
+    from shopee_match.match.config import MatchConfig
 
     rng = np.random.default_rng(2)
     v = rng.normal(size=(60, 6)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     vectors = {"image": v, "text": v[::-1].copy()}
-    cache = {}
+    gallery = Gallery(vectors)
     for value in (0.2, 0.5):
         config = MatchConfig(encoders={"image": "a", "text": "b"}, fusion_weights={"image": 1.0},
                              k=8, value=value, union={"text": 0.6}, blend_rounds=1)
-        cached = predict_matches(vectors, config, cache=cache)
-        fresh = predict_matches(vectors, config)
+        cached = predict_matches(gallery, config)
+        fresh = predict_matches(Gallery(vectors), config)
         assert (cached != fresh).nnz == 0
-    assert len(cache) == 2  # one fused list and one text list, reused across values
+    assert len(gallery.cache) == 2  # one fused list and one text list, reused across values
 
 
 def test_pair_training_data_labels_candidate_pairs_by_group():
-    from shopee_match.matcher import MatchConfig
-    from shopee_match.matching import pair_training_data
+    from shopee_match.match.config import MatchConfig
+    from shopee_match.match.decision import pair_training_data
 
     rng = np.random.default_rng(3)
     labels = np.repeat(np.arange(10), 2)
     v = rng.normal(size=(20, 4)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     config = MatchConfig(encoders={"image": "a"}, fusion_weights={"image": 1.0}, k=3, value=0.5)
-    features, is_match = pair_training_data({"image": v}, labels, config)
+    features, is_match = pair_training_data(Gallery({"image": v}), labels, config)
     assert len(features) == len(is_match) == 20 * 3  # k others per listing
     assert set(features.columns) == {"sim_image", "rank", "query_sim_mean", "query_sim_std"}
     assert ((features["rank"].to_numpy() - 1) == np.tile(np.arange(3), 20)).all()
@@ -339,8 +334,7 @@ def test_pair_training_data_labels_candidate_pairs_by_group():
 
 
 def test_a_threshold_sweep_scores_each_candidate_pair_once():
-    from shopee_match.matcher import MatchConfig, SecondStage
-    from shopee_match.matching import predict_matches
+    from shopee_match.match.config import MatchConfig, SecondStage
 
     class CountingModel:
         calls = 0
@@ -354,9 +348,9 @@ def test_a_threshold_sweep_scores_each_candidate_pair_once():
     v = rng.normal(size=(30, 5)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     base = MatchConfig(encoders={"image": "a"}, fusion_weights={"image": 1.0}, k=5, value=0.5)
-    model, cache = CountingModel(), {}
-    sizes = [predict_matches({"image": v}, base.replace(
-        second_stage=SecondStage("pair_classifier", t, "m.joblib")), model, cache=cache).nnz
+    model, gallery = PairClassifier(CountingModel()), Gallery({"image": v})
+    sizes = [predict_matches(gallery, base.replace(
+        second_stage=SecondStage("pair_classifier", t, "m.joblib")), model).nnz
              for t in (0.0, 0.5, 0.9, 2.0)]
     assert CountingModel.calls == 1
     assert sizes[0] == 30 * 6 and sizes[-1] == 30 and sizes == sorted(sizes, reverse=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopee_match.metrics import (
+from shopee_match.match.metrics import (
     labelled_pairs,
     neighbor_row_f1,
     pair_auc,
@@ -224,7 +224,7 @@ def test_labelled_pairs_take_text_labels_and_give_the_same_pairs():
 
 
 def test_pairs_of_one_kind_stop_with_a_message_saying_why():
-    from shopee_match.metrics import require_both_classes
+    from shopee_match.match.metrics import require_both_classes
 
     with pytest.raises(ValueError, match="needs both matching and non-matching pairs; got 3 "
                                          "matching of 3.*too few label groups"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from shopee_match.neighbors import (
+from shopee_match.match.neighbors import (
     INDEX_KINDS,
     ann_knn,
     build_index,
@@ -123,7 +123,7 @@ def test_pair_cosine_dense_and_sparse():
 
 
 def test_pair_cosine_in_chunks_equals_all_at_once(monkeypatch):
-    from shopee_match import neighbors
+    from shopee_match.match import neighbors
 
     x = unit_rows(50, 8, seed=9)
     rng = np.random.default_rng(0)
@@ -147,19 +147,20 @@ def test_find_neighbors_dispatches_to_exact_and_faiss():
         find_neighbors(x, method="annoy")
 
 
-def test_self_knn_goes_approximate_above_the_threshold_and_reports_recall(capsys, monkeypatch):
-    from shopee_match import neighbors
-    from shopee_match.neighbors import self_knn
+def test_self_knn_goes_approximate_above_the_threshold_and_reports_recall(caplog, monkeypatch):
+    from shopee_match.match import neighbors
+    from shopee_match.match.neighbors import self_knn
 
     rng = np.random.default_rng(4)
     centres = unit_rows(60, 16, seed=5)
     x = centres[rng.integers(0, 60, 3000)] + 0.05 * rng.normal(size=(3000, 16))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    caplog.set_level("INFO", logger="shopee_match")
     exact = self_knn(x, k=10)
-    assert capsys.readouterr().err == ""  # exact below the threshold: nothing to report
+    assert caplog.text == ""  # exact below the threshold: nothing to report
     monkeypatch.setattr(neighbors, "IVF_SCAN_ROWS", 300)  # ~1/10 of the rows per query
     sims, idx = self_knn(x, k=10, exact_max_rows=1000)
-    report = capsys.readouterr().err
+    report = caplog.text
     assert "IVF-Flat" in report and "recall@10" in report
     recall = float(report.split("exact ")[1].split()[0])
     assert recall == pytest.approx(neighbor_recall(idx, exact[1]), abs=0.05)  # sampled
@@ -168,8 +169,8 @@ def test_self_knn_goes_approximate_above_the_threshold_and_reports_recall(capsys
 
 
 def test_neighbor_lists_hold_int32_indices_while_they_fit(monkeypatch):
-    from shopee_match import neighbors
-    from shopee_match.neighbors import index_dtype, self_knn
+    from shopee_match.match import neighbors
+    from shopee_match.match.neighbors import index_dtype, self_knn
 
     assert index_dtype(2**31 - 1) == np.int32 and index_dtype(2**31) == np.int64
     x = unit_rows(400, 12, seed=6)
@@ -186,7 +187,7 @@ def test_neighbor_lists_hold_int32_indices_while_they_fit(monkeypatch):
 
 
 def test_fuse_in_blocks_equals_the_whole_at_once(monkeypatch):
-    from shopee_match import neighbors
+    from shopee_match.match import neighbors
 
     image, text = unit_rows(50, 12, seed=7), unit_rows(50, 5, seed=8)
     text[3] = 0  # a listing without a title

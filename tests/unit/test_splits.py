@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shopee_match.splits import ground_truth, split_by_group
+from shopee_match.data.splits import ground_truth, split_by_group
 
 
 def labels_of(seed=0, n_groups=400):

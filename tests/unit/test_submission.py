@@ -5,14 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from shopee_match.data import load_postings, write_test_layout
-from shopee_match.metrics import row_f1
-from shopee_match.submission import (
+from shopee_match.apply.submission import (
     SubmissionError,
     read_submission,
     validate_submission,
     write_submission,
 )
+from shopee_match.data.postings import load_postings, write_test_layout
+from shopee_match.match.metrics import row_f1
 
 IDS = ["a", "b", "c"]
 

@@ -11,9 +11,10 @@
   neck, with augmentation) and ``text`` (the SBERT model itself).
 
 A trained model is saved under ``artifacts/models/<key>/`` (the key hashes the
-base model, data fingerprint, split seed and hyper-parameters) and used through
-an encoder spec: ``finetuned:<dir>`` for ``head`` and ``image``, ``sbert:<dir>``
-for ``text``. Training the same thing again loads the saved model.
+base model, data fingerprint, split seed and hyper-parameters) in the format of
+:mod:`shopee_match.embed.finetuned` and used through an encoder spec: ``finetuned:<dir>`` for
+``head`` and ``image``, ``sbert:<dir>`` for ``text``. Training the same thing again loads the
+saved model.
 """
 
 from __future__ import annotations
@@ -28,6 +29,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from shopee_match.data.paths import models_dir
+from shopee_match.embed.finetuned import (
+    FineTunedModel,
+    image_tower,
+    projection_head,
+    read_meta,
+    spec_of,
+)
+from shopee_match.embed.specs import EncoderSpec
 
 FINETUNE_VERSION = 1
 REGIMES = ("head", "image", "text")
@@ -293,69 +304,6 @@ def fit(model, batches: Callable[[PKSampler], Iterable[tuple[list[int], object]]
     return history
 
 
-# --- models -------------------------------------------------------------------------------
-
-
-def projection_head(in_dim: int, out_dim: int, hidden: int = 0):
-    """Linear projection (or a one-hidden-layer MLP) whose output is L2-normalised."""
-    import torch
-
-    class ProjectionHead(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = (torch.nn.Linear(in_dim, out_dim) if hidden <= 0 else torch.nn.Sequential(
-                torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out_dim)))
-
-        def forward(self, x):
-            return torch.nn.functional.normalize(self.net(x), dim=-1)
-
-    return ProjectionHead()
-
-
-def image_tower(base_spec: str, unfrozen_blocks: int = 2):
-    """The base image model with only its top ``unfrozen_blocks`` trainable, plus a new
-    pool → BatchNorm → L2 neck. ``base_spec``: ``timm:ARCH:WEIGHTS`` or
-    ``open_clip:ARCH:WEIGHTS`` (OpenCLIP's visual tower, via ``lock_image_tower``)."""
-    import torch
-
-    kind, _, rest = base_spec.partition(":")
-    arch, _, weights = rest.partition(":")
-    if kind == "timm":
-        from shopee_match.encoders import load_timm
-
-        trunk = load_timm(arch, weights or "none")
-        for p in trunk.parameters():
-            p.requires_grad = False
-        blocks = list(trunk.blocks)[len(trunk.blocks) - unfrozen_blocks:] if unfrozen_blocks else []
-        top = [m for m in (getattr(trunk, "conv_head", None), getattr(trunk, "bn2", None)) if m]
-        for module in [*blocks, *top]:
-            for p in module.parameters():
-                p.requires_grad = True
-        dim = trunk.num_features
-    elif kind == "open_clip":
-        from shopee_match.encoders import load_open_clip
-
-        model = load_open_clip(arch, weights or "none")[0]
-        model.lock_image_tower(unlocked_groups=unfrozen_blocks)
-        trunk, dim = model.visual, int(model.visual.output_dim)
-    else:
-        raise ValueError(f"image fine-tuning needs a timm: or open_clip: spec, got {base_spec!r}")
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.trunk = trunk
-            self.neck = torch.nn.BatchNorm1d(dim)
-
-        def forward(self, x):
-            return torch.nn.functional.normalize(self.neck(self.trunk(x).float()), dim=-1)
-
-    return ImageTower()
-
-
-# --- saved models as encoders -------------------------------------------------------------
-
-
 def model_key(config: TrainConfig, base: dict[str, str], data_fingerprint: str,
               split_seed: int) -> str:
     """Folder name of a fine-tuned model: regime + a hash of everything it was made from."""
@@ -363,79 +311,6 @@ def model_key(config: TrainConfig, base: dict[str, str], data_fingerprint: str,
             "split_seed": split_seed, "version": FINETUNE_VERSION}
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
     return f"{config.regime}-{digest}"
-
-
-def models_dir() -> Path:
-    """``artifacts/models`` (follows ``SHOPEE_MATCH_ARTIFACTS``)."""
-    from shopee_match.config import artifacts_dir
-
-    return artifacts_dir() / "models"
-
-
-def read_saved(folder: str | Path) -> dict | None:
-    """``encoder.json`` of a finished fine-tuned model, or None if there is none."""
-    path = Path(folder) / "encoder.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def save_model(folder: Path, model, meta: dict, history: History) -> str:
-    """Write weights + ``encoder.json`` (written last: its presence marks a finished model);
-    returns the encoder spec that loads it."""
-    import torch
-
-    folder.mkdir(parents=True, exist_ok=True)
-    if meta["kind"] == "text":
-        model.save(str(folder / "sbert"))
-    else:
-        torch.save(model.state_dict(), folder / "weights.pt")
-    meta = {**meta, "history": asdict(history)}
-    (folder / "encoder.json").write_text(json.dumps(meta, indent=2))
-    return spec_of(folder)
-
-
-def spec_of(folder: str | Path) -> str:
-    """Encoder spec of a saved fine-tuned model folder."""
-    meta = read_saved(folder)
-    if meta is None:
-        raise FileNotFoundError(f"{folder} holds no finished fine-tuned model (no encoder.json)")
-    return f"sbert:{Path(folder) / 'sbert'}" if meta["kind"] == "text" else f"finetuned:{folder}"
-
-
-def load_finetuned(folder: str | Path, device: str = "cpu"):
-    """``(model, meta)`` of a saved ``head`` or ``image`` model, in eval mode."""
-    import torch
-
-    meta = read_saved(folder)
-    if meta is None:
-        raise FileNotFoundError(f"{folder}/encoder.json not found: not a finished fine-tuned "
-                                "model; run notebook 04 again to train it.")
-    if meta["kind"] == "head":
-        model = projection_head(meta["in_dim"], meta["out_dim"], meta["hidden"])
-    elif meta["kind"] == "image":
-        model = image_tower(meta["base"], meta["unfrozen_blocks"])
-    else:
-        raise ValueError(f"{folder}: kind {meta['kind']!r} loads through sbert:, not finetuned:")
-    state = torch.load(Path(folder) / "weights.pt", map_location=device)
-    model.load_state_dict(state)
-    return model.to(device).eval(), meta
-
-
-def apply_head(folder: str | Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Joint embeddings of a saved ``head`` model from its input modalities' vectors."""
-    model, meta = load_finetuned(folder)
-    return head_embeddings(model, meta, inputs)
-
-
-def head_embeddings(model, meta: dict, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """:func:`apply_head` with the head already loaded (``load_finetuned``): the service
-    loads it once and embeds one listing per request."""
-    import torch
-
-    x = np.concatenate([inputs[m] for m in meta["inputs"]], axis=1).astype(np.float32)
-    with torch.inference_mode():
-        out = model(torch.from_numpy(x)).numpy()
-    out[~np.any(x != 0, axis=1)] = 0.0  # no input at all: stays a zero row
-    return out.astype(np.float32)
 
 
 class TrainImages:
@@ -451,7 +326,7 @@ class TrainImages:
     def __getitem__(self, row: int):
         import torch
 
-        from shopee_match.encoders import open_rgb
+        from shopee_match.embed.encoders import open_rgb
 
         try:
             return self.transform(open_rgb(self.paths[row])), row
@@ -471,7 +346,7 @@ class FineTuned:
 
 
 def _saved(folder: Path) -> FineTuned | None:
-    meta = read_saved(folder)
+    meta = read_meta(folder)
     if meta is None:
         return None
     history = History(**meta["history"])
@@ -480,6 +355,12 @@ def _saved(folder: Path) -> FineTuned | None:
 
 def _folder(config: TrainConfig, base: dict, fingerprint: str, split_seed: int, root) -> Path:
     return Path(root or models_dir()) / model_key(config, base, fingerprint, split_seed)
+
+
+def _save(folder: Path, model, meta: dict, history: History) -> str:
+    """Save a trained model with its history (as a
+    :class:`~shopee_match.embed.finetuned.FineTunedModel`); returns its encoder spec."""
+    return FineTunedModel(model, {**meta, "history": asdict(history)}).save(folder)
 
 
 def train_head(vectors: dict[str, np.ndarray], labels: Sequence[int], split: np.ndarray,
@@ -491,8 +372,8 @@ def train_head(vectors: dict[str, np.ndarray], labels: Sequence[int], split: np.
     ``base`` maps each input modality to its encoder spec (recorded for re-embedding)."""
     import torch
 
-    from shopee_match.encoders import pick_device
-    from shopee_match.selection import best_static_f1
+    from shopee_match.embed.backbones import pick_device
+    from shopee_match.match.selection import best_static_f1
 
     names = sorted(vectors)
     folder = _folder(config, {m: base[m] for m in names} | {"image_size": image_size},
@@ -517,7 +398,7 @@ def train_head(vectors: dict[str, np.ndarray], labels: Sequence[int], split: np.
             "input_dims": {m: int(vectors[m].shape[1]) for m in names},
             "in_dim": int(x.shape[1]), "out_dim": config.out_dim, "hidden": config.hidden,
             "config": asdict(config)}
-    return FineTuned(save_model(folder, model.cpu(), meta, history), folder, history, True)
+    return FineTuned(_save(folder, model.cpu(), meta, history), folder, history, True)
 
 
 def train_image(paths: Sequence[str], labels: Sequence[int], split: np.ndarray,
@@ -528,19 +409,20 @@ def train_image(paths: Sequence[str], labels: Sequence[int], split: np.ndarray,
     BN neck) on augmented training photos; epochs chosen by val F1 of the embedded val photos."""
     import torch
 
-    from shopee_match.encoders import ImageEncoder, image_transform, pick_device
-    from shopee_match.selection import best_static_f1
+    from shopee_match.embed.backbones import image_transform, pick_device
+    from shopee_match.embed.encoders import ImageEncoder
+    from shopee_match.match.selection import best_static_f1
 
     folder = _folder(config, {"image": base_spec}, fingerprint, split_seed, root)
     if (done := _saved(folder)) is not None:
         return done
     device = device or pick_device()
     size = config.image_size
-    if base_spec.startswith("open_clip:"):
-        from shopee_match.encoders import clip_image_size, load_open_clip
+    base = EncoderSpec.parse(base_spec)
+    if base.kind == "open_clip":
+        from shopee_match.embed.backbones import clip_image_size, load_open_clip
 
-        arch, _, weights = base_spec.partition(":")[2].partition(":")
-        size = clip_image_size(load_open_clip(arch, weights or "none")[0])
+        size = clip_image_size(load_open_clip(base.name, base.weights)[0])
     paths, labels = list(paths), np.asarray(labels)
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     seed_training(config.seed)
@@ -566,7 +448,7 @@ def train_image(paths: Sequence[str], labels: Sequence[int], split: np.ndarray,
                   folder / "checkpoint", device, progress)
     meta = {"kind": "image", "base": base_spec, "image_size": size,
             "unfrozen_blocks": config.unfrozen_blocks, "config": asdict(config)}
-    return FineTuned(save_model(folder, model.cpu(), meta, history), folder, history, True)
+    return FineTuned(_save(folder, model.cpu(), meta, history), folder, history, True)
 
 
 def train_text(titles: Sequence[str], labels: Sequence[int], split: np.ndarray,
@@ -577,20 +459,22 @@ def train_text(titles: Sequence[str], labels: Sequence[int], split: np.ndarray,
     loop and losses as the other regimes); saved as a sentence-transformers folder."""
     import torch
 
-    from shopee_match.encoders import _sbert_path, pick_device
+    from shopee_match.embed.backbones import pick_device
+    from shopee_match.embed.specs import sbert_path
+    from shopee_match.match.selection import best_static_f1
     from shopee_match.progress import silence_widget_warning
-    from shopee_match.selection import best_static_f1
 
     silence_widget_warning()
     from sentence_transformers import SentenceTransformer
 
-    if not base_spec.startswith("sbert:"):
+    base = EncoderSpec.parse(base_spec)
+    if base.kind != "sbert":
         raise ValueError(f"text fine-tuning needs an sbert: spec, got {base_spec!r}")
     folder = _folder(config, {"text": base_spec}, fingerprint, split_seed, root)
     if (done := _saved(folder)) is not None:
         return done
     device = device or pick_device()
-    model = SentenceTransformer(_sbert_path(base_spec.partition(":")[2]), device=device)
+    model = SentenceTransformer(sbert_path(base.name), device=device)
     model.max_seq_length = config.max_tokens
     titles, labels = [str(t) for t in titles], np.asarray(labels)
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
@@ -611,4 +495,4 @@ def train_text(titles: Sequence[str], labels: Sequence[int], split: np.ndarray,
     history = fit(model, batches_from(load_batch), forward, labels[train], config, val_f1,
                   folder / "checkpoint", device, progress)
     meta = {"kind": "text", "base": base_spec, "config": asdict(config)}
-    return FineTuned(save_model(folder, model.cpu(), meta, history), folder, history, True)
+    return FineTuned(_save(folder, model.cpu(), meta, history), folder, history, True)

@@ -1,20 +1,20 @@
-"""Cross-encoder reranking of candidate pairs.
+"""Training the cross-encoder that reranks candidate pairs, and the labels people give it.
 
 A bi-encoder + kNN blocks candidate pairs (:func:`split_pairs`: each split's own
-neighbour lists, so a pair never straddles splits); a cross-encoder reads both
-titles together and scores each pair (:func:`train_cross_encoder`,
-:class:`Reranker`); the score is used alone or with the pair features (photos,
-fused similarity, rank, neighbour statistics) in a classifier. Accepted pairs
-become clusters (:func:`~shopee_match.matching.capped_components` splits chains by their
-weakest edges); uncertain pairs go to a gray-zone file for labelling
-(:func:`gray_band`, :func:`write_gray_zone`, :func:`read_labelled`); token
-attributions explain single decisions (:func:`token_attributions`).
+neighbour lists, so a pair never straddles splits); a cross-encoder learns to read both
+titles together (:func:`training_pairs`, :func:`train_cross_encoder`) and is then used
+(:class:`~shopee_match.embed.cross_encoder.CrossEncoderModel`) alone or with the pair features
+(photos, fused similarity, rank, neighbour statistics) in a classifier
+(:func:`rerank_training_data`). Uncertain pairs go to a gray-zone file for labelling
+(:func:`gray_band`, :func:`write_gray_zone`) and come back as training pairs
+(:func:`read_labelled`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,9 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shopee_match.data.schema import IMAGE, POSTING_ID, TITLE
+from shopee_match.embed.cross_encoder import CrossEncoderModel
+
 #: marketplace filler that says nothing about the product (added to positives for invariance)
 FILLERS = ("ORIGINAL", "100% ORI", "READY STOCK", "COD", "Murah", "Free Ongkir", "[PROMO]",
            "BEST SELLER", "Termurah", "NEW", "Bisa COD", "Grosir")
+logger = logging.getLogger(__name__)
 _PUNCT = re.compile(r"[\[\]\(\)\{\}【】!*#|/,+~_]")
 
 
@@ -63,8 +67,8 @@ def split_pairs(galleries, weights: dict[str, float], k: int) -> pd.DataFrame:
     (fused cosine), ``rank`` (the better of the two directions) and ``label`` (same
     label group). Pairs are blocked inside a split, so none straddles two splits.
     """
-    from shopee_match.matching import candidate_pairs
-    from shopee_match.neighbors import real_neighbors
+    from shopee_match.match.neighbors import real_neighbors
+    from shopee_match.match.pairs import candidate_pairs
 
     frames = []
     for split, rows in galleries.rows.items():
@@ -142,6 +146,10 @@ class TrainedCrossEncoder:
     log: list[dict]
     trained: bool
 
+    def load(self, engine: str = "auto") -> CrossEncoderModel:
+        """The trained model, ready to score pairs."""
+        return CrossEncoderModel(self.folder / "model", engine=engine)
+
 
 def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=None,
                         progress: bool = True) -> TrainedCrossEncoder:
@@ -153,9 +161,11 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
     """
     import os
 
-    from shopee_match.encoders import _sbert_path, pick_device
-    from shopee_match.finetune import models_dir, seed_training
+    from shopee_match.data.paths import models_dir
+    from shopee_match.embed.backbones import pick_device
+    from shopee_match.embed.specs import sbert_path
     from shopee_match.progress import silence_widget_warning
+    from shopee_match.train.finetune import seed_training
 
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     digest.update(pd.util.hash_pandas_object(pairs[["sentence1", "sentence2", "label"]],
@@ -177,7 +187,7 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     seed_training(config.seed)
-    model = CrossEncoder(_sbert_path(config.base), num_labels=1, max_length=config.max_length)
+    model = CrossEncoder(sbert_path(config.base), num_labels=1, max_length=config.max_length)
     data = Dataset.from_pandas(pairs[["sentence1", "sentence2", "label"]].reset_index(drop=True))
     args = CrossEncoderTrainingArguments(
         output_dir=str(folder / "trainer"), num_train_epochs=config.epochs,
@@ -197,169 +207,19 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
     return TrainedCrossEncoder(folder, log, trained=True)
 
 
-class Reranker:
-    """The second stage of a :class:`~shopee_match.matcher.MatchConfig` with kind
-    ``cross_encoder`` (the cross-encoder's probability) or ``rerank`` (a classifier over the
-    pair features plus that probability). Saved as a folder: ``model/`` (the
-    cross-encoder), for ``rerank`` ``classifier.joblib`` and, when set, ``gray_band.json``
-    (the :func:`gray_band` of the cross-encoder's probability, for the service's log).
-    ``engine`` runs the cross-encoder in torch or onnxruntime (``auto``: onnxruntime on the CPU,
-    exported on first use; see :mod:`shopee_match.engines`)."""
-
-    def __init__(self, folder: str | Path, classifier=None, batch_size: int = 64,
-                 device: str | None = None, engine: str = "auto"):
-        import os
-
-        from shopee_match.progress import silence_widget_warning
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        silence_widget_warning()
-        from sentence_transformers.cross_encoder import CrossEncoder
-
-        self.folder = Path(folder)
-        self.model = CrossEncoder(str(self.folder / "model"), device=device)
-        from shopee_match.engines import resolve_engine
-
-        self.engine = resolve_engine(engine, self.model.device.type)
-        self._graph = None  # the exported ONNX graph and its input names, once needed
-        self.classifier = classifier
-        self.batch_size = batch_size
-        self.pairs_per_second = float("nan")
-        self.gray_band: tuple[float, float] | None = None
-
-    @classmethod
-    def load(cls, folder: str | Path, engine: str = "auto") -> Reranker:
-        """A reranker saved with :meth:`save`."""
-        import joblib
-
-        path = Path(folder) / "classifier.joblib"
-        reranker = cls(folder, joblib.load(path) if path.is_file() else None, engine=engine)
-        band = Path(folder) / "gray_band.json"
-        if band.is_file():
-            saved = json.loads(band.read_text())
-            reranker.gray_band = (float(saved["low"]), float(saved["high"]))
-        return reranker
-
-    def cross_encoder_only(self) -> Reranker:
-        """This reranker without its classifier (the ``cross_encoder`` kind), sharing the
-        loaded cross-encoder instead of loading it again."""
-        import copy
-
-        alone = copy.copy(self)
-        alone.classifier = None
-        return alone
-
-    def save(self, folder: str | Path) -> Path:
-        """Write ``model/`` and (if any) ``classifier.joblib`` to ``folder``."""
-        import joblib
-
-        folder = Path(folder)
-        self.model.save(str(folder / "model"))
-        if self.classifier is not None:
-            joblib.dump(self.classifier, folder / "classifier.joblib")
-        if self.gray_band is not None:
-            low, high = self.gray_band
-            (folder / "gray_band.json").write_text(json.dumps(
-                {"low": float(low), "high": float(high), "on": "cross_encoder"}))
-        return folder
-
-    def score_titles(self, first: Sequence[str], second: Sequence[str], progress: bool = False
-                     ) -> np.ndarray:
-        """Cross-encoder match probability of each title pair (batched; pairs/s recorded)."""
-        import time
-
-        from shopee_match.progress import progress_bar
-
-        pairs = list(zip(map(str, first), map(str, second)))
-        out = np.zeros(len(pairs), dtype=np.float32)
-        start = time.perf_counter()
-        with progress_bar(total=len(pairs), desc="cross-encoder", disable=not progress,
-                          leave=False) as bar:
-            for lo in range(0, len(pairs), 1024):
-                chunk = pairs[lo:lo + 1024]
-                out[lo:lo + len(chunk)] = self._predict(chunk)
-                bar.update(len(chunk))
-        self.pairs_per_second = len(pairs) / max(time.perf_counter() - start, 1e-9)
-        return out
-
-    def _predict(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        """The cross-encoder's probability of each pair, in batches of similar length."""
-        if self.engine == "torch":
-            return self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
-        import torch
-
-        graph, names = self._onnx()
-        order = np.argsort([len(a) + len(b) for a, b in pairs], kind="stable")
-        out = np.zeros(len(pairs), dtype=np.float32)
-        for lo in range(0, len(pairs), self.batch_size):
-            rows = order[lo:lo + self.batch_size]
-            features = self.model.preprocess([pairs[r] for r in rows])
-            logits = graph(*(features[k].numpy() for k in names))
-            out[rows] = self.model.activation_fn(torch.from_numpy(logits)).numpy().reshape(
-                len(rows), -1)[:, 0]
-        return out
-
-    def _onnx(self):
-        """The cross-encoder's ONNX graph (exported once per weights) and its input names."""
-        if self._graph is None:
-            from shopee_match.encoders import _as_module, file_digest
-            from shopee_match.engines import onnx_model
-
-            example = {k: v for k, v in self.model.preprocess([("a b c", "d"), ("e", "f g")])
-                       .items() if hasattr(v, "shape")}
-            names = list(example)
-            module = _as_module(self.model, lambda m, *t: m(dict(zip(names, t)))["scores"])
-            model_id = f"cross-encoder:{file_digest(self.folder / 'model' / 'model.safetensors')}"
-            graph = onnx_model(module.eval(), tuple(example.values()), names,
-                               [{0: "batch", 1: "tokens"}] * len(names), model_id)
-            self._graph = graph, names
-        return self._graph
-
-    def pair_scores(self, titles: Sequence[str], i: np.ndarray, j: np.ndarray,
-                    cache: dict | None = None, progress: bool = False) -> np.ndarray:
-        """Probability for each directed pair ``(i, j)``; each unordered pair is scored once
-        and kept in ``cache`` (a dict per gallery) for later calls."""
-        cache = {} if cache is None else cache
-        store = cache.setdefault(("cross_encoder", str(self.folder)), {})
-        a, b = np.minimum(i, j), np.maximum(i, j)
-        keys = a.astype(np.int64) * (len(titles) + 1) + b
-        todo = np.unique(keys[[key not in store for key in keys]])
-        if len(todo):
-            ta, tb = todo // (len(titles) + 1), todo % (len(titles) + 1)
-            titles = np.asarray(titles, dtype=object)
-            store.update(zip(todo.tolist(), self.score_titles(titles[ta], titles[tb],
-                                                              progress).tolist()))
-        return np.array([store[key] for key in keys.tolist()], dtype=np.float32)
-
-    def score(self, features: pd.DataFrame, titles: Sequence[str], i: np.ndarray,
-              j: np.ndarray, cache: dict | None = None) -> np.ndarray:
-        """Second-stage score of candidate pairs: the cross-encoder's probability, or the
-        classifier's over ``features`` + that probability (column ``cross_encoder``)."""
-        ce = self.pair_scores(titles, i, j, cache)
-        if self.classifier is None:
-            return ce
-        from shopee_match.matching import pair_probabilities
-
-        return pair_probabilities(self.classifier, with_ce(features, ce))
-
-
-def rerank_training_data(galleries, split: str, config, reranker: Reranker
+def rerank_training_data(galleries, split: str, config, cross_encoder: CrossEncoderModel
                          ) -> tuple[pd.DataFrame, np.ndarray]:
     """Pair features + cross-encoder probability and same-group labels of one split's
-    candidate pairs (as :meth:`Reranker.score` sees them). Use a split the cross-encoder
+    candidate pairs (as the reranker's classifier sees them). Use a split the cross-encoder
     was not trained on, or its probabilities are over-confident."""
-    from shopee_match.matching import candidate_pair_features
+    from shopee_match.match.decision import candidate_pair_features
+    from shopee_match.match.pairs import with_ce
 
-    i, j, features = candidate_pair_features(galleries.vectors[split], config,
-                                             galleries.phash[split], galleries.cache[split])
-    ce = reranker.pair_scores(galleries.titles[split], i, j, galleries.cache[split])
+    gallery = galleries.splits[split]
+    pairs = candidate_pair_features(gallery, config)
+    ce = cross_encoder.pair_scores(gallery.titles, pairs.i, pairs.j, gallery.cache)
     labels = galleries.labels[split]
-    return with_ce(features, ce), labels[i] == labels[j]
-
-
-def with_ce(features: pd.DataFrame, ce: np.ndarray) -> pd.DataFrame:
-    """Pair features with the cross-encoder probability as one more column."""
-    return features.assign(cross_encoder=np.asarray(ce, dtype=np.float32))
+    return with_ce(pairs.features, ce), labels[pairs.i] == labels[pairs.j]
 
 
 def gray_band(scores: np.ndarray, is_match: np.ndarray, precision: float = 0.95,
@@ -392,10 +252,10 @@ def write_gray_zone(path: str | Path, postings: pd.DataFrame, a: np.ndarray, b: 
     def column(name, rows):
         return postings[name].to_numpy()[rows] if name in postings else [""] * len(rows)
 
-    table = pd.DataFrame({"posting_id_1": column("posting_id", a),
-                          "posting_id_2": column("posting_id", b),
-                          "title_1": column("title", a), "title_2": column("title", b),
-                          "image_1": column("image", a), "image_2": column("image", b),
+    table = pd.DataFrame({"posting_id_1": column(POSTING_ID, a),
+                          "posting_id_2": column(POSTING_ID, b),
+                          "title_1": column(TITLE, a), "title_2": column(TITLE, b),
+                          "image_1": column(IMAGE, a), "image_2": column(IMAGE, b),
                           "score": np.round(scores, 4), "label": ""})
     table = table.iloc[np.argsort(np.abs(np.asarray(scores) - 0.5), kind="stable")]
     path = Path(path)
@@ -409,7 +269,7 @@ def read_labelled(path: str | Path, exclude_ids: Sequence[str] = ()) -> pd.DataF
     """Labelled rows of a gray-zone file as training pairs (``sentence1``, ``sentence2``,
     ``label``). Rows without a 0/1 label are skipped; rows naming a posting in
     ``exclude_ids`` (val/test postings: training on them would leak) are dropped with
-    a printed count. A missing file gives no rows."""
+    a logged count. A missing file gives no rows."""
     path = Path(path)
     empty = pd.DataFrame(columns=["sentence1", "sentence2", "label"])
     if not path.is_file():
@@ -428,60 +288,10 @@ def read_labelled(path: str | Path, exclude_ids: Sequence[str] = ()) -> pd.DataF
     excluded = set(map(str, exclude_ids))
     leaks = labelled["posting_id_1"].isin(excluded) | labelled["posting_id_2"].isin(excluded)
     if leaks.any():
-        print(f"{path}: {int(leaks.sum())} labelled pair(s) name val/test postings and are not "
-              "used for training (they would leak into the evaluation).")
+        logger.warning("%s: %d labelled pair(s) name val/test postings and are not used for "
+                       "training (they would leak into the evaluation).", path,
+                       int(leaks.sum()))
     labelled = labelled[~leaks]
     return pd.DataFrame({"sentence1": labelled["title_1"].to_numpy(),
                          "sentence2": labelled["title_2"].to_numpy(),
                          "label": labelled["label"].str.strip().astype(float).to_numpy()})
-
-
-def token_attributions(model, first: str, second: str, steps: int = 32
-                       ) -> list[tuple[str, float]]:
-    """Importance of each token of a title pair for the cross-encoder's logit (captum's
-    ``LayerIntegratedGradients`` on the word embeddings, from a baseline of [PAD] tokens with
-    the special tokens kept); scores scaled to [-1, 1]."""
-    import torch
-    from captum.attr import LayerIntegratedGradients
-
-    hf = model.model
-    hf.eval()
-    enc = model.tokenizer(first, second, return_tensors="pt", truncation=True,
-                          max_length=model.max_seq_length)
-    ids = enc["input_ids"]
-    special = torch.tensor(model.tokenizer.get_special_tokens_mask(
-        ids[0].tolist(), already_has_special_tokens=True), dtype=torch.bool)[None]
-    baseline = torch.where(special, ids, torch.full_like(ids, model.tokenizer.pad_token_id))
-    extra = {k: v for k, v in enc.items() if k != "input_ids"}
-
-    def logit(input_ids):
-        return hf(input_ids=input_ids, **{k: v.expand(len(input_ids), -1)
-                                          for k, v in extra.items()}).logits[:, 0]
-
-    lig = LayerIntegratedGradients(logit, hf.get_input_embeddings())
-    attr = lig.attribute(ids, baselines=baseline, n_steps=steps).sum(-1)[0].detach().numpy()
-    attr = attr / max(float(np.abs(attr).max()), 1e-12)
-    tokens = model.tokenizer.convert_ids_to_tokens(ids[0])
-    return [(t, float(a)) for t, a in zip(tokens, attr)]
-
-
-def attribution_html(tokens: list[tuple[str, float]]) -> str:
-    """Words as coloured spans (word pieces joined, their scores averaged): green pushed the
-    pair towards "same product", red away from it; the score shows on hover."""
-    import html
-
-    words: list[list] = []
-    for token, score in tokens:
-        if token.startswith("##") and words:
-            words[-1][0] += token[2:]
-            words[-1][1].append(score)
-        else:
-            words.append([token, [score]])
-    spans = []
-    for word, scores in words:
-        score = float(np.mean(scores))
-        colour = (f"rgba(44,160,44,{abs(score):.2f})" if score >= 0 else
-                  f"rgba(214,39,40,{abs(score):.2f})")
-        spans.append(f"<span style='background:{colour};padding:1px 3px;border-radius:3px' "
-                     f"title='{score:+.2f}'>{html.escape(word)}</span>")
-    return "<div style='line-height:2'>" + " ".join(spans) + "</div>"

@@ -20,33 +20,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from shopee_match.files import atomic_write
 
 CACHE_VERSION = 1
-
-
-def dataset_fingerprint(postings: pd.DataFrame) -> str:
-    """Hash of posting ids, titles and image file names + sizes (not contents, for speed)."""
-    h = hashlib.sha256()
-    h.update("\x1f".join(postings["posting_id"].astype(str)).encode())
-    h.update(b"\x1e")
-    h.update("\x1f".join(postings["title"].fillna("").astype(str)).encode())
-    if "image_path" in postings:
-        sizes = [os.stat(p).st_size if p and os.path.isfile(p) else -1
-                 for p in postings["image_path"]]
-        names = [os.path.basename(p) for p in postings["image_path"]]
-        h.update(b"\x1e")
-        h.update("\x1f".join(f"{n}:{s}" for n, s in zip(names, sizes)).encode())
-    return h.hexdigest()[:20]
 
 
 def cache_meta(model_id: str, data_fingerprint: str, params: dict) -> dict:

@@ -7,7 +7,7 @@ or sparse match matrices with row labels, fully vectorised, for sweeps over
 many thresholds.
 
 Match sets are mappings ``posting_id -> collection of posting_ids`` (a dict or
-a ``pd.Series`` such as :func:`shopee_match.splits.ground_truth` returns); a
+a ``pd.Series`` such as :func:`shopee_match.data.splits.ground_truth` returns); a
 predicted set may also be a space-separated string, as in ``submission.csv``. As
 in the Kaggle competition, a posting's own id belongs to its true set.
 """
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from shopee_match.neighbors import real_neighbors
+from shopee_match.match.neighbors import real_neighbors
 
 MatchSets = Mapping[str, Iterable[str]] | pd.Series
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from shopee_match.data.schema import LABEL_GROUP, POSTING_ID
+
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -41,12 +43,12 @@ def split_by_group(
 
 def ground_truth(postings: pd.DataFrame) -> pd.Series:
     """``posting_id -> frozenset`` of the posting_ids in its label group, itself included."""
-    if "label_group" not in postings.columns:
+    if LABEL_GROUP not in postings.columns:
         raise ValueError(
             "Ground truth needs a label_group column; this looks like unlabelled test data."
         )
-    members = postings.groupby("label_group")["posting_id"].agg(frozenset)
+    members = postings.groupby(LABEL_GROUP)[POSTING_ID].agg(frozenset)
     return pd.Series(
-        members.loc[postings["label_group"]].to_numpy(), index=postings["posting_id"].to_numpy(),
+        members.loc[postings[LABEL_GROUP]].to_numpy(), index=postings[POSTING_ID].to_numpy(),
         name="truth",
     )

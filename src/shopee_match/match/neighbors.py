@@ -13,10 +13,13 @@ score 0 against everything.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 MEMORY_PER_CHUNK = 256 * 2**20  # bytes of similarity scores held at once
 INDEX_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
@@ -30,6 +33,12 @@ def index_dtype(n_rows: int) -> np.dtype:
 def real_neighbors(idx: np.ndarray) -> np.ndarray:
     """Mask of the entries of self-search lists that are other rows: not padding, not the query."""
     return (idx >= 0) & (idx != np.arange(len(idx))[:, None])
+
+
+def query_rows(idx: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The query row of every entry ``mask`` selects, in the order ``idx[mask]`` lists them
+    (in ``idx``'s dtype: int32 for lists of fewer than 2**31 rows)."""
+    return np.repeat(np.arange(len(idx), dtype=idx.dtype), mask.sum(axis=1))
 
 
 def exact_knn(queries, gallery=None, k: int = 50, exclude_self: bool = False,
@@ -71,7 +80,7 @@ def exact_knn(queries, gallery=None, k: int = 50, exclude_self: bool = False,
         if exclude_self:
             s, i = _drop_self(s, i, np.arange(start, stop), k)
         sims[start:stop], idx[start:stop] = s, i
-    _order_ties(sims, idx)
+    order_ties(sims, idx)
     return sims, idx
 
 
@@ -119,9 +128,7 @@ def self_knn(vectors, k: int = 50, exact_max_rows: int = EXACT_MAX_ROWS,
     """Self-search that scales: :func:`exact_knn` up to ``exact_max_rows`` rows (and for
     sparse vectors), above that an IVF-Flat index (``nlist`` ~ 4 sqrt(n); enough lists probed
     to scan ~:data:`IVF_SCAN_ROWS` rows per query) searched in chunks, with its recall@k
-    against exact search measured on :data:`RECALL_SAMPLE` rows and printed (stderr)."""
-    import sys
-
+    against exact search measured on :data:`RECALL_SAMPLE` rows and logged."""
     from scipy import sparse
 
     n = vectors.shape[0]
@@ -140,17 +147,17 @@ def self_knn(vectors, k: int = 50, exact_max_rows: int = EXACT_MAX_ROWS,
     for lo in progress_bar(range(0, n, chunk), desc="IVF search", disable=not progress,
                            leave=False):
         sims[lo:lo + chunk], idx[lo:lo + chunk] = search_index(index, vectors[lo:lo + chunk], k)
-    _order_ties(sims, idx)
+    order_ties(sims, idx)
     sample = np.random.default_rng(0).choice(n, min(RECALL_SAMPLE, n), replace=False)
     _, exact = exact_knn(vectors[sample], vectors, k=k)
     recall = neighbor_recall(idx[sample], exact)
-    print(f"shopee-match: {n} rows searched with IVF-Flat (nlist {nlist}, nprobe "
-          f"{index.nprobe}) in {time.perf_counter() - start:.0f} s; recall@{k} vs exact "
-          f"{recall:.3f} on {len(sample)} sampled rows", file=sys.stderr)
+    logger.info("%d rows searched with IVF-Flat (nlist %d, nprobe %d) in %.0f s; recall@%d vs "
+                "exact %.3f on %d sampled rows", n, nlist, index.nprobe,
+                time.perf_counter() - start, k, recall, len(sample))
     return sims, idx
 
 
-def _order_ties(sims: np.ndarray, idx: np.ndarray) -> None:
+def order_ties(sims: np.ndarray, idx: np.ndarray) -> None:
     """Sort each row by similarity descending, then index ascending (in place)."""
     if sims.size:
         order = np.lexsort((idx, -sims), axis=1)

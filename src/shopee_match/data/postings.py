@@ -24,13 +24,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shopee_match.config import dataset_dir
+from shopee_match.data.schema import (
+    IMAGE,
+    IMAGE_OK,
+    IMAGE_PATH,
+    IMAGE_PHASH,
+    LABEL_GROUP,
+    LINE,
+    POSTING_ID,
+    TITLE,
+    TITLE_OK,
+    TITLE_RAW,
+)
 
-REQUIRED_COLUMNS = ("posting_id", "title")
+REQUIRED_COLUMNS = (POSTING_ID, TITLE)
 #: names accepted on the left of a column mapping, and the kit column each one means
-COLUMN_NAMES = {"id": "posting_id", "posting_id": "posting_id", "title": "title",
-                "image": "image", "group": "label_group", "label_group": "label_group",
-                "phash": "image_phash", "image_phash": "image_phash"}
+COLUMN_NAMES = {"id": POSTING_ID, POSTING_ID: POSTING_ID, TITLE: TITLE,
+                IMAGE: IMAGE, "group": LABEL_GROUP, LABEL_GROUP: LABEL_GROUP,
+                "phash": IMAGE_PHASH, IMAGE_PHASH: IMAGE_PHASH}
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 IMAGE_CHECKS = ("none", "exists", "header", "decode")
 _BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
@@ -154,18 +165,18 @@ def load_postings(
     report = ValidationReport(source=str(csv_path), n_rows=len(df))
     _check_columns(df, csv_path, mapping)
     _check_ids(df, csv_path)
-    report.has_labels = "label_group" in df.columns
+    report.has_labels = LABEL_GROUP in df.columns
     if report.has_labels:
         _check_labels(df, csv_path)
     _clean_titles(df, report)
-    report.has_images = "image" in df.columns
+    report.has_images = IMAGE in df.columns
     if report.has_images:
         folder = Path(images_dir) if images_dir else csv_path.with_name(
             csv_path.stem + "_images")
         _check_images(df, folder, check_images, report, progress, allow_outside_images)
     else:
-        df["image_path"] = ""
-        df["image_ok"] = False
+        df[IMAGE_PATH] = ""
+        df[IMAGE_OK] = False
     return df, report
 
 
@@ -215,7 +226,7 @@ def read_csv_rows(path: Path) -> pd.DataFrame:
     if not rows:
         raise ShopeeDataError(f"{path} has a header but no postings; nothing to match.")
     df = pd.DataFrame(rows, columns=[h.strip() for h in header], dtype=object)
-    df["line"] = lines
+    df[LINE] = lines
     return df
 
 
@@ -252,26 +263,6 @@ def dataset_columns(folder: str | Path) -> dict[str, str]:
                               "read like:\ncolumns:\n  id: sku\n  title: name") from err
 
 
-def load_dataset(
-    name: str = "demo", split: str = "train", check_images: str = "header",
-    columns: str | dict | None = None,
-) -> tuple[pd.DataFrame, ValidationReport]:
-    """Load ``<split>.csv`` of a dataset given by name (see ``config.dataset_dir``) or path.
-
-    Demo datasets are generated on first use (and again when the generator
-    changed), so a notebook never needs another one to have run before it.
-    ``columns`` renames a catalog's columns (:func:`parse_columns`).
-    """
-    from shopee_match.config import DEMO_DATASETS
-
-    folder = dataset_dir(name)
-    if name in DEMO_DATASETS:  # generated, or regenerated after a generator change
-        from shopee_match.demo import generate_demo
-
-        generate_demo(folder, size=DEMO_DATASETS[name])
-    return load_postings(folder / f"{split}.csv", check_images=check_images, columns=columns)
-
-
 def _check_columns(df: pd.DataFrame, path: Path, mapping: dict[str, str]) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
@@ -285,14 +276,14 @@ def _check_columns(df: pd.DataFrame, path: Path, mapping: dict[str, str]) -> Non
 
 
 def _check_ids(df: pd.DataFrame, path: Path) -> None:
-    df["posting_id"] = df["posting_id"].str.strip()  # " x" and "x" are one id
-    empty = df.index[df["posting_id"] == ""]
+    df[POSTING_ID] = df[POSTING_ID].str.strip()  # " x" and "x" are one id
+    empty = df.index[df[POSTING_ID] == ""]
     if len(empty):
-        lines = ", ".join(str(df["line"][i]) for i in empty[:_EXAMPLES])
+        lines = ", ".join(str(df[LINE][i]) for i in empty[:_EXAMPLES])
         raise ShopeeDataError(f"{path}: empty posting_id on line(s) {lines}; every row needs one.")
-    dup = df["posting_id"].duplicated(keep=False)
+    dup = df[POSTING_ID].duplicated(keep=False)
     if dup.any():
-        groups = df[dup].groupby("posting_id").groups
+        groups = df[dup].groupby(POSTING_ID).groups
         examples = "; ".join(
             f"{pid!r} on lines {', '.join(str(df['line'][i]) for i in idx)}"
             for pid, idx in list(groups.items())[:_EXAMPLES]
@@ -305,24 +296,24 @@ def _check_ids(df: pd.DataFrame, path: Path) -> None:
 
 
 def _check_labels(df: pd.DataFrame, path: Path) -> None:
-    labels = df["label_group"].str.strip()
+    labels = df[LABEL_GROUP].str.strip()
     bad = df.index[labels == ""]
     if len(bad):
-        lines = ", ".join(str(df["line"][i]) for i in bad[:_EXAMPLES])
+        lines = ", ".join(str(df[LINE][i]) for i in bad[:_EXAMPLES])
         raise ShopeeDataError(
             f"{path}: label_group is empty on {len(bad)} line(s) (e.g. {lines}). Fix those "
             "rows or remove the label_group column to treat the file as unlabelled."
         )
-    df["label_group"] = parse_labels(labels)
+    df[LABEL_GROUP] = parse_labels(labels)
 
 
 def require_duplicates(postings: pd.DataFrame, source: str = "this dataset") -> None:
     """Stop with one clear message when labelled postings cannot teach or measure matching:
     no label_group, no two listings sharing one, or every listing in one group."""
-    if "label_group" not in postings:
+    if LABEL_GROUP not in postings:
         raise ShopeeDataError(f"{source} has no label_group column: it is unlabelled. Match it "
                               "with a saved candidate (`shopee-match submit` / `dedupe`).")
-    sizes = postings["label_group"].value_counts()
+    sizes = postings[LABEL_GROUP].value_counts()
     if (sizes < 2).all():
         raise ShopeeDataError(
             f"{source}: no two of its {len(postings)} listings share a label_group, so there "
@@ -346,11 +337,11 @@ def parse_labels(labels) -> np.ndarray:
 
 
 def _clean_titles(df: pd.DataFrame, report: ValidationReport) -> None:
-    df["title_raw"] = df["title"]
-    cleaned = [clean_title(t) for t in df["title"]]
-    df["title"] = cleaned
-    df["title_ok"] = [bool(t) for t in cleaned]
-    for line, pid, raw, new in zip(df["line"], df["posting_id"], df["title_raw"], cleaned):
+    df[TITLE_RAW] = df[TITLE]
+    cleaned = [clean_title(t) for t in df[TITLE]]
+    df[TITLE] = cleaned
+    df[TITLE_OK] = [bool(t) for t in cleaned]
+    for line, pid, raw, new in zip(df[LINE], df[POSTING_ID], df[TITLE_RAW], cleaned):
         if not new:
             report.empty_titles.append((line, pid))
         elif isinstance(raw, str) and " ".join(raw.split()) != new:
@@ -370,11 +361,11 @@ def _check_images(
             f"Images folder {folder} not found but the CSV has an image column. Put the "
             "images there, or drop the image column to use the titles only."
         )
-    names = df["image"].fillna("").astype(str).str.strip()
+    names = df[IMAGE].fillna("").astype(str).str.strip()
     paths = [str(folder / name) if name else "" for name in names]
     inside = folder.resolve()
     ok = np.zeros(len(df), dtype=bool)
-    rows = progress_bar(enumerate(zip(df["posting_id"], paths, df["line"])), total=len(df),
+    rows = progress_bar(enumerate(zip(df[POSTING_ID], paths, df[LINE])), total=len(df),
                         desc="checking images", disable=not progress or how == "none",
                         leave=False)
     for i, (pid, path, line) in rows:
@@ -400,8 +391,8 @@ def _check_images(
                 report.unreadable_images.append((line, pid, path, reason))
                 continue
         ok[i] = True
-    df["image_path"] = paths
-    df["image_ok"] = ok
+    df[IMAGE_PATH] = paths
+    df[IMAGE_OK] = ok
 
 
 def _truncated(path: str, kind: str | None) -> bool:
@@ -423,16 +414,16 @@ def write_test_layout(postings: pd.DataFrame, dest: str | Path) -> Path:
     import os
     import shutil
 
-    from shopee_match.splits import ground_truth
+    from shopee_match.data.splits import ground_truth
 
     dest = Path(dest)
     images = dest / "test_images"
     images.mkdir(parents=True, exist_ok=True)
-    columns = [c for c in ("posting_id", "image", "image_phash", "title") if c in postings]
+    columns = [c for c in (POSTING_ID, IMAGE, IMAGE_PHASH, TITLE) if c in postings]
     table = postings[columns].copy()
-    table["title"] = postings["title_raw"] if "title_raw" in postings else postings["title"]
-    if "image" in postings:
-        for name, source in zip(postings["image"], postings["image_path"]):
+    table[TITLE] = postings[TITLE_RAW] if TITLE_RAW in postings else postings[TITLE]
+    if IMAGE in postings:
+        for name, source in zip(postings[IMAGE], postings[IMAGE_PATH]):
             target = images / name
             if source and Path(source).is_file() and not target.exists():
                 try:
@@ -440,7 +431,7 @@ def write_test_layout(postings: pd.DataFrame, dest: str | Path) -> Path:
                 except OSError:
                     shutil.copyfile(source, target)
     truth = ground_truth(postings)
-    solution = pd.DataFrame({"posting_id": truth.index,
+    solution = pd.DataFrame({POSTING_ID: truth.index,
                              "matches": [" ".join(sorted(s)) for s in truth]})
     table.to_csv(dest / "test.csv", index=False)
     solution.to_csv(dest / "solution.csv", index=False)

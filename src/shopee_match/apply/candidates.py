@@ -1,7 +1,7 @@
 """Candidates: every way to match that a notebook produced, saved with its scores.
 
 A candidate is a folder ``artifacts/candidates/<name>/`` holding
-``candidate.json`` (the :class:`~shopee_match.matcher.MatchConfig`, val F1,
+``candidate.json`` (the :class:`~shopee_match.match.config.MatchConfig`, val F1,
 fair test F1, the dataset fingerprint and split seed it was chosen on, when
 and by which notebook) and the model files the configuration needs (the pair
 classifier, fine-tuned encoders, cross-encoders). Encoder folders under
@@ -25,7 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-from shopee_match.matcher import MatchConfig
+from shopee_match.data.paths import candidates_dir, models_dir
+from shopee_match.embed.specs import EncoderSpec
+from shopee_match.match.config import MatchConfig
 
 CANDIDATE_FILE = "candidate.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -56,31 +58,18 @@ class Candidate:
         """Files the candidate lists that are not in its folder."""
         return [f for f in self.files if not (self.folder / f).exists()]
 
-    def load_model(self):
-        """The fitted second stage (the pair classifier or a cross-encoder reranker), or None
+    def load_scorer(self):
+        """The fitted second stage (:mod:`shopee_match.apply.second_stages`), or None
         without one."""
+        from shopee_match.apply.second_stages import load_second_stage
+
         stage = self.config.second_stage
-        if stage is None:
-            return None
-        if stage.kind == "pair_classifier":
-            import joblib
-
-            return joblib.load(self.folder / stage.file)
-        from shopee_match.rerank import Reranker
-
-        return Reranker.load(self.folder / stage.file)
+        return None if stage is None else load_second_stage(stage.kind, self.folder / stage.file)
 
 
 def utc_now() -> str:
     """The current time in UTC, ISO 8601 to the second (a candidate's ``created``)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def candidates_dir() -> Path:
-    """``artifacts/candidates`` (follows ``SHOPEE_MATCH_ARTIFACTS``)."""
-    from shopee_match.config import artifacts_dir
-
-    return artifacts_dir() / "candidates"
 
 
 def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float, *,
@@ -90,9 +79,10 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
     """Write (or replace) candidate ``name``; returns it as :func:`load_candidate` would.
 
     ``files`` maps a file name inside the folder to an existing path (copied; a
-    folder is copied whole) or to a Python object (saved with joblib). The
-    second stage's ``file`` must be among them. The folder is written beside
-    and renamed into place, so a reader never sees half a candidate.
+    folder is copied whole) or to an object with a ``save(path)`` method (a second stage,
+    :mod:`shopee_match.apply.second_stages`). The second stage's ``file`` must be among
+    them. The folder is written beside and renamed into place, so a reader never sees half
+    a candidate.
     """
     if not _NAME.match(name):
         raise ValueError(f"candidate name {name!r}: use letters, digits, '_', '-' and '.'")
@@ -106,20 +96,26 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
     staging = root / f".{name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    for file_name, item in files.items():
-        target = staging / file_name
-        if isinstance(item, (str, Path)):
-            source = Path(item)
-            if source.is_dir():
-                shutil.copytree(source, target)
-            elif source.is_file():
-                shutil.copyfile(source, target)
+    try:
+        for file_name, item in files.items():
+            target = staging / file_name
+            if isinstance(item, (str, Path)):
+                source = Path(item)
+                if source.is_dir():
+                    shutil.copytree(source, target)
+                elif source.is_file():
+                    shutil.copyfile(source, target)
+                else:
+                    raise FileNotFoundError(f"{source} (for candidate file {file_name!r}) "
+                                            "not found")
+            elif hasattr(item, "save"):
+                item.save(target)
             else:
-                raise FileNotFoundError(f"{source} (for candidate file {file_name!r}) not found")
-        else:
-            import joblib
-
-            joblib.dump(item, target)
+                raise TypeError(f"candidate file {file_name!r}: give a path or an object with a "
+                                f"save(path) method, not a {type(item).__name__}")
+    except BaseException:  # nothing half-written is left beside the candidates
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     meta = {"name": name, "config": config.to_dict(), "val_f1": float(val_f1),
             "test_f1": float(test_f1),
             "test_f1_upper": None if test_f1_upper is None else float(test_f1_upper),
@@ -141,27 +137,26 @@ def bundle_encoders(config: MatchConfig, models: str | Path | None = None
                     ) -> tuple[MatchConfig, dict[str, Path]]:
     """Specs that point into ``artifacts/models/<key>/...`` rewritten to ``./models/<key>/...``
     and the folders to copy there, so the candidate carries its fine-tuned encoders."""
-    if models is None:
-        from shopee_match.finetune import models_dir
-
-        models = models_dir()
-    models = Path(models).resolve()
+    models = Path(models or models_dir()).resolve()
     encoders, files = {}, {}
-    for modality, spec in config.encoders.items():
-        kind, sep, path = spec.partition(":")
-        inside = Path(path).resolve() if sep and Path(path).exists() else None
+    for modality, text in config.encoders.items():
+        spec = EncoderSpec.parse(text)
+        found = spec.location and Path(spec.location).exists()
+        inside = Path(spec.location).resolve() if found else None
         if inside is not None and inside.is_relative_to(models) and inside != models:
             key = inside.relative_to(models).parts[0]
             files[f"models/{key}"] = models / key
-            spec = f"{kind}:./models/{inside.relative_to(models).as_posix()}"
-        encoders[modality] = spec
+            text = str(spec.at(f"./models/{inside.relative_to(models).as_posix()}"))
+        encoders[modality] = text
     return config.replace(encoders=encoders), files
 
 
-def _resolve(spec: str, folder: Path) -> str:
+def _resolve(text: str, folder: Path) -> str:
     """A ``./``-relative encoder spec made absolute against the candidate folder."""
-    kind, sep, path = spec.partition(":")
-    return f"{kind}:{(folder / path).resolve()}" if sep and path.startswith("./") else spec
+    spec = EncoderSpec.parse(text)
+    if spec.location.startswith("./"):
+        return str(spec.at(str((folder / spec.location).resolve())))
+    return text
 
 
 def load_candidate(folder: str | Path) -> Candidate:

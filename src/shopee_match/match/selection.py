@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shopee_match.matcher import MatchConfig
+from shopee_match.match.config import MatchConfig
+from shopee_match.match.gallery import Gallery
 
 Evaluate = Callable[[MatchConfig, str], float]
 
@@ -81,7 +82,8 @@ def best_of(tried: Sequence[Tuned]) -> Tuned:
 
 def choose_on_sweeps(values: Sequence[float], val_table: pd.DataFrame,
                      test_table: pd.DataFrame) -> tuple[float, Choice]:
-    """The value of a threshold sweep (:func:`shopee_match.matching.sweep`) chosen on val."""
+    """The value of a threshold sweep (:func:`~shopee_match.match.thresholds.sweep`) chosen
+    on val."""
     pick = choose(val_table["f1"], test_table["f1"])
     return float(values[pick.index]), pick
 
@@ -132,34 +134,26 @@ class Ablation:
 
 
 class Galleries:
-    """One dataset's vectors split by label group; each split is matched only within itself.
+    """One dataset's listings split by label group into galleries, one per split, each matched
+    only within itself (as a test set is at submission time).
 
-    ``vectors`` maps modality -> array aligned with ``labels`` (``tfidf`` may be
-    sparse); ``phash`` (optional) feeds the pair classifier's equal-photo feature and
-    ``titles`` (optional) the cross-encoder second stages.
-    Neighbour lists are cached per split, so a sweep searches each gallery once. Other
-    ``names`` and ``fractions`` carve more splits (e.g. ``train, stack, val, test`` with
-    ``0.49, 0.21, 0.15, 0.15``: the same val and test as the default, since groups are
-    assigned by their cumulative share in one seeded order).
+    ``splits`` maps each split name to its :class:`~shopee_match.match.gallery.Gallery`,
+    ``rows`` to its rows in the dataset and ``labels`` to their label groups. ``fractions``
+    and ``names`` choose the splits (default train/val/test, 70/15/15 of the listings).
     """
 
-    def __init__(self, vectors: dict, labels: Sequence[int], phash: Sequence[str] | None = None,
-                 split_seed: int = 0, fractions: Sequence[float] = (0.7, 0.15, 0.15),
-                 titles: Sequence[str] | None = None, names: Sequence[str] | None = None):
-        from shopee_match.splits import SPLIT_NAMES, split_by_group
+    def __init__(self, vectors: dict, labels, phash=None, split_seed: int = 0,
+                 fractions=(0.7, 0.15, 0.15), titles=None, names=None):
+        from shopee_match.data.splits import SPLIT_NAMES, split_by_group
 
         labels = np.asarray(labels)
         names = tuple(names or SPLIT_NAMES)
         split = split_by_group(labels, fractions, seed=split_seed, names=names)
+        whole = Gallery(vectors, phash, titles)
         self.split_seed = split_seed
         self.rows = {s: np.flatnonzero(split == s) for s in names}
         self.labels = {s: labels[r] for s, r in self.rows.items()}
-        self.vectors = {s: {m: v[r] for m, v in vectors.items()} for s, r in self.rows.items()}
-        phash = None if phash is None else np.asarray(phash, dtype=object)
-        self.phash = {s: None if phash is None else phash[r] for s, r in self.rows.items()}
-        titles = None if titles is None else np.asarray(titles, dtype=object)
-        self.titles = {s: None if titles is None else titles[r] for s, r in self.rows.items()}
-        self.cache: dict[str, dict] = {s: {} for s in self.rows}
+        self.splits = {s: whole.take(r) for s, r in self.rows.items()}
 
     def sizes(self) -> pd.DataFrame:
         """Listings and label groups per split."""
@@ -169,48 +163,46 @@ class Galleries:
     def neighbors(self, split: str, weights: dict[str, float], k: int
                   ) -> tuple[np.ndarray, np.ndarray]:
         """Cached self-search lists (``k`` others + self) of the fused ``weights`` in a split."""
-        from shopee_match.matching import fused_neighbors
-
-        return fused_neighbors(self.vectors[split], weights, k + 1, cache=self.cache[split])
+        return self.splits[split].neighbors(weights, k + 1)
 
     def sweep(self, split: str, weights: dict[str, float], k: int, values: Sequence[float],
               strategy: str = "static") -> pd.DataFrame:
         """F1 of a threshold strategy over ``values`` on one split's fused neighbours."""
-        from shopee_match.matching import sweep
+        from shopee_match.match.thresholds import sweep
 
         return sweep(*self.neighbors(split, weights, k), self.labels[split], values, strategy)
 
-    def predict(self, config: MatchConfig, split: str, model=None):
-        """Match matrix of one split under ``config`` (``model``: its fitted second stage)."""
-        from shopee_match.matching import predict_matches
+    def predict(self, config: MatchConfig, split: str, scorer=None):
+        """Match matrix of one split under ``config`` (``scorer``: its fitted second stage)."""
+        from shopee_match.match.decision import predict_matches
 
-        return predict_matches(self.vectors[split], config, model, self.phash[split],
-                               cache=self.cache[split], titles=self.titles[split])
+        return predict_matches(self.splits[split], config, scorer)
 
-    def evaluate(self, config: MatchConfig, split: str, model=None) -> float:
+    def evaluate(self, config: MatchConfig, split: str, scorer=None) -> float:
         """Mean row-wise F1 of ``config`` on one split."""
-        from shopee_match.metrics import matrix_row_f1
+        from shopee_match.match.metrics import matrix_row_f1
 
-        return float(matrix_row_f1(self.predict(config, split, model), self.labels[split]).mean())
+        return float(matrix_row_f1(self.predict(config, split, scorer),
+                                   self.labels[split]).mean())
 
-    def evaluator(self, model=None) -> Evaluate:
-        """``evaluate(config, split)`` with a fixed second-stage model."""
-        return lambda config, split: self.evaluate(config, split, model)
+    def evaluator(self, scorer=None) -> Evaluate:
+        """``evaluate(config, split)`` with a fixed second stage."""
+        return lambda config, split: self.evaluate(config, split, scorer)
 
     def pair_training_data(self, split: str, config: MatchConfig
                            ) -> tuple[pd.DataFrame, np.ndarray]:
         """Pair features and same-group labels of one split's candidate pairs."""
-        from shopee_match.matching import pair_training_data
+        from shopee_match.match.decision import pair_training_data
 
-        return pair_training_data(self.vectors[split], self.labels[split], config,
-                                  self.phash[split], self.cache[split])
+        return pair_training_data(self.splits[split], self.labels[split], config)
 
 
 def best_static_f1(vectors, labels: Sequence[int], k: int = 50,
                    values: Sequence[float] | None = None) -> float:
     """Mean row-wise F1 of one gallery at its best static threshold: the val score that picks a
     training epoch (only ever computed on val)."""
-    from shopee_match.matching import fused_neighbors, sweep
+    from shopee_match.match.fusion import fused_neighbors
+    from shopee_match.match.thresholds import sweep
 
     values = np.linspace(0.05, 0.99, 48) if values is None else values
     sims, idx = fused_neighbors({"x": vectors}, {"x": 1.0}, k + 1)

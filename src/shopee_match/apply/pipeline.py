@@ -1,0 +1,96 @@
+"""The apply pipeline: embed listings as a saved candidate needs, then decide their matches.
+
+:func:`apply_candidate` is what ``submit``, ``dedupe``, notebook 06 and the matching service
+run on a catalog: the candidate's encoders embed the listings (through the embedding cache,
+checked against the model ids the candidate was tuned with), its second stage is loaded, and
+its configuration decides (:func:`~shopee_match.match.decision.predict_matches`).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shopee_match.apply.candidates import Candidate
+from shopee_match.data.schema import IMAGE_PHASH, POSTING_ID, TITLE
+from shopee_match.embed.embeddings import Embeddings
+from shopee_match.match.config import MatchConfig
+from shopee_match.match.gallery import Gallery
+
+
+def embed_for(postings: pd.DataFrame, config: MatchConfig, cache_dir: str | Path | None = None,
+              progress: bool = True, engine: str = "auto") -> dict[str, Embeddings]:
+    """The embeddings of every modality ``config`` uses, made as it was tuned (the same
+    models, checked by identity)."""
+    from shopee_match.embed.embeddings import embed_dataset
+
+    embeddings = embed_dataset(postings, {m: s for m, s in config.encoders.items()
+                                          if m != "tfidf"},
+                               modalities=config.modalities, image_size=config.image_size,
+                               cache_dir=cache_dir, progress=progress, engine=engine)
+    for m, e in embeddings.items():
+        chosen = config.models.get(m)
+        if chosen and chosen != e.model_id:
+            raise ValueError(f"The configuration was tuned with {chosen} for {m}, but this "
+                             f"environment gives {e.model_id}; re-run the notebook that made "
+                             "the candidate.")
+    missing = [m for m in config.modalities if m not in embeddings]
+    if missing:
+        raise ValueError(f"The configuration needs modalities {missing} that these postings "
+                         "lack (no images?); choose a candidate made on data like this.")
+    return embeddings
+
+
+def gallery_of(postings: pd.DataFrame, vectors: dict) -> Gallery:
+    """The gallery of a catalog's listings: their vectors, photos' phash and titles."""
+    phash = postings[IMAGE_PHASH].to_numpy() if IMAGE_PHASH in postings else None
+    return Gallery(vectors, phash, postings[TITLE].fillna("").astype(str).to_numpy())
+
+
+@dataclass
+class Applied:
+    """A catalog embedded as a candidate needs, with its second stage loaded; the decision
+    (:attr:`matches`) is made on first use."""
+
+    postings: pd.DataFrame
+    candidate: Candidate
+    embeddings: dict[str, Embeddings]
+    gallery: Gallery
+    scorer: object  # the candidate's second stage (a PairScorer), or None
+
+    @functools.cached_property
+    def matches(self):
+        """The candidate's ``n x n`` boolean match matrix over the catalog, self included."""
+        from shopee_match.match.decision import predict_matches
+
+        return predict_matches(self.gallery, self.candidate.config, self.scorer)
+
+    def match_sets(self) -> pd.Series:
+        """``posting_id -> set of posting_ids`` each listing matches (itself included)."""
+        from shopee_match.match.matrices import matrix_to_sets
+
+        return matrix_to_sets(self.matches, self.postings[POSTING_ID].astype(str).to_numpy())
+
+    def scored_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(i, j, scores)``: every candidate pair the second stage scored and its score
+        (None for a candidate without a second stage)."""
+        from shopee_match.match.decision import scored_pairs
+
+        if self.candidate.config.second_stage is None:
+            return None
+        pairs, scores = scored_pairs(self.gallery, self.candidate.config, self.scorer)
+        return pairs.i, pairs.j, scores
+
+
+def apply_candidate(postings: pd.DataFrame, candidate: Candidate,
+                    cache_dir: str | Path | None = None, progress: bool = True,
+                    engine: str = "auto") -> Applied:
+    """Embed ``postings`` as ``candidate`` needs (embeddings cached in ``cache_dir``, default
+    ``artifacts/embeddings``; ``engine`` runs the encoders) and load its second stage."""
+    embeddings = embed_for(postings, candidate.config, cache_dir, progress, engine)
+    gallery = gallery_of(postings, {m: e.vectors for m, e in embeddings.items()})
+    return Applied(postings, candidate, embeddings, gallery, candidate.load_scorer())

@@ -1,0 +1,480 @@
+"""Match new listings against a catalog with a saved candidate, one listing at a time.
+
+:class:`MatchService` is what ``shopee-match serve`` runs (:mod:`shopee_match.serve` wraps it
+in HTTP). At start-up it embeds the catalog as the candidate needs
+(:func:`~shopee_match.apply.pipeline.apply_candidate`), builds a FAISS index of every space
+the candidate searches and loads its models once.
+
+How a listing is decided: the candidate was tuned on self-search lists (each listing's ``k``
+nearest others in its gallery). A new listing gets the same list from the catalog, and the
+kit's one decision (:func:`shopee_match.match.decision.decide`) decides it as the first row
+of a *local gallery*: itself, its neighbours and the listings its ``union`` modalities found.
+So it is decided as its row of ``predict_matches`` over the catalog plus itself (appended
+last) would be, with two differences: the catalog's blended vectors are those of the catalog
+alone (blending moves only the new listing), and with connected components the listing
+matches what it accepts plus the clusters it joins (those of its matches, nearest first,
+while the joined cluster stays within ``max_component``) rather than the clusters being recut
+around it. A listing already in the catalog (:meth:`MatchService.match_known`) is decided
+exactly as its row of ``predict_matches`` over the catalog; tests check both.
+A listing without a photo (or title) enters with a zero vector for that modality, as a
+catalog listing without one does: the fusion then leans on what is there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from shopee_match.apply.listing import (
+    MAX_IMAGE_PIXELS,
+    Listing,
+    ListingEncoder,
+    ListingError,
+    check_title,
+    decode,
+    read_image,
+)
+from shopee_match.data.schema import IMAGE_PHASH, POSTING_ID, TITLE
+
+logger = logging.getLogger(__name__)
+
+#: catalogs up to this many listings are searched exactly (FAISS flat); above, HNSW
+FLAT_MAX_ROWS = 100_000
+
+
+@dataclass
+class Decision:
+    """A listing's ``k`` nearest catalog listings and the candidate's verdict on each."""
+
+    rows: np.ndarray  # catalog row of each neighbour (or the extra listing's, see pair)
+    similarity: np.ndarray  # fused (searched) similarity
+    similarities: dict[str, np.ndarray]  # per modality cosine (NaN where the query lacks it)
+    score: np.ndarray | None  # second-stage score, None for a threshold candidate
+    cross_encoder: np.ndarray | None  # the cross-encoder's probability, where there is one
+    matches: np.ndarray  # catalog rows of the predicted match set (union, components incl.)
+    catalog_size: int  # listings in the catalog when decided (the extra listing's row, in pair)
+
+
+@dataclass
+class PairVerdict:
+    """Whether two listings are duplicates, with each one's decision about the other."""
+
+    duplicate: bool
+    a_accepts_b: bool
+    b_accepts_a: bool
+    shared_component: bool  # with connected components: their match sets meet
+    similarity: float  # fused (searched) similarity of a and b
+    similarities: dict[str, float | None]  # per modality (None where either lacks input)
+    a: Decision  # a's decision (b is row ``a.catalog_size`` among its neighbours)
+    b: Decision
+
+
+@dataclass
+class GrayBand:
+    """Scores in ``[low, high)`` are uncertain: logged for labelling. ``on`` is the score
+    it applies to: ``cross_encoder`` (the band notebook 05 chose on val) or ``score`` (the
+    candidate's own: second-stage score, else the fused similarity)."""
+
+    low: float
+    high: float
+    on: str = "score"
+
+    def mask(self, decision: Decision) -> np.ndarray:
+        """Which of a decision's neighbours fall in the band."""
+        if self.on == "cross_encoder":
+            values = decision.cross_encoder
+        else:
+            values = decision.score if decision.score is not None else decision.similarity
+        if values is None:
+            return np.zeros(len(decision.rows), bool)
+        values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=-np.inf)
+        return (decision.rows >= 0) & (values >= self.low) & (values < self.high)
+
+
+class RowStore:
+    """Dense rows that grow without copying the whole array on every added listing."""
+
+    def __init__(self, rows: np.ndarray):
+        self.data = np.array(rows, dtype=np.float32)  # a copy: each store grows on its own
+        self.n = len(rows)
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.data[:self.n]
+
+    def add(self, row: np.ndarray) -> None:
+        if self.n == len(self.data):
+            grown = np.zeros((max(2 * self.n, 16), self.data.shape[1]), np.float32)
+            grown[:self.n] = self.data[:self.n]
+            self.data = grown
+        self.data[self.n] = row
+        self.n += 1
+
+
+class Space:
+    """One searched vector space (the fused vectors of a blending round, or a union
+    modality): catalog rows and a FAISS index over them, or a sparse TF-IDF matrix."""
+
+    def __init__(self, vectors, flat_max_rows: int = FLAT_MAX_ROWS):
+        from shopee_match.match.neighbors import build_index
+
+        self.sparse = sparse.issparse(vectors)
+        if self.sparse:
+            self.store, self.index, self.kind = vectors.tocsr(), None, "sparse (exact)"
+        else:
+            self.store = RowStore(vectors)
+            self.kind = "flat" if len(vectors) <= flat_max_rows else "hnsw"
+            self.index = build_index(self.store.rows, self.kind)
+
+    @property
+    def rows(self):
+        return self.store if self.sparse else self.store.rows
+
+    def search(self, query, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(sims, rows)`` of the ``k`` nearest catalog rows, nearest first and equal
+        similarities by row, as a gallery's self-search orders them (-1 padding)."""
+        from shopee_match.match.neighbors import order_ties, search_index
+
+        n = self.rows.shape[0]
+        k_real = min(k, n)
+        if self.sparse:
+            scores = np.asarray((self.store @ query.T).todense()).ravel()
+            top = np.argpartition(-scores, k_real - 1)[:k_real]
+            top = top[np.lexsort((top, -scores[top]))]
+            sims, rows = scores[top].astype(np.float32), top.astype(np.int64)
+        else:
+            sims, rows = search_index(self.index, query, k_real)
+            order_ties(sims, rows)
+            sims, rows = sims[0], rows[0].astype(np.int64)
+        pad = k - len(rows)
+        return (np.concatenate([sims, np.full(pad, -np.inf, np.float32)]),
+                np.concatenate([rows, np.full(pad, -1, np.int64)]))
+
+    def add(self, row) -> None:
+        if self.sparse:
+            self.store = sparse.vstack([self.store, row]).tocsr()
+        else:
+            self.store.add(row[0])
+            self.index.add(np.ascontiguousarray(row, dtype=np.float32))
+
+
+class MatchService:
+    """A catalog, a candidate and its models, ready to match one listing at a time.
+
+    Build it with :meth:`load`. Methods are safe to call from several threads: encoding and
+    second-stage scoring run in parallel, searching and adding take one lock.
+    """
+
+    def __init__(self, postings: pd.DataFrame, candidate, vectors: dict,
+                 encoder: ListingEncoder | None, scorer=None,
+                 flat_max_rows: int = FLAT_MAX_ROWS):
+        from shopee_match.match.fusion import blending_rounds, fused_vectors
+
+        config = candidate.config
+        self.candidate, self.config, self.scorer, self.encoder = (candidate, config, scorer,
+                                                                  encoder)
+        #: decides listings without a photo when this candidate reads photos (load_service)
+        self.by_title: MatchService | None = None
+        self.ids = postings[POSTING_ID].astype(str).tolist()
+        self.known = set(self.ids)
+        self.titles = postings[TITLE].fillna("").astype(str).tolist()
+        self.phash = (postings[IMAGE_PHASH].fillna("").astype(str).tolist()
+                      if IMAGE_PHASH in postings else None)
+        self.vectors = {m: v if sparse.issparse(v) else RowStore(v) for m, v in vectors.items()}
+        self.lock = threading.Lock()
+        rounds = blending_rounds(fused_vectors(vectors, config.fusion_weights), config.k + 1,
+                                 config.blend_rounds, config.blend_top_n)
+        self.rounds = [Space(v, flat_max_rows) for v in rounds]  # the catalog's own blending
+        self.union = {m: Space(vectors[m], flat_max_rows) for m in config.union}
+        logger.info("index: %s over %d catalog listings (%s %d rows)", self.rounds[-1].kind,
+                    len(self.ids), "exact up to" if self.rounds[-1].kind == "flat"
+                    else "HNSW above", flat_max_rows)
+        self.components = None
+        if config.components:
+            from shopee_match.apply.pipeline import gallery_of
+            from shopee_match.match.decision import cluster_labels
+
+            self.components = cluster_labels(gallery_of(postings, vectors), config, scorer)
+
+    @classmethod
+    def load(cls, postings: pd.DataFrame, candidate, engine: str = "auto",
+             flat_max_rows: int = FLAT_MAX_ROWS, progress: bool = True) -> MatchService:
+        """Embed ``postings`` (the catalog) as ``candidate`` was tuned, load its models and
+        index every space it searches."""
+        from shopee_match.apply.pipeline import apply_candidate
+
+        config = candidate.config
+        logger.info("embedding %d catalog listings (%s) for candidate %s", len(postings),
+                    ", ".join(config.modalities), candidate.name)
+        applied = apply_candidate(postings, candidate, progress=progress, engine=engine)
+        logger.info("loading the candidate's models")
+        tfidf = applied.embeddings["tfidf"].space if "tfidf" in applied.embeddings else None
+        return cls(postings, candidate, applied.gallery.vectors,
+                   ListingEncoder(config, engine, tfidf), applied.scorer, flat_max_rows)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def listing(self, title: str | None = None, image: bytes | None = None,
+                max_pixels: int = MAX_IMAGE_PIXELS, allow_empty: bool = False) -> Listing:
+        """Check and embed one listing (a title and/or a photo's bytes; ``allow_empty``: an
+        empty one too, e.g. a photo-only listing added to the title-only service)."""
+        text, warnings = check_title(title)
+        opened = read_image(image, max_pixels) if image is not None else None
+        if not text and opened is None and not allow_empty:
+            raise ListingError("a listing needs a title or an image (both are empty)")
+        if opened is not None and not self.encoder.reads_images:
+            warnings.append(f"candidate {self.candidate.name} uses no photos; the image was "
+                            "ignored")
+        vectors, missing = self.encoder.embed(text, opened)
+        phash = None
+        if self.phash is not None and opened is not None:
+            import imagehash
+
+            phash = str(imagehash.phash(decode(opened, 0)))
+        if missing:
+            warnings.append(f"no input for {', '.join(missing)}: the candidate was tuned with "
+                            "all of them, so its decision leans on the rest")
+        return Listing(text, vectors, missing, phash, warnings)
+
+    def match(self, listing: Listing) -> Decision:
+        """The listing's neighbours in the catalog and the candidate's verdict on each."""
+        return self._decide(listing)[0]
+
+    def match_known(self, posting_id: str) -> Decision:
+        """The decision for a listing already in the catalog, made exactly as
+        ``predict_matches`` over the catalog makes its row (its own row is left out of its
+        neighbours and matches)."""
+        row = self.ids.index(str(posting_id)) if str(posting_id) in self.known else None
+        if row is None:
+            raise ListingError(f"posting_id {posting_id!r} is not in the catalog", 404)
+        with self.lock:
+            listing = Listing(self.titles[row], {m: self._rows(m, np.array([row]))
+                                                 for m in self.vectors}, [],
+                              self.phash[row] if self.phash is not None else None)
+        return self._decide(listing, member=row)[0]
+
+    def pair(self, a: Listing, b: Listing) -> PairVerdict:
+        """Whether ``a`` and ``b`` are duplicates in this catalog's context: each is matched
+        against the catalog plus the other, as if the other were listed. Duplicates when
+        each accepts the other (mutual, as ``dedupe`` clusters), or, with connected
+        components, when their match sets share a catalog listing's component."""
+        first, fused_a, _ = self._decide(a, extra=b)
+        second, fused_b, _ = self._decide(b, extra=a)
+        lacking = {*a.missing, *b.missing}
+        similarities = {m: None if m in lacking else _cosine(a.vectors[m], b.vectors[m])
+                        for m in sorted(a.vectors)}
+        a_takes_b = bool((first.matches == first.catalog_size).any())
+        b_takes_a = bool((second.matches == second.catalog_size).any())
+        shared = self.components is not None and bool(
+            set(first.matches.tolist()) & set(second.matches.tolist()) -
+            {first.catalog_size, second.catalog_size})
+        return PairVerdict((a_takes_b and b_takes_a) or shared, a_takes_b, b_takes_a, shared,
+                           _cosine(fused_a[-1], fused_b[-1]), similarities, first, second)
+
+    def add(self, posting_id: str, listing: Listing) -> Decision:
+        """Add a listing to the catalog (its id must be new); returns its decision against
+        the catalog before it was added."""
+        from shopee_match.match.components import labels_with_new_row
+
+        posting_id = str(posting_id).strip()
+        if not posting_id:
+            raise ListingError("posting_id is empty")
+        if posting_id in self.known:  # fail fast; checked again when adding
+            raise ListingError(f"posting_id {posting_id!r} is already in the catalog", 409)
+        decision, final, joined = self._decide(listing)
+        with self.lock:
+            if posting_id in self.known:
+                raise ListingError(f"posting_id {posting_id!r} is already in the catalog", 409)
+            for m, store in self.vectors.items():
+                row = listing.vectors[m]
+                if sparse.issparse(store):
+                    self.vectors[m] = sparse.vstack([store, row]).tocsr()
+                else:
+                    store.add(row[0])
+            for space, vector in zip(self.rounds, final):
+                space.add(vector)
+            for m, space in self.union.items():
+                space.add(listing.vectors[m])
+            if self.components is not None:
+                self.components = labels_with_new_row(self.components, joined)
+            self.ids.append(posting_id)
+            self.known.add(posting_id)
+            self.titles.append(listing.title)
+            if self.phash is not None:
+                self.phash.append(listing.phash or "")
+        return decision
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _rows(self, modality: str, rows: np.ndarray):
+        """Catalog rows of one modality's vectors (dense or sparse)."""
+        store = self.vectors[modality]
+        return store[rows] if sparse.issparse(store) else store.rows[rows]
+
+    def _query_rounds(self, listing: Listing, member: int | None = None) -> list[np.ndarray]:
+        """The listing's fused vector at every blending round (searched in that round): a
+        catalog listing's own, or a new one blended with its nearest catalog listings."""
+        from shopee_match.match.fusion import blend, fused_vectors
+
+        if member is not None:
+            return [space.rows[member:member + 1] for space in self.rounds]
+        config = self.config
+        out = [fused_vectors(listing.vectors, config.fusion_weights)]
+        for space in self.rounds[:-1]:
+            sims, rows = space.search(out[-1], config.blend_top_n)
+            local = np.vstack([out[-1], space.rows[np.maximum(rows, 0)]])
+            idx = np.concatenate([[0], np.where(rows >= 0, np.arange(1, len(rows) + 1), -1)])
+            own = np.float32(_cosine(out[-1], out[-1]))
+            out.append(blend(local, np.concatenate([[own], sims])[None], idx[None],
+                             config.blend_top_n)[:1])
+        return out
+
+    def _search(self, space: Space, query, k: int, extra=None, member: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """``k`` nearest among the catalog (plus ``extra``, given as row ``len(self)``; or,
+        for a ``member`` of the catalog, the ``k`` nearest other listings)."""
+        if member is not None:
+            sims, rows = space.search(query, k + 1)
+            keep = np.flatnonzero(rows != member)[:k]
+            return sims[keep], rows[keep]
+        sims, rows = space.search(query, k)
+        if extra is None:
+            return sims, rows
+        sims, rows = np.append(sims, _cosine(query, extra)), np.append(rows, len(self.ids))
+        order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), -sims))[:k]
+        return sims[order], rows[order]
+
+    def _decide(self, listing: Listing, extra: Listing | None = None,
+                member: int | None = None) -> tuple[Decision, list[np.ndarray], list]:
+        """The decision, the listing's fused vector at every blending round, and the catalog
+        components it joins. Searching takes the lock; deciding (a cross-encoder: the slow
+        part) runs beside other requests."""
+        from shopee_match.match.decision import decide, scored_pairs
+        from shopee_match.match.neighbors import pair_cosine
+
+        config = self.config
+        with self.lock:
+            n = len(self.ids)
+            final = self._query_rounds(listing, member)
+            extra_fused = self._query_rounds(extra)[-1] if extra is not None else None
+            sims, rows = self._search(self.rounds[-1], final[-1], config.k, extra_fused, member)
+            found = {m: self._search(self.union[m], listing.vectors[m], config.k,
+                                     None if extra is None else extra.vectors[m], member)
+                     for m in config.union}
+            table = _table_rows([rows, *(r for _, r in found.values())])
+            local = self._local_gallery(listing, table, extra, n if member is None else member)
+            components = self.components
+        position = {int(r): t + 1 for t, r in enumerate(table)}  # local row of a catalog row
+
+        def local_lists(query, s, r):
+            idx = np.array([[0, *(position.get(int(x), -1) for x in r)]])
+            return np.concatenate([[_cosine(query, query)], s])[None].astype(np.float32), idx
+
+        lists = local_lists(final[-1], sims, rows)
+        unions = {m: local_lists(listing.vectors[m], *found[m]) for m in config.union}
+        matched = decide(local, config, self.scorer, lists, unions)
+        chosen = np.concatenate([[-1], table])[matched.indices[matched.indices > 0]]
+        real = rows >= 0
+        similarities = {m: np.where(real, 0.0, np.nan) for m in local.vectors
+                        if m not in listing.missing}
+        for m in similarities:
+            similarities[m][real] = pair_cosine(local.vectors[m], np.zeros(int(real.sum()), int),
+                                                lists[1][0, 1:][real])
+        score = ce = None
+        if config.second_stage is not None:
+            pairs, scores = scored_pairs(local, config, self.scorer, lists)
+            score = np.full(len(rows), np.nan)
+            score[real] = scores  # one pair per real neighbour, in list order
+            if len(pairs):
+                part = self.scorer.parts(pairs).get("cross_encoder")
+                if part is not None:
+                    ce = np.full(len(rows), np.nan)
+                    ce[real] = part
+        nearest = [int(r) for r in rows if r in set(chosen.tolist())]
+        ordered = nearest + sorted(set(chosen.tolist()) - set(nearest))
+        joined: list = []
+        if components is not None and member is not None:  # a catalog listing: its cluster
+            members = np.flatnonzero(components == components[member])
+            ordered = [int(r) for r in members if r != member]
+        elif components is not None:  # a new one: what it accepts, and the clusters it joins
+            from shopee_match.match.components import join_components
+
+            inside = [r for r in ordered if r < len(components)]
+            joined = join_components(components, inside, config.max_component)
+            ordered = sorted(set(ordered) | set(np.flatnonzero(np.isin(components,
+                                                                        joined)).tolist()))
+        decision = Decision(rows.astype(np.int64), sims, similarities, score, ce,
+                            np.array(sorted(ordered), dtype=np.int64), n)
+        return decision, final, joined
+
+    def _local_gallery(self, listing: Listing, table: np.ndarray, extra: Listing | None,
+                       order: int):
+        """The gallery of the listing (row 0) and the catalog rows ``table`` (``len(self)``:
+        the ``extra`` listing), with their places in the catalog plus the listing
+        (``order``: the listing's own) for reading pairs as the full gallery reads them."""
+        from shopee_match.match.gallery import Gallery
+
+        n = len(self.ids)
+        inside = np.clip(table, 0, max(n - 1, 0))
+        vectors = {}
+        for m in self.config.modalities:
+            picked = self._rows(m, inside)
+            if extra is not None and (table == n).any():
+                at = int(np.flatnonzero(table == n)[0])
+                if sparse.issparse(picked):
+                    picked = sparse.vstack([picked[:at], extra.vectors[m], picked[at + 1:]])
+                else:
+                    picked = picked.copy()
+                    picked[at] = extra.vectors[m][0]
+            stack = sparse.vstack if sparse.issparse(picked) else np.vstack
+            vectors[m] = stack([listing.vectors[m], picked])
+
+        def column(values: list, own, other):
+            return np.array([own, *(other if r == n else values[r] for r in table.tolist())],
+                            dtype=object)
+
+        phash = None if self.phash is None else column(
+            self.phash, listing.phash, extra.phash if extra else None)
+        titles = column(self.titles, listing.title, extra.title if extra else "")
+        positions = np.array([n + 1 if extra is not None else order, *table.tolist()])
+        return Gallery(vectors, phash, titles, positions)
+
+
+def _table_rows(lists: list[np.ndarray]) -> np.ndarray:
+    """The catalog rows found in ``lists``, each once, in order of first appearance."""
+    seen: dict[int, None] = {}
+    for rows in lists:
+        for r in rows.tolist():
+            if r >= 0:
+                seen.setdefault(int(r), None)
+    return np.array(list(seen), dtype=np.int64)
+
+
+def _cosine(x, y) -> float:
+    """Inner product of two single-row vectors (dense or sparse, unit rows)."""
+    product = x @ y.T
+    return float(product.toarray()[0, 0] if sparse.issparse(product) else product[0, 0])
+
+
+def load_service(postings: pd.DataFrame, candidate, trained_on: str, split_seed: int = 0,
+                 titles_candidate=None, columns: str | dict | None = None,
+                 engine: str = "auto", flat_max_rows: int = FLAT_MAX_ROWS) -> MatchService:
+    """The service of ``candidate`` over the catalog ``postings`` and, when that candidate
+    reads photos, a title-only service for listings without one: ``titles_candidate``, else
+    the best title-only candidate made from ``trained_on`` (or a quick threshold on titles,
+    :func:`~shopee_match.apply.choosing.choose_candidate`)."""
+    from shopee_match.apply.choosing import choose_candidate, reads_images
+
+    service = MatchService.load(postings, candidate, engine, flat_max_rows)
+    if reads_images(candidate.config):
+        titles = titles_candidate or choose_candidate(postings, trained_on, split_seed,
+                                                      columns=columns, titles_only=True)
+        logger.info("title-only candidate %s: val F1 %.4f", titles.name, titles.val_f1)
+        service.by_title = MatchService.load(postings, titles, engine, flat_max_rows)
+    return service

@@ -1,0 +1,120 @@
+"""Second stages: anything that gives one score per candidate pair.
+
+A :class:`~shopee_match.match.config.MatchConfig` with a ``second_stage`` accepts a listing's
+neighbour when its pair scores at least the stage's threshold. The decision asks a
+:class:`PairScorer` for the scores of a gallery's :class:`CandidatePairs` and checks that it
+gave one finite score per pair (:func:`score_pairs`). The kit has two: the
+:class:`PairClassifier` here, over the pair features, and the reranker of notebook 05
+(:class:`shopee_match.apply.second_stages.Reranker`: a cross-encoder, alone or with a
+classifier).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+#: pairs per chunk in :meth:`PairClassifier.probabilities`
+SCORE_CHUNK = 262_144
+
+
+@dataclass
+class CandidatePairs:
+    """One gallery's candidate pairs: row ``i[t]`` with its neighbour ``j[t]`` (rows of
+    ``gallery``), and the pair features (:func:`~shopee_match.match.pairs.pair_features`)."""
+
+    gallery: object  # a shopee_match.match.gallery.Gallery
+    i: np.ndarray
+    j: np.ndarray
+    features: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+
+class PairScorer(Protocol):
+    """A second stage: one score per candidate pair, higher = more likely the same product."""
+
+    def score(self, pairs: CandidatePairs) -> np.ndarray:
+        """Score of each pair of ``pairs``."""
+
+    def parts(self, pairs: CandidatePairs) -> dict[str, np.ndarray]:
+        """Scores the second stage is made of, shown beside its own (e.g. ``cross_encoder``);
+        empty when it has none."""
+
+
+def score_pairs(scorer: PairScorer | None, pairs: CandidatePairs, kind: str = "second stage"
+                ) -> np.ndarray:
+    """``scorer``'s score of each pair, checked: one finite number per pair."""
+    if scorer is None:
+        raise ValueError(f"this configuration needs its fitted {kind}; load the candidate's "
+                         "second stage (Candidate.load_scorer()) and pass it")
+    if len(pairs) == 0:  # e.g. a one-listing test set: no pairs to score
+        return np.zeros(0)
+    scores = np.asarray(scorer.score(pairs))  # its own float type: thresholds compare in it
+    if (scores.shape != (len(pairs),) or not np.issubdtype(scores.dtype, np.floating)
+            or not np.isfinite(scores).all()):
+        raise ValueError(f"{type(scorer).__name__} gave scores of shape {scores.shape} and "
+                         f"type {scores.dtype} for {len(pairs)} candidate pairs; a second stage "
+                         "must give one finite float score per pair")
+    return scores
+
+
+class PairClassifier:
+    """Logistic regression on standardised pair features (a scikit-learn pipeline), saved
+    with joblib. Its score is the match probability."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @classmethod
+    def fit(cls, features: pd.DataFrame, is_match: np.ndarray, seed: int = 0) -> PairClassifier:
+        """Fit on pair features and whether each pair is a match (both kinds needed)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        if len(np.unique(is_match)) < 2:
+            raise ValueError("the pair classifier needs matching and non-matching candidate "
+                             "pairs")
+        model = make_pipeline(StandardScaler(),
+                              LogisticRegression(max_iter=1000, random_state=seed))
+        return cls(model.fit(features.to_numpy(), np.asarray(is_match, dtype=bool)))
+
+    def probabilities(self, features: pd.DataFrame) -> np.ndarray:
+        """Match probability of every row of ``features``, scored in chunks of
+        :data:`SCORE_CHUNK` pairs: the float64 matrix the pipeline is given and its scaler's
+        copy of it are made a chunk at a time, not for millions of pairs at once."""
+        out = np.empty(len(features))
+        for lo in range(0, len(features), SCORE_CHUNK):
+            chunk = features.iloc[lo:lo + SCORE_CHUNK].to_numpy()
+            out[lo:lo + len(chunk)] = self.model.predict_proba(chunk)[:, 1]
+        return out
+
+    def coefficients(self, columns) -> pd.Series:
+        """The logistic regression's weight of each (standardised) feature."""
+        return pd.Series(self.model[-1].coef_[0], index=columns)
+
+    def score(self, pairs: CandidatePairs) -> np.ndarray:
+        return self.probabilities(pairs.features)
+
+    def parts(self, pairs: CandidatePairs) -> dict[str, np.ndarray]:
+        return {}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted pipeline with joblib."""
+        import joblib
+
+        joblib.dump(self.model, path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PairClassifier:
+        """A classifier written by :meth:`save`."""
+        import joblib
+
+        return cls(joblib.load(path))
