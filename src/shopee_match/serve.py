@@ -221,12 +221,12 @@ class _LoadingSteps(logging.Handler):
             self.state.detail = record.getMessage()
 
 
-def app_state(request: Request) -> AppState:
-    """The state of the app serving ``request``."""
+async def app_state(request: Request) -> AppState:
+    """The state of the app serving ``request`` (async: no thread hop per request)."""
     return request.app.state.shopee_match
 
 
-def ready_service(state: Annotated[AppState, Depends(app_state)]) -> MatchService:
+async def ready_service(state: Annotated[AppState, Depends(app_state)]) -> MatchService:
     """The loaded service, or a 503 saying what it is doing."""
     if state.service is None:
         raise HTTPException(503, f"the service is {state.status}: {state.detail}")

@@ -370,32 +370,36 @@ class MatchService:
             table = _table_rows([rows, *(r for _, r in found.values())])
             local = self._local_gallery(listing, table, extra, n if member is None else member)
             components = self.components
-        position = {int(r): t + 1 for t, r in enumerate(table)}  # local row of a catalog row
+        by_row = np.argsort(table)
 
         def local_lists(query, s, r):
-            idx = np.array([[0, *(position.get(int(x), -1) for x in r)]])
-            return np.concatenate([[_cosine(query, query)], s])[None].astype(np.float32), idx
+            """A searched list as the local gallery's row 0: itself first, then its
+            neighbours' local rows (the table's order, from 1; -1 padding)."""
+            found = np.minimum(np.searchsorted(table, r, sorter=by_row), len(table) - 1)
+            idx = np.where(r >= 0, by_row[found] + 1, -1) if len(table) else np.full(len(r), -1)
+            return (np.concatenate([[_cosine(query, query)], s])[None].astype(np.float32),
+                    np.concatenate([[0], idx])[None])
 
         lists = local_lists(final[-1], sims, rows)
         unions = {m: local_lists(listing.vectors[m], *found[m]) for m in config.union}
         matched = decide(local, config, self.scorer, lists, unions)
         chosen = np.concatenate([[-1], table])[matched.indices[matched.indices > 0]]
-        real = rows >= 0
-        similarities = {m: np.where(real, 0.0, np.nan) for m in local.vectors
-                        if m not in listing.missing}
-        for m in similarities:
-            similarities[m][real] = pair_cosine(local.vectors[m], np.zeros(int(real.sum()), int),
-                                                lists[1][0, 1:][real])
-        score = ce = None
+        real = rows >= 0  # one candidate pair per real neighbour, in list order
+        score = ce = pairs = None
         if config.second_stage is not None:
             pairs, scores = scored_pairs(local, config, self.scorer, lists)
             score = np.full(len(rows), np.nan)
-            score[real] = scores  # one pair per real neighbour, in list order
-            if len(pairs):
-                part = self.scorer.parts(pairs).get("cross_encoder")
-                if part is not None:
-                    ce = np.full(len(rows), np.nan)
-                    ce[real] = part
+            score[real] = scores
+            part = self.scorer.parts(pairs).get("cross_encoder") if len(pairs) else None
+            if part is not None:
+                ce = np.full(len(rows), np.nan)
+                ce[real] = part
+        similarities = {}
+        for m in (m for m in local.vectors if m not in listing.missing):
+            similarities[m] = np.full(len(rows), np.nan)
+            similarities[m][real] = (  # the pair features hold them when there are some
+                pairs.features[f"sim_{m}"] if pairs is not None else pair_cosine(
+                    local.vectors[m], np.zeros(int(real.sum()), int), lists[1][0, 1:][real]))
         nearest = [int(r) for r in rows if r in set(chosen.tolist())]
         ordered = nearest + sorted(set(chosen.tolist()) - set(nearest))
         joined: list = []
@@ -448,12 +452,9 @@ class MatchService:
 
 def _table_rows(lists: list[np.ndarray]) -> np.ndarray:
     """The catalog rows found in ``lists``, each once, in order of first appearance."""
-    seen: dict[int, None] = {}
-    for rows in lists:
-        for r in rows.tolist():
-            if r >= 0:
-                seen.setdefault(int(r), None)
-    return np.array(list(seen), dtype=np.int64)
+    found = np.concatenate(lists).astype(np.int64)
+    found = found[found >= 0]
+    return found[np.sort(np.unique(found, return_index=True)[1])]
 
 
 def _cosine(x, y) -> float:
