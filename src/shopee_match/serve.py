@@ -314,13 +314,14 @@ async def add(state: State, service: Service,
     start = time.perf_counter()
     chosen = decider(service, data is not None)
 
-    def work():
+    def work():  # into both catalogs or neither: every check before the first change
         listing = service.listing(title, data, state.limits.max_image_pixels)
-        decision = service.add(posting_id, listing)
+        pending = service.prepare_add(posting_id, listing)
         if service.by_title is None:
-            return listing, decision
+            return listing, pending.commit()
         by_title = service.by_title.listing(title, None, allow_empty=True)
-        decided = service.by_title.add(posting_id, by_title)
+        pending_title = service.by_title.prepare_add(posting_id, by_title)
+        decision, decided = pending.commit(), pending_title.commit()
         return (listing, decision) if chosen is service else (by_title, decided)
 
     listing, decision = await run_in_threadpool(work)

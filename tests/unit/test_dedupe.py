@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 from pathlib import Path
 
@@ -109,3 +110,46 @@ def test_a_pair_gets_the_higher_score_of_its_two_directions_or_nan():
     got = _pair_scores(i, j, scores, np.array([0, 2, 0]), np.array([1, 3, 4]))
     np.testing.assert_array_equal(got[:2], [0.9, 0.6])
     assert np.isnan(got[2])  # (0, 4) was never scored
+
+
+def full_disk(*args, **kwargs):
+    """Stands in for a writer on a full disk: the file is created, nothing gets into it."""
+    target = args[0]
+    if isinstance(target, (str, Path)):
+        Path(target).touch()
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_never_poisons_the_cache_nor_splits_the_outputs(data_root, labelled,
+                                                                    tmp_path, monkeypatch,
+                                                                    capsys):
+    """Through the CLI: dedupe with its embedding cache on a full disk still gives its
+    result (with a warning) and leaves nothing that a later run trips on; and a run that
+    cannot write pairs.csv keeps the previous run's clusters.csv and pairs.csv together."""
+    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path / "artifacts"))
+    csv, _ = unlabelled_catalog(data_root, tmp_path / "catalog", photos=False)
+    out = tmp_path / "out" / "clusters.csv"
+    command = ["dedupe", str(csv), "--trained-on", str(labelled), "--out", str(out)]
+    with monkeypatch.context() as disk:
+        for name in ("save", "savez"):
+            disk.setattr(np, name, full_disk)
+        disk.setattr(np.lib.format, "open_memmap", full_disk)
+        with pytest.warns(UserWarning, match="Cannot write the embedding cache"):
+            assert main(command) == 0
+    first = out.read_bytes(), out.with_name("pairs.csv").read_bytes()
+    assert main(command) == 0  # space again: the half-written cache does not stop it
+    assert (out.read_bytes(), out.with_name("pairs.csv").read_bytes()) == first
+    assert list((tmp_path / "artifacts" / "embeddings").glob("*.npz"))  # and now it is kept
+    writer = pd.DataFrame.to_csv
+
+    def to_csv(frame, path=None, *args, **kwargs):
+        if "pairs" in Path(str(path)).name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return writer(frame, path, *args, **kwargs)
+
+    capsys.readouterr()
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+    assert main(command + ["--max-cluster", "2"]) == 2  # other clusters, not written
+    assert "No space left" in capsys.readouterr().err
+    assert (out.read_bytes(), out.with_name("pairs.csv").read_bytes()) == first
+    assert sorted(p.name for p in out.parent.iterdir()) == ["clusters.csv", "pairs.csv"]

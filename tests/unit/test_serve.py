@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -351,3 +352,75 @@ def test_the_band_notebook_05_saved_applies_to_the_cross_encoder():
     band = candidate_band(SimpleNamespace(scorer=SimpleNamespace(gray_band=(0.2, 0.8))))
     assert (band.low, band.high, band.on) == (0.2, 0.8, "cross_encoder")
     assert candidate_band(SimpleNamespace(scorer=None)) is None  # a threshold candidate
+
+
+def test_concurrent_adds_reach_both_catalogs_or_neither(data_root, tmp_path):
+    """A real server whose title-only candidate reads TF-IDF alone (as 03 may save it): 8
+    clients add 25 listings each and repeat some ids. Every new id is a 201 and found by
+    /match at once, every repeat a 409, nothing a 5xx, and the catalog holds each id once."""
+    import httpx
+
+    from shopee_match.apply.candidates import save_candidate
+    from shopee_match.data.datasets import train_fingerprint
+
+    env = {**os.environ, "SHOPEE_MATCH_DATA": str(data_root),
+           "SHOPEE_MATCH_ARTIFACTS": str(tmp_path / "artifacts")}
+    fingerprint = train_fingerprint(str(data_root / "demo-tiny"))
+    root = tmp_path / "artifacts" / "candidates"
+    save_candidate("photos", CONFIGS["static"], 0.9, 0.88, dataset="demo-tiny",
+                   fingerprint=fingerprint, split_seed=0, notebook="test", root=root)
+    tfidf_only = CONFIGS["text alone"].replace(fusion_weights={"tfidf": 1.0}, value=0.5)
+    save_candidate("tfidf-titles", tfidf_only, 0.8, 0.8, dataset="demo-tiny",
+                   fingerprint=fingerprint, split_seed=0, notebook="test", root=root)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shopee_match.cli", "serve", "--dataset", "demo-tiny",
+         "--port", str(port), "--candidate", "photos", "--titles-candidate", "tfidf-titles",
+         "--gray-log", str(tmp_path / "gray.jsonl")],
+        env=env, stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def client(c: int) -> list[tuple[str, int]]:
+        answers = []
+        with httpx.Client(base_url=base, timeout=60) as http:
+            for i in range(25):
+                ids = [f"new-{c}-{i}"] + ([f"new-{c}-{i - 1}"] if i % 8 == 1 else [])
+                for posting_id in ids:  # a new id, and now and then the one before again
+                    response = http.post("/catalog", data={
+                        "posting_id": posting_id,
+                        "title": f"Kopi Nusantara seri {c} nomor {posting_id.split('-')[2]}"})
+                    answers.append((posting_id, response.status_code))
+        return answers
+
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        assert httpx.get(f"{base}/health").json()["titles_candidate"] == "tfidf-titles"
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = [a for part in pool.map(client, range(8)) for a in part]
+        first: dict[str, int] = {}
+        for posting_id, status in answers:
+            assert status in (201, 409), (posting_id, status)
+            if posting_id in first:
+                assert status == 409, posting_id  # a repeat of an id already added
+            else:
+                first[posting_id] = status
+        assert set(first.values()) == {201} and len(first) == 200
+        health = httpx.get(f"{base}/health").json()
+        assert health["catalog_size"] == 160 + 200
+        for c, i in ((0, 0), (3, 17), (7, 24)):
+            found = httpx.post(f"{base}/match",
+                               data={"title": f"Kopi Nusantara seri {c} nomor {i}"}).json()
+            assert f"new-{c}-{i}" in [n["posting_id"] for n in found["neighbours"]]
+        assert "shopee_match_errors_total{endpoint=\"/catalog\",status=\"500\"}" not in \
+            httpx.get(f"{base}/metrics").text
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)

@@ -114,12 +114,14 @@ def _pair_scores(i: np.ndarray, j: np.ndarray, scores: np.ndarray, a: np.ndarray
 
 
 def write_deduped(result: Deduped, out: str | Path) -> tuple[Path, Path]:
-    """Write ``clusters.csv`` at ``out`` and ``pairs.csv`` beside it, atomically."""
-    from shopee_match.files import atomic_write
+    """Write ``clusters.csv`` at ``out`` and ``pairs.csv`` beside it, as one unit: both are
+    written in full beside their places first and renamed into place only then, so a failed
+    write (a full disk) leaves the previous run's two files as they were."""
+    from shopee_match.files import atomic_path
 
     out = Path(out)
     pairs = out.with_name("pairs.csv")
-    for table, path in ((result.clusters, out), (result.pairs, pairs)):
-        with atomic_write(path, "w") as f:
-            table.to_csv(f, index=False)
+    with atomic_path(out) as clusters_tmp, atomic_path(pairs) as pairs_tmp:
+        result.clusters.to_csv(clusters_tmp, index=False)
+        result.pairs.to_csv(pairs_tmp, index=False)
     return out, pairs

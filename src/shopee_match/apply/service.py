@@ -279,36 +279,51 @@ class MatchService:
 
     def add(self, posting_id: str, listing: Listing) -> Decision:
         """Add a listing to the catalog (its id must be new); returns its decision against
-        the catalog before it was added."""
-        from shopee_match.match.components import labels_with_new_row
+        the catalog before it was added. A refused listing leaves no trace."""
+        return self.prepare_add(posting_id, listing).commit()
 
+    def prepare_add(self, posting_id: str, listing: Listing) -> PendingAdd:
+        """Check and decide a listing to add, without adding it yet: ``commit()`` the result
+        (it cannot fail then), or drop it. Lets one request add a listing to two services
+        (the main and the title-only one) both or neither."""
         posting_id = str(posting_id).strip()
         if not posting_id:
             raise ListingError("posting_id is empty")
-        if posting_id in self.known:  # fail fast; checked again when adding
+        if posting_id in self.known:  # fail fast; checked again when committing
             raise ListingError(f"posting_id {posting_id!r} is already in the catalog", 409)
+        lacking = sorted(set(self.vectors) - set(listing.vectors))
+        if lacking:
+            raise ValueError(f"the listing has no vectors for {lacking}, which the catalog of "
+                             f"candidate {self.candidate.name} holds")
         decision, final, joined = self._decide(listing)
+        return PendingAdd(self, posting_id, listing, decision, final, joined)
+
+    def _commit(self, pending: PendingAdd) -> Decision:
+        from shopee_match.match.components import labels_with_new_row
+
+        listing = pending.listing
         with self.lock:
-            if posting_id in self.known:
-                raise ListingError(f"posting_id {posting_id!r} is already in the catalog", 409)
+            if pending.posting_id in self.known:
+                raise ListingError(f"posting_id {pending.posting_id!r} is already in the "
+                                   "catalog", 409)
             for m, store in self.vectors.items():
                 row = listing.vectors[m]
                 if sparse.issparse(store):
                     self.vectors[m] = sparse.vstack([store, row]).tocsr()
                 else:
                     store.add(row[0])
-            for space, vector in zip(self.rounds, final):
+            for space, vector in zip(self.rounds, pending.final):
                 space.add(vector)
             for m, space in self.union.items():
                 space.add(listing.vectors[m])
             if self.components is not None:
-                self.components = labels_with_new_row(self.components, joined)
-            self.ids.append(posting_id)
-            self.known.add(posting_id)
+                self.components = labels_with_new_row(self.components, pending.joined)
+            self.ids.append(pending.posting_id)
+            self.known.add(pending.posting_id)
             self.titles.append(listing.title)
             if self.phash is not None:
                 self.phash.append(listing.phash or "")
-        return decision
+        return pending.decision
 
     # -- internals -------------------------------------------------------------------------
 
@@ -448,6 +463,22 @@ class MatchService:
         titles = column(self.titles, listing.title, extra.title if extra else "")
         positions = np.array([n + 1 if extra is not None else order, *table.tolist()])
         return Gallery(vectors, phash, titles, positions)
+
+
+@dataclass
+class PendingAdd:
+    """A listing checked and decided for :meth:`MatchService.add`, not added yet."""
+
+    service: MatchService
+    posting_id: str
+    listing: Listing
+    decision: Decision
+    final: list
+    joined: list
+
+    def commit(self) -> Decision:
+        """Add the listing (409 if its id was added meanwhile); returns its decision."""
+        return self.service._commit(self)
 
 
 def _table_rows(lists: list[np.ndarray]) -> np.ndarray:

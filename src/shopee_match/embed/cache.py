@@ -17,9 +17,11 @@ folder that cannot be written (read-only) only costs the saving, with a warning.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Callable
@@ -122,7 +124,7 @@ def _open_parts(parts: Path, ids: list[str]):
         stored = np.load(parts / "ids.npy", allow_pickle=False).tolist()
         vectors = np.load(parts / "vectors.npy", mmap_mode="r+")
         ok = np.load(parts / "ok.npy", mmap_mode="r+")
-    except (OSError, ValueError):
+    except Exception:  # missing, empty (a full disk), truncated or not an array: start over
         shutil.rmtree(parts, ignore_errors=True)
         return None
     if stored != ids or len(vectors) != len(ids) or ok.shape != (len(ids),):
@@ -138,13 +140,27 @@ def _create_parts(parts: Path, ids: list[str], dim: int, root: Path):
         shutil.rmtree(parts, ignore_errors=True)
         parts.mkdir(parents=True)
         np.save(parts / "ids.npy", np.asarray(ids, dtype=str))
-        vectors = np.lib.format.open_memmap(parts / "vectors.npy", "w+", np.float32,
-                                            (len(ids), dim))
-        ok = np.lib.format.open_memmap(parts / "ok.npy", "w+", bool, (len(ids),))
+        vectors = _reserved_memmap(parts / "vectors.npy", np.float32, (len(ids), dim))
+        ok = _reserved_memmap(parts / "ok.npy", bool, (len(ids),))
         return vectors, ok
-    except OSError as err:
+    except OSError as err:  # nothing half-written is left to be read back by a later run
+        shutil.rmtree(parts, ignore_errors=True)
         _warn_unwritable(root, err.strerror or str(err))
         return np.empty((len(ids), dim), np.float32), np.zeros(len(ids), bool)
+
+
+def _reserved_memmap(path: Path, dtype, shape: tuple) -> np.memmap:
+    """A new memory-mapped array whose disk blocks are reserved now: on a full disk this
+    raises ``OSError`` here, instead of killing the process (SIGBUS) when a page is written."""
+    array = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            except OSError as err:
+                if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # no such support: go on
+                    raise
+    return array
 
 
 def _read_checked(path: Path, meta: dict, ids: list[str]):

@@ -76,7 +76,8 @@ def embed_dataset(
     engine: str = "auto",
     int8: bool = False,
 ) -> dict[str, Embeddings]:
-    """Embeddings of every modality of ``profile`` plus ``tfidf``, in posting order.
+    """Embeddings of every modality of ``profile`` plus ``tfidf`` (or of ``modalities`` among
+    them: an empty list embeds nothing), in posting order.
 
     Image rows need ``image_path`` (as :func:`shopee_match.data.postings.load_postings`
     adds); a dataset without images simply has no ``image`` modality. Results
@@ -95,7 +96,7 @@ def embed_dataset(
 
     specs = resolve_profile(profile)
     specs["tfidf"] = "tfidf"
-    wanted = modalities or list(specs)
+    wanted = list(specs) if modalities is None else list(modalities)
     unknown = set(wanted) - set(specs)
     if unknown:
         raise ValueError(f"Profile has no modality {sorted(unknown)}; it has {sorted(specs)}.")
