@@ -1,5 +1,5 @@
 """Files: writing them so that an interrupted run never leaves a half-written one behind, and
-naming a file by its contents."""
+naming a file or a folder by its contents."""
 
 from __future__ import annotations
 
@@ -23,10 +23,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file private (0600): give it the mode the file it replaces had,
+        # else the mode a plain open() would (so teammates can read a submission)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@functools.cache
+def _umask() -> int:
+    """This process's umask (read once: setting it to read it is process-wide)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -49,4 +60,17 @@ def _file_digest(path: str, size: int, mtime: int) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()[:16]
+
+
+def content_digest(path: str | Path) -> str:
+    """SHA-256 (first 16 hex digits) of a file's contents, or of a folder's files (their
+    relative names and contents, in name order): changes when any byte of it does."""
+    path = Path(path)
+    if path.is_file():
+        return file_digest(path)
+    h = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(item.relative_to(path).as_posix().encode() + b"\0")
+        h.update(file_digest(item).encode())
     return h.hexdigest()[:16]

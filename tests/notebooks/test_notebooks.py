@@ -196,11 +196,16 @@ def test_rerank_saves_a_candidate_that_submits_offline(tiny_env, tmp_path, capsy
     validate_submission(tmp_path / "rerank.csv", heldout)
 
 
-def test_the_whole_kit_runs_on_a_catalog_with_its_own_columns_and_text_groups(tiny_env,
-                                                                              tmp_path):
+def test_the_whole_kit_runs_on_a_catalog_with_its_own_columns_and_text_groups(
+        tiny_env, tmp_path, monkeypatch, capsys):
     """A team's labelled catalog: other column names (told by dataset.yaml) and string
-    groups. Every notebook runs unchanged, and the groups are used as written."""
+    groups. Every notebook runs unchanged, and the groups are used as written. Then the
+    artifacts move, and every candidate still submits from its own folder."""
+    import json
     import shutil
+
+    from shopee_match.cli import main
+    from shopee_match.data.paths import artifacts_dir
 
     source = tiny_env / "demo-tiny"
     catalog = tmp_path / "catalog"
@@ -218,6 +223,15 @@ def test_the_whole_kit_runs_on_a_catalog_with_its_own_columns_and_text_groups(ti
     assert records["00"]["n_groups"] == df["cluster"].nunique()
     assert 0.0 < records["03"]["best_test_f1"] <= 1.0
     assert records["06"]["candidate"]
+    moved = tmp_path / "moved-artifacts"
+    shutil.move(artifacts_dir(), moved)
+    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(moved))
+    for name in ("03_thresholds", "04_finetuned", "05_rerank"):
+        stored = json.loads((moved / "candidates" / name / "candidate.json").read_text())
+        assert not [s for s in stored["config"]["encoders"].values() if str(tmp_path) in s]
+        assert main(["submit", "--dataset", str(catalog), "--candidate", name,
+                     "--out", str(tmp_path / f"{name}.csv")]) == 0, capsys.readouterr().err
+        assert f"using candidate {name}" in capsys.readouterr().out
 
 
 def small_copy(source: Path, dest: Path, rows: int, labels=None) -> Path:
@@ -249,3 +263,21 @@ def test_listings_without_duplicates_stop_with_one_clear_message(tiny_env, tmp_p
     assert [r.status for r in runs] == ["failed"] * 3
     for run in runs:
         assert "no two of its 20 listings share a label_group" in run.error, run.error
+
+
+def test_a_photo_in_a_symlink_loop_and_an_invisible_title_are_flagged_not_fatal(tiny_env,
+                                                                                tmp_path):
+    """Notebook 00 on a catalog where one photo is a symlink loop and one title holds only
+    zero-width characters: each is one flagged listing, and the report runs."""
+    data = small_copy(tiny_env / "demo-tiny", tmp_path / "odd", 30)
+    df = pd.read_csv(data / "train.csv")
+    images = data / "train_images"
+    row = next(i for i, name in enumerate(df["image"]) if (df["image"] == name).sum() == 1)
+    (images / df["image"][row]).unlink()
+    (images / "loop-b.jpg").symlink_to(images / df["image"][row])
+    (images / df["image"][row]).symlink_to(images / "loop-b.jpg")  # a -> b -> a
+    df.loc[(row + 1) % len(df), "title"] = "\u200b\u200b\u2060"
+    df.to_csv(data / "train.csv", index=False)
+    [run] = run_ok(tmp_path, ["00"], overrides={"DATASET": str(data)})
+    assert run.records["n_unreadable_images"] == 1 and run.records["n_empty_titles"] == 1
+    assert run.records["n_postings"] == 30

@@ -129,3 +129,63 @@ def test_no_usable_candidate_says_which_notebook_to_run(tmp_path):
     with pytest.raises(NoCandidateError, match="no candidate named 'nope'"):
         pick_candidate("fp1", 0, name="nope", root=tmp_path)
     assert leaderboard(root=tmp_path)["usable"].tolist() == [True]  # no filter given
+
+
+def test_submit_skips_candidates_that_are_unsafe_broken_or_mistyped(tiny_env, tmp_path, capsys):
+    """Through the CLI: candidates that look better on val but name a file outside their
+    folder, hold a model file changed since saving, carry a wrong type or a threshold no
+    similarity reaches are listed with the reason and skipped; the good one submits, and the
+    submission is readable by others (not 0600)."""
+    import os
+    import shutil
+
+    import pandas as pd
+
+    from shopee_match.cli import main
+    from shopee_match.data.datasets import train_fingerprint
+    from shopee_match.match.second_stage import PairClassifier
+
+    fingerprint = train_fingerprint("demo-tiny")
+    text_only = MatchConfig(encoders={"text": "sbert:pypi-minilm"},
+                            fusion_weights={"text": 1.0}, k=5, value=0.8)
+
+    def good(name, val, **kw):
+        return save_candidate(name, kw.pop("config", text_only), val, 0.5, dataset="demo-tiny",
+                              fingerprint=fingerprint, split_seed=0, notebook="test", **kw)
+
+    def edit(name, change):
+        path = good(name, 0.95).folder / "candidate.json"
+        meta = json.loads(path.read_text())
+        change(meta)
+        path.write_text(json.dumps(meta))
+
+    good("plain", 0.6)
+    staged = text_only.replace(second_stage=SecondStage("pair_classifier", 0.5, "pc.joblib"))
+    classifier = PairClassifier.fit(pd.DataFrame({"x": [0.0, 1.0, 0.2, 0.9]}),
+                                    np.array([0, 1, 0, 1], bool))
+    garbled = good("garbled_model", 0.99, config=staged, files={"pc.joblib": classifier})
+    (garbled.folder / "pc.joblib").write_bytes(b"not a pickle at all")
+    shutil.copytree(garbled.folder, garbled.folder.parent / "escape")
+    meta = json.loads((garbled.folder.parent / "escape" / "candidate.json").read_text())
+    meta["config"]["second_stage"]["file"] = "../../../../etc/hostname"
+    (garbled.folder.parent / "escape" / "candidate.json").write_text(json.dumps(meta))
+    edit("text_f1", lambda m: m.update(val_f1="0.99"))
+    edit("text_threshold", lambda m: m["config"].update(value="high"))
+    edit("far_threshold", lambda m: m["config"].update(value=7.5))
+
+    old = os.umask(0o022)
+    try:
+        assert main(["submit", "--dataset", "demo-tiny", "--out", str(tmp_path / "s.csv")]) == 0
+    finally:
+        os.umask(old)
+    out = capsys.readouterr().out
+    assert "using candidate plain (best val F1)" in out
+    board = out.split("using candidate")[0]
+    for name, reason in (("garbled_model", "changed since it was saved"),
+                         ("escape", "not inside the candidate folder"),
+                         ("text_f1", "val_f1 is '0.99', which is not a Real"),
+                         ("text_threshold", "value must be a finite number"),
+                         ("far_threshold", "lies between -1 and 1")):
+        line = next(row for row in board.splitlines() if row.strip().startswith(name))
+        assert reason in line, line
+    assert (tmp_path / "s.csv").stat().st_mode & 0o777 == 0o644

@@ -45,3 +45,22 @@ def test_python_dash_m_runs_every_command(command):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "--engine" in out.stdout and "--columns" in out.stdout
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{'username': 'me'", "is not valid JSON"),
+    ('{"username": "me"}', "has no key"),
+    ('["me", "secret"]', "holds a list"),
+])
+def test_download_with_a_malformed_kaggle_json_names_the_file(tmp_path, monkeypatch, capsys,
+                                                              content, problem):
+    for var in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    (folder / "kaggle.json").write_text(content)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(folder))
+    assert main(["download", "--dest", str(tmp_path / "shopee")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'kaggle.json'} cannot be used: it {problem}" in err
+    assert "No Kaggle API credentials found" not in err

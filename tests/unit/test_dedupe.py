@@ -153,3 +153,12 @@ def test_a_full_disk_never_poisons_the_cache_nor_splits_the_outputs(data_root, l
     assert "No space left" in capsys.readouterr().err
     assert (out.read_bytes(), out.with_name("pairs.csv").read_bytes()) == first
     assert sorted(p.name for p in out.parent.iterdir()) == ["clusters.csv", "pairs.csv"]
+
+
+def test_a_column_mapping_naming_a_column_the_file_lacks_stops_with_its_name(data_root,
+                                                                              tmp_path,
+                                                                              capsys):
+    csv, _ = unlabelled_catalog(data_root, tmp_path / "catalog", photos=False)
+    assert main(["dedupe", str(csv), "--columns", "image=photo"]) == 2
+    err = capsys.readouterr().err
+    assert "names ['photo'], which the file does not have (for ['image'])" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -276,6 +277,44 @@ def test_a_fine_tuned_title_model_travels_inside_its_candidate(tiny, tmp_path):
                           progress=False)["text_ft"]
     assert again.model_id == tuned.model_id and again.from_cache  # same weights, same key
     assert np.array_equal(again.vectors, tuned.vectors)
+
+
+def test_a_candidate_built_on_another_candidates_encoders_carries_them_too(tiny, tmp_path):
+    """As notebook 05 blocks with 04's candidate: the new candidate copies the encoder it uses
+    from the other candidate's folder, so both can move (no absolute path stays)."""
+    import shutil
+
+    from shopee_match.apply.candidates import leaderboard, load_candidate, save_candidate
+    from shopee_match.data.paths import artifacts_dir
+    from shopee_match.embed.embeddings import embed_dataset
+    from shopee_match.match.config import MatchConfig
+    from shopee_match.train.finetune import train_text
+
+    postings, labels, split, fp = tiny
+    result = train_text(postings["title"].tolist(), labels, split,
+                        TrainConfig(regime="text", p=4, k=2, epochs=1, lr=5e-5, max_tokens=16),
+                        "sbert:pypi-minilm", fp, 0, k=5, device="cpu", progress=False)
+    config = MatchConfig(encoders={"text_ft": result.spec}, fusion_weights={"text_ft": 1.0},
+                         value=0.5)
+    first = save_candidate("04_finetuned", config, 0.9, 0.8, dataset="demo-tiny",
+                           fingerprint=fp, split_seed=0, notebook="test")
+    blocked = first.config  # absolute paths into 04's folder, as 05 reads them
+    assert str(first.folder) in blocked.encoders["text_ft"]
+    second = save_candidate("05_rerank", blocked.replace(value=0.6), 0.95, 0.85,
+                            dataset="demo-tiny", fingerprint=fp, split_seed=0, notebook="test")
+    stored = json.loads((second.folder / "candidate.json").read_text())
+    key = result.folder.name
+    assert stored["config"]["encoders"]["text_ft"] == f"sbert:./models/{key}/sbert"
+    moved = tmp_path / "moved"
+    shutil.move(artifacts_dir(), moved)
+    board = leaderboard(fp, 0, root=moved / "candidates")
+    assert board["usable"].all(), board
+    candidate = load_candidate(moved / "candidates" / "05_rerank")
+    assert not candidate.missing_encoders()
+    vectors = embed_dataset(postings, candidate.config.encoders, modalities=["text_ft"],
+                            progress=False)["text_ft"]
+    assert vectors.vectors.shape == (len(postings), 384)
+    assert vectors.model_id.startswith(f"sbert:{key}/sbert:")  # the same weights, by name
 
 
 def test_openclip_visual_tower_trains_only_its_unlocked_groups():

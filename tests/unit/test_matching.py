@@ -274,11 +274,11 @@ def test_predict_matches_applies_each_step():
                        fusion_weights={"image": 1.0, "text": 1.0}, k=10, value=0.8)
     f1 = matrix_row_f1(predict_matches(vectors, base), labels).mean()
     assert f1 > 0.8
-    everything = predict_matches(vectors, base.replace(value=2.0))  # nothing passes
+    everything = predict_matches(vectors, base.replace(value=1.0))  # nothing passes
     assert everything.nnz == 120
-    lonely_fixed = predict_matches(vectors, base.replace(value=2.0, min2=-1.0))
+    lonely_fixed = predict_matches(vectors, base.replace(value=1.0, min2=-1.0))
     assert lonely_fixed.nnz == 240
-    with_union = predict_matches(vectors, base.replace(value=2.0, union={"image": -1.0}))
+    with_union = predict_matches(vectors, base.replace(value=1.0, union={"image": -1.0}))
     assert with_union.nnz == 120 * 11
     blended = predict_matches(vectors, base.replace(blend_rounds=1, blend_top_n=3))
     assert matrix_row_f1(blended, labels).mean() > 0.5
@@ -351,6 +351,6 @@ def test_a_threshold_sweep_scores_each_candidate_pair_once():
     model, gallery = PairClassifier(CountingModel()), Gallery({"image": v})
     sizes = [predict_matches(gallery, base.replace(
         second_stage=SecondStage("pair_classifier", t, "m.joblib")), model).nnz
-             for t in (0.0, 0.5, 0.9, 2.0)]
+             for t in (0.0, 0.5, 0.9, 1.0)]
     assert CountingModel.calls == 1
     assert sizes[0] == 30 * 6 and sizes[-1] == 30 and sizes == sorted(sizes, reverse=True)

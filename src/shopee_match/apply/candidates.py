@@ -15,6 +15,7 @@ from the same data and split (:func:`pick_candidate`), never the best test F1.
 from __future__ import annotations
 
 import json
+import numbers
 import re
 import shutil
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from shopee_match.data.paths import candidates_dir, models_dir
+from shopee_match.data.paths import candidates_dir
 from shopee_match.embed.specs import EncoderSpec
 from shopee_match.match.config import MatchConfig
 
@@ -52,19 +53,45 @@ class Candidate:
     created: str
     test_f1_upper: float | None = None
     files: list[str] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)  # file -> content digest at saving
     folder: Path | None = None
 
     def missing_files(self) -> list[str]:
         """Files the candidate lists that are not in its folder."""
         return [f for f in self.files if not (self.folder / f).exists()]
 
+    def missing_encoders(self) -> list[str]:
+        """Local model files or folders its encoder specs name that are not there."""
+        out = []
+        for text in self.config.encoders.values():
+            location = EncoderSpec.parse(text).location
+            if Path(location).is_absolute() and not Path(location).exists():
+                out.append(location)
+        return out
+
+    def changed_files(self) -> list[str]:
+        """Files whose contents are not those the candidate was saved with (a truncated or
+        replaced model file); candidates saved before hashes were recorded have none."""
+        from shopee_match.files import content_digest
+
+        return [f for f, digest in self.hashes.items()
+                if (self.folder / f).exists() and content_digest(self.folder / f) != digest]
+
     def load_scorer(self):
         """The fitted second stage (:mod:`shopee_match.apply.second_stages`), or None
-        without one."""
+        without one; a file that cannot be loaded is an error naming it."""
         from shopee_match.apply.second_stages import load_second_stage
 
         stage = self.config.second_stage
-        return None if stage is None else load_second_stage(stage.kind, self.folder / stage.file)
+        if stage is None:
+            return None
+        path = self.folder / stage.file
+        try:
+            return load_second_stage(stage.kind, path)
+        except Exception as err:
+            raise ValueError(f"candidate {self.name}: its {stage.kind} in {path} cannot be "
+                             f"loaded ({type(err).__name__}: {err}); re-run the notebook "
+                             f"{self.notebook} that saved it") from err
 
 
 def utc_now() -> str:
@@ -84,6 +111,8 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
     them. The folder is written beside and renamed into place, so a reader never sees half
     a candidate.
     """
+    from shopee_match.files import content_digest
+
     if not _NAME.match(name):
         raise ValueError(f"candidate name {name!r}: use letters, digits, '_', '-' and '.'")
     config, bundled = bundle_encoders(config)
@@ -121,7 +150,8 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
             "test_f1_upper": None if test_f1_upper is None else float(test_f1_upper),
             "dataset": dataset, "fingerprint": fingerprint, "split_seed": int(split_seed),
             "notebook": notebook, "created": utc_now(),
-            "files": sorted(files)}
+            "files": sorted(files),
+            "hashes": {f: content_digest(staging / f) for f in sorted(files)}}
     (staging / CANDIDATE_FILE).write_text(json.dumps(meta, indent=2))
     final = root / name
     old = root / f".{name}.old"
@@ -133,20 +163,27 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
     return load_candidate(final)
 
 
-def bundle_encoders(config: MatchConfig, models: str | Path | None = None
+def bundle_encoders(config: MatchConfig, artifacts: str | Path | None = None
                     ) -> tuple[MatchConfig, dict[str, Path]]:
-    """Specs that point into ``artifacts/models/<key>/...`` rewritten to ``./models/<key>/...``
-    and the folders to copy there, so the candidate carries its fine-tuned encoders."""
-    models = Path(models or models_dir()).resolve()
+    """Specs that point at a model kept under the artifacts (``models/<key>/...``, or
+    another candidate's ``models/<key>/...``) rewritten to ``./models/<key>/...``, and the
+    folders to copy there, so the candidate carries its fine-tuned encoders and can be moved.
+    Models elsewhere (a weights file of the user's) stay named by their path."""
+    from shopee_match.data.paths import artifacts_dir
+
+    artifacts = Path(artifacts or artifacts_dir()).resolve()
     encoders, files = {}, {}
     for modality, text in config.encoders.items():
         spec = EncoderSpec.parse(text)
         found = spec.location and Path(spec.location).exists()
         inside = Path(spec.location).resolve() if found else None
-        if inside is not None and inside.is_relative_to(models) and inside != models:
-            key = inside.relative_to(models).parts[0]
-            files[f"models/{key}"] = models / key
-            text = str(spec.at(f"./models/{inside.relative_to(models).as_posix()}"))
+        if inside is not None and inside.is_relative_to(artifacts):
+            parts = inside.relative_to(artifacts).parts
+            at = parts.index("models") if "models" in parts[:-1] else -1
+            if at >= 0:
+                key, rest = parts[at + 1], parts[at + 2:]
+                files[f"models/{key}"] = artifacts.joinpath(*parts[:at + 2])
+                text = str(spec.at("/".join(("./models", key, *rest))))
         encoders[modality] = text
     return config.replace(encoders=encoders), files
 
@@ -180,16 +217,52 @@ def load_candidate(folder: str | Path) -> Candidate:
     missing = sorted({"val_f1", "test_f1", "dataset", "fingerprint", "split_seed"} - set(meta))
     if missing:
         raise ValueError(f"{path} lacks {missing}; re-run the notebook that made it")
+    _check_types(meta, path)
+    stage = config.second_stage
+    for name in [*meta.get("files", []), *meta.get("hashes", {}), *([stage.file] if stage
+                                                                     else [])]:
+        _check_inside(folder, name, path)
     return Candidate(config=config, folder=folder,
                      **{k: v for k, v in meta.items() if k in known})
+
+
+#: the type every field of candidate.json must have (``None`` allowed where listed)
+_FIELD_TYPES = {"name": (str,), "val_f1": (numbers.Real,), "test_f1": (numbers.Real,),
+                "test_f1_upper": (numbers.Real, type(None)), "dataset": (str,),
+                "fingerprint": (str,), "split_seed": (int,), "notebook": (str,),
+                "created": (str,), "files": (list,), "hashes": (dict,)}
+
+
+def _check_types(meta: dict, path: Path) -> None:
+    """A hand-edited candidate.json with a wrong type is a clear error, not a later crash."""
+    for key, types in _FIELD_TYPES.items():
+        value = meta.get(key)
+        if key in meta and (isinstance(value, bool) or not isinstance(value, types)):
+            raise ValueError(f"{path}: {key} is {value!r}, which is not a "
+                             f"{' or '.join(t.__name__ for t in types)}")
+        if key in ("val_f1", "test_f1") and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{path}: {key} is {value!r}; an F1 lies between 0 and 1")
+    if not all(isinstance(f, str) for f in meta.get("files", [])):
+        raise ValueError(f"{path}: files must be a list of file names")
+
+
+def _check_inside(folder: Path, name: str, path: Path) -> None:
+    """A file a candidate names lies inside its folder (not ``../x``, an absolute path or a
+    link out of it): loading a candidate never reads files from elsewhere."""
+    target = (folder / name).resolve()
+    if (not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts
+            or not target.is_relative_to(folder.resolve())):
+        raise ValueError(f"{path}: the file {name!r} is not inside the candidate folder; a "
+                         "candidate may only name its own files")
 
 
 def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
                 root: str | Path | None = None) -> pd.DataFrame:
     """Every saved candidate, best val F1 first, with whether it is usable here and why not.
 
-    A candidate is usable when it loads, its files are present and (if given) it
-    was made from data with ``fingerprint`` and with ``split_seed``.
+    A candidate is usable when it loads (fields of the right types, files inside its folder),
+    its files and encoder folders are present and unchanged since it was saved, and (if given)
+    it was made from data with ``fingerprint`` and with ``split_seed``.
     """
     root = Path(root) if root else candidates_dir()
     rows = []
@@ -205,7 +278,8 @@ def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
             continue
         row |= {"val F1": c.val_f1, "test F1 (fair)": c.test_f1, "notebook": c.notebook,
                 "dataset": c.dataset, "created": c.created}
-        missing = c.missing_files()
+        missing = c.missing_files() + c.missing_encoders()
+        changed = [] if missing else c.changed_files()
         if fingerprint is not None and c.fingerprint != fingerprint:
             row["reason"] = (f"made from other data ({c.dataset}, fingerprint {c.fingerprint}; "
                              f"this data has {fingerprint})")
@@ -213,6 +287,9 @@ def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
             row["reason"] = f"chosen on split seed {c.split_seed}, not {split_seed}"
         elif missing:
             row["reason"] = f"missing file(s) {missing} in {folder}"
+        elif changed:
+            row["reason"] = (f"file(s) {changed} in {folder} changed since it was saved "
+                             "(truncated or replaced?); re-run the notebook that made it")
         else:
             row["usable"] = True
         rows.append(row)

@@ -51,6 +51,7 @@ def download_shopee(dest: str | Path, force: bool = False) -> Path:
         return dest
     if not has_kaggle_credentials():
         raise KaggleCredentialsError(_credentials_help())
+    _check_token_file()
     dest.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()) as chatter:
         try:
@@ -64,6 +65,30 @@ def download_shopee(dest: str | Path, force: bool = False) -> Path:
                 f"{_credentials_help()}\nKaggle said: {chatter.getvalue().strip()[:500]}"
             ) from exit_
     return unpack_shopee(dest / f"{COMPETITION}.zip", dest)
+
+
+def _check_token_file() -> None:
+    """A ``kaggle.json`` that the kaggle package would use but cannot read is named, with what
+    is wrong, instead of being reported as no credentials at all."""
+    env = os.environ
+    if env.get("KAGGLE_API_TOKEN") or (env.get("KAGGLE_USERNAME") and env.get("KAGGLE_KEY")):
+        return  # the environment's credentials come first
+    path = kaggle_config_dir() / "kaggle.json"
+    if not path.is_file():
+        return
+    try:
+        token = json.loads(path.read_text(encoding="utf-8"))
+        problem = "" if isinstance(token, dict) else f"it holds a {type(token).__name__}"
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        token, problem = {}, f"it is not valid JSON ({err})"
+    if not problem:
+        absent = [k for k in ("username", "key") if not str(token.get(k) or "").strip()]
+        problem = f"it has no {' or '.join(absent)}" if absent else ""
+    if problem:
+        raise KaggleCredentialsError(
+            f"{path} cannot be used: {problem}. It should read "
+            '{"username": "...", "key": "..."}: create a new token at '
+            "https://www.kaggle.com/settings (API section) and save it there.")
 
 
 def is_unpacked(dest: str | Path) -> bool:

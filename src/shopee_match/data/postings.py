@@ -18,6 +18,7 @@ value: integers written canonically (Shopee's) stay int64, anything else is kept
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,8 +128,10 @@ def clean_title(text: object) -> str:
 
     if text is None or (isinstance(text, float) and np.isnan(text)):
         return ""
-    fixed = ftfy.fix_text(decode_byte_escapes(str(text)))
-    return " ".join(fixed.split())
+    fixed = " ".join(ftfy.fix_text(decode_byte_escapes(str(text))).split())
+    if all(unicodedata.category(ch) in ("Cf", "Zs") for ch in fixed):
+        return ""  # only zero-width or format characters (U+200B...): no title to read
+    return fixed
 
 
 def load_postings(
@@ -160,6 +163,15 @@ def load_postings(
         )
     df = read_csv_rows(csv_path)
     mapping = {**dataset_columns(csv_path.parent), **parse_columns(columns)}
+    absent = {ours: theirs for ours, theirs in mapping.items()  # required ones: see below
+              if theirs not in df.columns and ours not in df.columns
+              and ours not in REQUIRED_COLUMNS}
+    if absent:
+        raise ShopeeDataError(
+            f"{csv_path}: the column mapping names {sorted(absent.values())}, which the file "
+            f"does not have (for {sorted(absent)}); its columns are "
+            f"{[c for c in df.columns if c != LINE]}. Fix --columns (COLUMNS in the "
+            "notebooks, or dataset.yaml).")
     df = df.rename(columns={theirs: ours for ours, theirs in mapping.items()
                             if theirs in df.columns and ours not in df.columns})
     report = ValidationReport(source=str(csv_path), n_rows=len(df))
@@ -269,7 +281,7 @@ def _check_columns(df: pd.DataFrame, path: Path, mapping: dict[str, str]) -> Non
         named = [f"{c} (mapped from {mapping[c]!r})" if c in mapping else c for c in missing]
         raise ShopeeDataError(
             f"{path} lacks required column(s) {named}; found "
-            f"{[c for c in df.columns if c != 'line']}. A Shopee-layout CSV needs posting_id "
+            f"{[c for c in df.columns if c != LINE]}. A Shopee-layout CSV needs posting_id "
             "and title (image and label_group optional); map other names with "
             "--columns id=...,title=... (COLUMNS in the notebooks, or a dataset.yaml)."
         )
@@ -369,7 +381,14 @@ def _check_images(
                         desc="checking images", disable=not progress or how == "none",
                         leave=False)
     for i, (pid, path, line) in rows:
-        if path and not allow_outside and not Path(path).resolve().is_relative_to(inside):
+        try:
+            outside = (path and not allow_outside
+                       and not Path(path).resolve().is_relative_to(inside))
+        except (RuntimeError, OSError) as err:  # a symlink loop: one bad photo, flagged
+            report.unreadable_images.append((line, pid, path, f"cannot be resolved: {err}"))
+            paths[i] = ""
+            continue
+        if outside:
             report.outside_images.append((line, pid, names[i]))
             paths[i] = ""
             continue

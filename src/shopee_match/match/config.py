@@ -52,6 +52,11 @@ class SecondStage:
             raise MatchConfigError(f"Unknown second stage {self.kind!r}; known: {SECOND_STAGES}.")
         _check_number("second_stage.threshold", self.threshold)
         object.__setattr__(self, "threshold", float(self.threshold))
+        if not 0.0 <= self.threshold <= 1.0:
+            raise MatchConfigError(f"second_stage.threshold is {self.threshold}; the second "
+                                   "stages score probabilities, between 0 and 1.")
+        if not isinstance(self.file, str):
+            raise MatchConfigError("second_stage.file must name the fitted model's file.")
         if not self.file:
             raise MatchConfigError("second_stage.file must name the fitted model's file.")
 
@@ -111,6 +116,21 @@ class MatchConfig:
                                    f"{sorted(sparse)}; set blend_rounds to 0.")
         if self.second_stage is not None and not isinstance(self.second_stage, SecondStage):
             raise MatchConfigError("second_stage must be a SecondStage (or None).")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Thresholds where they can mean something: cosine similarities lie in [-1, 1], a
+        quantile in [0, 1] (a typo such as a threshold of 7.5 is an error, not a matcher
+        that never matches)."""
+        cosine = [("min2", self.min2)] + [(f"union[{m!r}]", t) for m, t in self.union.items()]
+        if self.strategy == "static":
+            cosine.append(("value (a static threshold)", self.value))
+        for name, value in cosine:
+            if value is not None and not -1.0 <= value <= 1.0:
+                raise MatchConfigError(f"{name} is {value}; a cosine similarity threshold "
+                                       "lies between -1 and 1.")
+        if self.strategy == "quantile" and self.value is not None and not 0 <= self.value <= 1:
+            raise MatchConfigError(f"value is {self.value}; a quantile lies between 0 and 1.")
 
     def _as_floats(self) -> None:
         """Check every number and store it as a plain float (numpy scalars -> JSON-able)."""
