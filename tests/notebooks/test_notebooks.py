@@ -281,3 +281,45 @@ def test_a_photo_in_a_symlink_loop_and_an_invisible_title_are_flagged_not_fatal(
     [run] = run_ok(tmp_path, ["00"], overrides={"DATASET": str(data)})
     assert run.records["n_unreadable_images"] == 1 and run.records["n_empty_titles"] == 1
     assert run.records["n_postings"] == 30
+
+
+def test_gray_zone_labels_are_never_lost_and_a_broken_file_is_named(tiny_env, tmp_path):
+    """Notebook 05 twice: labels given between the runs are kept in the file, train-side
+    ones are trained on, held-out ones kept as evaluation labels; then a hand-edited line with
+    an extra field stops it with the file and line named, and the file is left as it was."""
+    from shopee_match.data.datasets import load_dataset
+    from shopee_match.data.paths import artifacts_dir
+    from shopee_match.data.splits import split_by_group
+
+    run_ok(tmp_path, ["03", "05"])
+    path = artifacts_dir() / "gray_zone.csv"
+    gray = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = load_dataset("demo-tiny")[0]  # as notebook 05 reads it: the splits are its own
+    split = split_by_group(df["label_group"], (0.49, 0.21, 0.15, 0.15), seed=0,
+                           names=("train", "stack", "val", "test"))
+    train, test = df[split == "train"], df[split == "test"]
+
+    def row(a, b, label):
+        return {"posting_id_1": a["posting_id"], "posting_id_2": b["posting_id"],
+                "title_1": a["title_raw"], "title_2": b["title_raw"], "image_1": a["image"],
+                "image_2": b["image"], "score": "0.5", "label": label}
+
+    mine = [row(train.iloc[0], train.iloc[1], "0"), row(train.iloc[2], train.iloc[3], "1"),
+            row(train.iloc[4], train.iloc[5], "0"), row(test.iloc[0], train.iloc[6], "1")]
+    pd.concat([gray, pd.DataFrame(mine)]).to_csv(path, index=False)
+    [again] = run_ok(tmp_path, ["05"])
+    kept = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for r in mine:
+        got = kept[(kept["posting_id_1"] == r["posting_id_1"]) &
+                   (kept["posting_id_2"] == r["posting_id_2"])]
+        assert got["label"].tolist() == [r["label"]]  # still there, still labelled
+    labels = again.records["gray_zone_labels"]
+    assert labels["training"] == 3 and labels["evaluation"] == 1
+    assert again.records["training_pairs"]["labelled gray zone"] == 3
+    broken = path.read_text() + "p1,p2,a,b,,,0.5,1,one field too many\n"
+    path.write_text(broken)
+    runs = run_report("ci", only=["05"], notebooks_dir=ROOT / "notebooks",
+                      out_dir=tmp_path / "reports", progress=False)
+    assert runs[0].status == "failed"
+    assert str(path) in runs[0].error and "has 9 fields" in runs[0].error, runs[0].error
+    assert path.read_text() == broken

@@ -11,6 +11,7 @@ from shopee_match.match.selection import Galleries
 from shopee_match.train.cross_encoder import (
     augment_title,
     gray_band,
+    held_out_labels,
     read_labelled,
     split_pairs,
     training_pairs,
@@ -98,12 +99,54 @@ def test_gray_zone_round_trip_feeds_labelled_train_pairs_back(tmp_path, caplog):
     labelled = read_labelled(path, exclude_ids=["p3"])  # p3 is a val/test posting
     assert labelled.to_dict("records") == [{"sentence1": "a one", "sentence2": "a 1",
                                             "label": 0.0}]  # (p2, p3) left out, p0-p2 unlabelled
-    assert "1 labelled pair(s) name val/test postings" in caplog.text
-    table["label"] = ["yes", "0", ""]
-    table.to_csv(path, index=False)
-    with pytest.raises(ValueError, match="label must be 1"):
-        read_labelled(path)
+    assert "1 labelled pair(s) name stack, val or test postings" in caplog.text
+    assert held_out_labels(path, ["p3"])[["posting_id_1", "posting_id_2", "label"]].to_dict(
+        "records") == [{"posting_id_1": "p2", "posting_id_2": "p3", "label": "1"}]
     assert read_labelled(tmp_path / "none.csv").empty
+
+
+def test_a_new_gray_zone_keeps_every_label_and_offers_only_unlabelled_pairs(tmp_path):
+    postings = pd.DataFrame({"posting_id": [f"p{i}" for i in range(5)],
+                             "title": ["a", "b", "c", "d", "e"]})
+    path = write_gray_zone(tmp_path / "gray_zone.csv", postings, np.array([0, 1, 2]),
+                           np.array([1, 2, 3]), np.array([0.5, 0.45, 0.6]))
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table.loc[table["posting_id_1"] == "p0", "label"] = "1"  # (p0, p1) labelled
+    table.to_csv(path, index=False)
+    # the next run offers (p1, p0) again (the same pair, the other way round) and (p3, p4)
+    write_gray_zone(path, postings, np.array([1, 3]), np.array([0, 4]), np.array([0.5, 0.55]))
+    again = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert again[["posting_id_1", "posting_id_2", "label"]].values.tolist() == [
+        ["p3", "p4", ""], ["p0", "p1", "1"]]  # new offers first; the label kept, not reoffered
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"),
+    (b"posting_id_1,posting_id_2,title_1,title_2,image_1,image_2,score,label\n"
+     b"p0,p1,a,b,,,0.5,1,extra\n", "line 2 has 9 fields"),
+    (b"posting_id_1,posting_id_2,title_1\np0,p1,a\n", r"lacks column\(s\)"),
+    (b"posting_id_1,posting_id_2,title_1,title_2,image_1,image_2,score,label\n"
+     b"p0,p1,a,b,,,0.5,yes\n", "label must be 1"),
+])
+def test_a_hand_edited_gray_zone_gets_an_error_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "gray_zone.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        read_labelled(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(ValueError, match=message):  # never overwritten either
+        write_gray_zone(path, pd.DataFrame({"posting_id": ["x", "y"], "title": ["x", "y"]}),
+                        np.array([0]), np.array([1]), np.array([0.5]))
+    assert path.read_bytes() == content
+
+
+def test_a_cp1252_gray_zone_is_read_with_a_warning(tmp_path):
+    path = tmp_path / "gray_zone.csv"
+    path.write_bytes("posting_id_1,posting_id_2,title_1,title_2,image_1,image_2,score,label\n"
+                     "p0,p1,Caf\xe9 25gr,cafe 25 gr,,,0.5,1\n".encode("cp1252"))
+    with pytest.warns(UserWarning, match="not UTF-8"):
+        labelled = read_labelled(path)
+    assert labelled["sentence1"].tolist() == ["Café 25gr"]
 
 
 @pytest.fixture(scope="module")

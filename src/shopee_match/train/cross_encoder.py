@@ -245,53 +245,99 @@ GRAY_COLUMNS = ["posting_id_1", "posting_id_2", "title_1", "title_2", "image_1",
 
 def write_gray_zone(path: str | Path, postings: pd.DataFrame, a: np.ndarray, b: np.ndarray,
                     scores: np.ndarray) -> Path:
-    """Write pairs for labelling: both ids, titles, image names and the score, most uncertain
-    first, with an empty ``label`` column to fill with 1 (same product) or 0."""
+    """Offer pairs for labelling: both ids, titles, image names and the score, most uncertain
+    first, with an empty ``label`` column to fill with 1 (same product) or 0.
+
+    Labels already in the file are never lost: its labelled rows are kept as they are (after
+    the new offers), a pair already labelled is not offered again, and only the unlabelled
+    offers of an earlier run are replaced. A file that cannot be read is an error, never
+    overwritten."""
     from shopee_match.files import atomic_write
 
     def column(name, rows):
         return postings[name].to_numpy()[rows] if name in postings else [""] * len(rows)
 
-    table = pd.DataFrame({"posting_id_1": column(POSTING_ID, a),
-                          "posting_id_2": column(POSTING_ID, b),
-                          "title_1": column(TITLE, a), "title_2": column(TITLE, b),
-                          "image_1": column(IMAGE, a), "image_2": column(IMAGE, b),
-                          "score": np.round(scores, 4), "label": ""})
-    table = table.iloc[np.argsort(np.abs(np.asarray(scores) - 0.5), kind="stable")]
     path = Path(path)
+    kept = read_gray_zone(path)
+    kept = kept[kept["label"].str.strip() != ""][GRAY_COLUMNS]
+    offers = pd.DataFrame({"posting_id_1": column(POSTING_ID, a),
+                           "posting_id_2": column(POSTING_ID, b),
+                           "title_1": column(TITLE, a), "title_2": column(TITLE, b),
+                           "image_1": column(IMAGE, a), "image_2": column(IMAGE, b),
+                           "score": np.round(scores, 4), "label": ""})
+    offers = offers.iloc[np.argsort(np.abs(np.asarray(scores) - 0.5), kind="stable")]
+    labelled = set(_pair_keys(kept))
+    offers = offers[[key not in labelled for key in _pair_keys(offers)]]
+    table = pd.concat([offers.astype(str), kept], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
         table.to_csv(f, index=False)
     return path
 
 
-def read_labelled(path: str | Path, exclude_ids: Sequence[str] = ()) -> pd.DataFrame:
-    """Labelled rows of a gray-zone file as training pairs (``sentence1``, ``sentence2``,
-    ``label``). Rows without a 0/1 label are skipped; rows naming a posting in
-    ``exclude_ids`` (val/test postings: training on them would leak) are dropped with
-    a logged count. A missing file gives no rows."""
+def _pair_keys(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """Each row's pair of posting ids, in a fixed order (a pair is the same either way)."""
+    return [tuple(sorted(ids)) for ids in zip(table["posting_id_1"].astype(str),
+                                              table["posting_id_2"].astype(str))]
+
+
+def read_gray_zone(path: str | Path) -> pd.DataFrame:
+    """Every row of a gray-zone file as text (a ``line`` column gives its line), read as
+    strictly as a catalog: a wrong encoding is read with a warning, a line with more or fewer
+    fields, a missing column or a label other than 1, 0 or empty is an error naming the file
+    and line. A missing file gives no rows."""
+    from shopee_match.data.postings import read_csv_rows
+
     path = Path(path)
-    empty = pd.DataFrame(columns=["sentence1", "sentence2", "label"])
     if not path.is_file():
-        return empty
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.DataFrame(columns=[*GRAY_COLUMNS, "line"], dtype=str)
+    if not path.read_bytes().strip():
+        raise ValueError(f"{path} is empty: delete it (notebook 05 writes a new one) or put "
+                         f"back its header line {','.join(GRAY_COLUMNS)}.")
+    try:
+        table = read_csv_rows(path)
+    except ValueError as err:
+        raise ValueError(f"{err} (the gray-zone file of notebook 05)") from err
     missing = sorted(set(GRAY_COLUMNS) - set(table.columns))
     if missing:
         raise ValueError(f"{path} lacks column(s) {missing}; it should be a file written by "
-                         "write_gray_zone with the label column filled in.")
-    labelled = table[table["label"].str.strip().isin(["0", "1"])]
+                         "notebook 05 (write_gray_zone) with the label column filled in.")
     bad = table[~table["label"].str.strip().isin(["0", "1", ""])]
     if len(bad):
-        lines = ", ".join(str(i + 2) for i in bad.index[:5])
+        lines = ", ".join(str(line) for line in bad["line"][:5])
         raise ValueError(f"{path}: label must be 1 (same product), 0 (different) or empty; "
                          f"see line(s) {lines}.")
-    excluded = set(map(str, exclude_ids))
-    leaks = labelled["posting_id_1"].isin(excluded) | labelled["posting_id_2"].isin(excluded)
+    return table
+
+
+def read_labelled(path: str | Path, exclude_ids: Sequence[str] = ()) -> pd.DataFrame:
+    """Labelled rows of a gray-zone file as training pairs (``sentence1``, ``sentence2``,
+    ``label``). Rows without a 0/1 label are skipped; rows naming a posting in
+    ``exclude_ids`` (stack, val or test postings: training on them would leak) are left out
+    with a logged count (:func:`held_out_labels` gives them). A missing file gives no rows."""
+    labelled = _labelled(read_gray_zone(path))
+    leaks = _names_any(labelled, exclude_ids)
     if leaks.any():
-        logger.warning("%s: %d labelled pair(s) name val/test postings and are not used for "
-                       "training (they would leak into the evaluation).", path,
-                       int(leaks.sum()))
+        logger.warning("%s: %d labelled pair(s) name stack, val or test postings: kept as "
+                       "evaluation labels, not used for training (they would leak into the "
+                       "evaluation).", path, int(leaks.sum()))
     labelled = labelled[~leaks]
     return pd.DataFrame({"sentence1": labelled["title_1"].to_numpy(),
                          "sentence2": labelled["title_2"].to_numpy(),
                          "label": labelled["label"].str.strip().astype(float).to_numpy()})
+
+
+def held_out_labels(path: str | Path, held_out_ids: Sequence[str]) -> pd.DataFrame:
+    """The labelled rows of a gray-zone file that name a held-out posting: evaluation
+    labels, kept in the file and never trained on."""
+    labelled = _labelled(read_gray_zone(path))
+    return labelled[_names_any(labelled, held_out_ids)].reset_index(drop=True)
+
+
+def _labelled(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["label"].str.strip().isin(["0", "1"])]
+
+
+def _names_any(table: pd.DataFrame, ids: Sequence[str]) -> pd.Series:
+    ids = set(map(str, ids))
+    return table["posting_id_1"].isin(ids) | table["posting_id_2"].isin(ids)
