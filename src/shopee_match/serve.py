@@ -27,7 +27,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from shopee_match.apply.listing import ListingError
@@ -100,6 +101,24 @@ class CatalogResult(MatchResult):
 
     posting_id: str
     catalog_size: int
+
+
+class Problem(BaseModel):
+    """Why a request was not answered as asked (every 4xx and 5xx of this API)."""
+
+    detail: str = Field(description="what is wrong, and what to send instead")
+
+
+#: the answers every endpoint that reads a listing may give instead of its result
+LISTING_PROBLEMS = {
+    400: {"model": Problem, "description": "a malformed request (e.g. its Content-Length)"},
+    413: {"model": Problem, "description": "a photo or request over the size limits"},
+    415: {"model": Problem, "description": "an upload that is not an image"},
+    422: {"model": Problem, "description": "no title and no photo, a photo that cannot be "
+          "decoded, or a form field missing or of the wrong kind"},
+    500: {"model": Problem, "description": "an unexpected error (the service keeps running)"},
+    503: {"model": Problem, "description": "the service is still loading, or failed to"},
+}
 
 
 class Health(BaseModel):
@@ -251,7 +270,9 @@ def health(state: State):
     return body
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}},
+                             "description": "Prometheus text exposition format"}})
 def prometheus(state: State):
     """Requests, errors, latency histogram and catalog size (Prometheus text format)."""
     from prometheus_client import CONTENT_TYPE_LATEST
@@ -259,7 +280,7 @@ def prometheus(state: State):
     return Response(state.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/match", response_model=MatchResult)
+@router.post("/match", response_model=MatchResult, responses=LISTING_PROBLEMS)
 async def match(state: State, service: Service,
                 title: Annotated[str, Form(description="the listing's title")] = "",
                 image: Annotated[UploadFile | None, File(description="its photo")] = None):
@@ -279,7 +300,7 @@ async def match(state: State, service: Service,
     return result
 
 
-@router.post("/pair", response_model=PairResult)
+@router.post("/pair", response_model=PairResult, responses=LISTING_PROBLEMS)
 async def pair(state: State, service: Service, title_a: Annotated[str, Form()] = "",
                title_b: Annotated[str, Form()] = "",
                image_a: Annotated[UploadFile | None, File()] = None,
@@ -304,9 +325,12 @@ async def pair(state: State, service: Service, title_a: Annotated[str, Form()] =
     return result
 
 
-@router.post("/catalog", response_model=CatalogResult, status_code=201)
+@router.post("/catalog", response_model=CatalogResult, status_code=201,
+             responses=LISTING_PROBLEMS | {409: {"model": Problem,
+                                                 "description": "a posting_id already known"}})
 async def add(state: State, service: Service,
-              posting_id: Annotated[str, Form(description="a new, unique id")],
+              posting_id: Annotated[str, Form(description="a new, unique id", min_length=1,
+                                              pattern=r"\S")],
               title: Annotated[str, Form()] = "",
               image: Annotated[UploadFile | None, File()] = None):
     """Add a listing to the in-memory catalog; answers with what it matched on arrival."""
@@ -359,6 +383,14 @@ async def bad_listing(request: Request, err: ListingError):
     return JSONResponse({"detail": str(err)}, status_code=err.status)
 
 
+async def bad_form(request: Request, err: RequestValidationError):
+    """A form field missing or of the wrong kind: a 422 whose detail is one message, as
+    every other problem's is (FastAPI's own is a list)."""
+    said = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+                     for e in err.errors())
+    return JSONResponse({"detail": said}, status_code=422)
+
+
 def create_app(load: Callable[[], MatchService], gray_band: GrayBand | None = None,
                gray_log: str | Path | None = None, limits: Limits | None = None,
                on_failure: Callable[[BaseException], None] | None = None) -> FastAPI:
@@ -382,6 +414,7 @@ def create_app(load: Callable[[], MatchService], gray_band: GrayBand | None = No
     app.state.shopee_match = state
     app.middleware("http")(measure)
     app.add_exception_handler(ListingError, bad_listing)
+    app.add_exception_handler(RequestValidationError, bad_form)
     app.include_router(router)
     return app
 
