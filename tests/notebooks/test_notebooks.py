@@ -148,35 +148,25 @@ def test_submit_without_candidates_says_which_notebook_to_run(tiny_env, tmp_path
     assert "run notebooks/03_threshold_f1_sweep" in capsys.readouterr().err.lower()
 
 
-def test_finetuning_saves_a_candidate_that_submission_takes_when_best_on_val(tiny_env, tmp_path):
-    from shopee_match.apply.candidates import leaderboard, load_candidate
-    from shopee_match.data.datasets import train_fingerprint
-    from shopee_match.data.paths import candidates_dir
-
-    runs = run_ok(tmp_path, ["03", "04", "06"])
-    finetune, submission = runs[1].records, runs[2].records
-    assert set(finetune["regimes"]) == {"joint", "text_ft", "image_ft"}
-    assert all(v > 0 for v in finetune["train_speed_per_s"].values())
-    assert 0.0 < finetune["best_test_f1"] <= finetune["best_test_f1_tuned_on_test"] <= 1.0
-    candidate = load_candidate(candidates_dir() / "04_finetuned")
-    assert not candidate.missing_files() and (candidate.folder / "models").is_dir()
-    assert candidate.val_f1 == pytest.approx(finetune["best_val_f1"], abs=1e-4)
-    board = leaderboard(train_fingerprint("demo-tiny"), 0)
-    best = board.loc[board["usable"], "candidate"].iloc[0]  # best val F1 among usable ones
-    assert set(board["candidate"]) == {"03_thresholds", "04_finetuned"}
-    assert submission["candidate"] == best
-    assert 0.0 < submission["test_f1"] <= 1.0
-
-
-def test_rerank_saves_a_candidate_that_submits_offline(tiny_env, tmp_path, capsys):
+def test_fine_tuning_and_rerank_save_candidates_and_runs_from_scratch_agree(
+        tiny_env, tmp_path, monkeypatch, capsys):
+    """03, 04, 05 and 06 on the ci profile: 04 and 05 save candidates, the submission takes
+    the best on val and 05's reranker submits from its folder alone. Then the same notebooks
+    from scratch again (fresh artifacts and exported graphs): every figure is the same."""
     from shopee_match.apply.candidates import leaderboard, load_candidate
     from shopee_match.apply.submission import validate_submission
     from shopee_match.cli import main
     from shopee_match.data.datasets import train_fingerprint
     from shopee_match.data.paths import artifacts_dir, candidates_dir
 
-    runs = run_ok(tmp_path, ["03", "05", "06"])
-    rerank, submission = runs[1].records, runs[2].records
+    runs = run_ok(tmp_path, ["03", "04", "05", "06"])
+    finetune, rerank, submission = (r.records for r in runs[1:])
+    assert set(finetune["regimes"]) == {"joint", "text_ft", "image_ft"}
+    assert all(v > 0 for v in finetune["train_speed_per_s"].values())
+    assert 0.0 < finetune["best_test_f1"] <= finetune["best_test_f1_tuned_on_test"] <= 1.0
+    candidate = load_candidate(candidates_dir() / "04_finetuned")
+    assert not candidate.missing_files() and (candidate.folder / "models").is_dir()
+    assert candidate.val_f1 == pytest.approx(finetune["best_val_f1"], abs=1e-4)
     assert set(rerank["pair_counts"]) == {"train", "stack", "val", "test"}
     assert rerank["training_pairs"]["hard negative"] > 0 and rerank["scoring_pairs_per_s"] > 0
     steps = [row[0] for row in rerank["ablation"]]
@@ -185,7 +175,9 @@ def test_rerank_saves_a_candidate_that_submits_offline(tiny_env, tmp_path, capsy
     assert not candidate.missing_files()
     assert candidate.val_f1 == pytest.approx(rerank["best_val_f1"], abs=1e-4)
     board = leaderboard(train_fingerprint("demo-tiny"), 0)
+    assert set(board["candidate"]) == {"03_thresholds", "04_finetuned", "05_rerank"}
     assert submission["candidate"] == board.loc[board["usable"], "candidate"].iloc[0]
+    assert 0.0 < submission["test_f1"] <= 1.0
     gray = pd.read_csv(artifacts_dir() / "gray_zone.csv")
     assert len(gray) == rerank["gray_zone_pairs"] and "label" in gray
     # the saved reranker (cross-encoder + classifier) submits from the candidate folder alone
@@ -194,6 +186,14 @@ def test_rerank_saves_a_candidate_that_submits_offline(tiny_env, tmp_path, capsy
     assert "using candidate 05_rerank" in capsys.readouterr().out
     heldout = pd.read_csv(tiny_env / "demo-tiny-heldout" / "test.csv")["posting_id"]
     validate_submission(tmp_path / "rerank.csv", heldout)
+
+    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path / "again"))
+    monkeypatch.setenv("SHOPEE_MATCH_ONNX", str(tmp_path / "again-onnx"))
+    again = run_ok(tmp_path / "second", ["03", "04", "05", "06"])
+    for first, second in zip(runs, again):
+        for key in ("best_val_f1", "best_test_f1", "best_test_f1_tuned_on_test", "ablation",
+                    "candidate", "test_f1", "leaderboard"):
+            assert first.records.get(key) == second.records.get(key), (first.name, key)
 
 
 def test_the_whole_kit_runs_on_a_catalog_with_its_own_columns_and_text_groups(

@@ -274,6 +274,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_server(server: subprocess.Popen, base: str, log, seconds: float = 240) -> None:
+    """Until ``shopee-match serve`` answers /health with 200 (its log shown if it stops)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert server.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not ready after {seconds} s:\n{log.read_text()[-3000:]}")
+
+
 def test_a_real_server_answers_over_http(data_root, tmp_path):
     """``shopee-match serve`` as a subprocess on loopback, from a saved candidate."""
     import httpx
@@ -295,15 +311,7 @@ def test_a_real_server_answers_over_http(data_root, tmp_path):
         env=env, stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        wait_for_server(server, base, tmp_path / "server.log")
         health = httpx.get(f"{base}/health").json()
         assert health["candidate"] == "tiny-static" and health["catalog_size"] == 160
         assert health["titles_candidate"] == "quick-fallback"  # no title-only one saved
@@ -393,15 +401,7 @@ def test_concurrent_adds_reach_both_catalogs_or_neither(data_root, tmp_path):
         return answers
 
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        wait_for_server(server, base, tmp_path / "server.log")
         assert httpx.get(f"{base}/health").json()["titles_candidate"] == "tfidf-titles"
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = [a for part in pool.map(client, range(8)) for a in part]
