@@ -389,3 +389,23 @@ def test_max_batches_caps_an_epoch_with_other_groups_each_epoch():
     assert len(list(PKSampler(LABELS, p=2, k=2, seed=0, max_batches=99))) == 4
     with pytest.raises(ValueError, match="max_batches"):
         TrainConfig(max_batches=-1)
+
+
+def test_training_runs_with_deterministic_algorithms_and_restores_the_setting():
+    import torch
+
+    from shopee_match.embed.finetuned import projection_head
+
+    x, labels = noisy_groups(n_groups=10)
+    seen = []
+
+    def forward(model, inputs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return model(inputs)
+
+    before = torch.are_deterministic_algorithms_enabled()
+    rows = np.flatnonzero(np.ones(len(labels), bool))
+    fit(projection_head(24, 8), batches_from(lambda r: torch.from_numpy(x[rows[r]])), forward,
+        labels, TrainConfig(p=4, k=2, epochs=1), lambda m: 0.5, progress=False)
+    assert seen and all(seen)  # every batch
+    assert torch.are_deterministic_algorithms_enabled() == before

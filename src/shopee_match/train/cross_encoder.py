@@ -165,7 +165,7 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
     from shopee_match.embed.backbones import pick_device
     from shopee_match.embed.specs import sbert_path
     from shopee_match.progress import silence_widget_warning
-    from shopee_match.train.finetune import seed_training
+    from shopee_match.train.finetune import deterministic_torch, seed_training
 
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
     digest.update(pd.util.hash_pandas_object(pairs[["sentence1", "sentence2", "label"]],
@@ -199,7 +199,8 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
         dataloader_pin_memory=pick_device() == "cuda")
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data,
                                   loss=BinaryCrossEntropyLoss(model))
-    trainer.train()
+    with deterministic_torch():
+        trainer.train()
     model.save(str(folder / "model"))
     log = [entry for entry in trainer.state.log_history if "loss" in entry or
            "train_runtime" in entry]

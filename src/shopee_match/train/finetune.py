@@ -19,10 +19,12 @@ saved model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -188,6 +190,25 @@ def seed_training(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def deterministic_torch():
+    """Torch's deterministic algorithms for a training run (on CUDA also cuBLAS's fixed
+    workspace and no cuDNN autotuning), restored afterwards: the same data, seed, thread
+    count and hardware give the same weights. (Other thread counts or CPUs still round
+    differently; the README says by how much that moves the figures.)"""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when CUDA starts
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
+
+
 def lr_factor(step: int, total: int, warmup: float) -> float:
     """Learning-rate multiplier: linear warm-up over ``warmup`` of the steps, then cosine."""
     warm = max(1, int(round(warmup * total)))
@@ -225,7 +246,18 @@ def fit(model, batches: Callable[[PKSampler], Iterable[tuple[list[int], object]]
     label groups; ``val_f1(model)`` scores the model on the val split (the
     selection protocol's choice, never test). With a ``workdir`` a checkpoint is
     written after every epoch and an interrupted run resumes from it.
+
+    Training runs with torch's deterministic algorithms (:func:`deterministic_torch`).
     """
+    with deterministic_torch():
+        return _fit(model, batches, forward, labels, config, val_f1, workdir, device, progress)
+
+
+def _fit(model, batches: Callable[[PKSampler], Iterable[tuple[list[int], object]]],
+         forward: Callable, labels: Sequence[int], config: TrainConfig,
+         val_f1: Callable[[object], float], workdir: str | Path | None = None,
+         device: str = "cpu", progress: bool = True) -> History:
+    """:func:`fit` itself."""
     import torch
 
     from shopee_match.progress import progress_bar
