@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                         "against its solution.csv if any) or a CSV (default: the dataset's "
                         "test.csv, else its held-out split)")
     _catalog_options(submit)
+    _recall_option(submit)
 
     dedupe = commands.add_parser(
         "dedupe", help="cluster an unlabelled catalog's duplicates with a saved candidate")
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     dedupe.add_argument("--max-cluster", type=int, default=50,
                         help="cut larger clusters at their weakest pairs (default: 50)")
     _catalog_options(dedupe)
+    _recall_option(dedupe)
 
     serve = commands.add_parser(
         "serve", help="answer 'is this listing a duplicate, and of what?' over HTTP")
@@ -165,7 +167,8 @@ def _submit(args) -> int:
           f"fair test F1 {candidate.test_f1:.4f}")
     test = catalog_csv(args.test, ("test.csv",)) if args.test else None
     postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns, test)
-    matches = apply_candidate(postings, candidate, engine=args.engine).match_sets()
+    matches = apply_candidate(postings, candidate, engine=args.engine,
+                              recall=args.recall).match_sets()
     out = write_submission(matches, Path(args.out) if args.out
                            else artifacts_dir() / "submission.csv")
     print(f"{len(postings)} postings -> {out} (validated)")
@@ -184,6 +187,12 @@ def _catalog_options(command) -> None:
                          "on CPU, torch on GPUs)")
 
 
+def _recall_option(command) -> None:
+    command.add_argument("--recall", type=float, default=0.99,
+                         help="above 200,000 listings, the share of exact neighbours the "
+                         "search must find, measured on a sample (default: 0.99)")
+
+
 def _dedupe(args) -> int:
     from pathlib import Path
 
@@ -198,7 +207,8 @@ def _dedupe(args) -> int:
     print(report.summary())
     candidate = choose_candidate(postings, args.trained_on, args.split_seed, args.candidate,
                                  args.columns)
-    result = dedupe(postings, candidate, engine=args.engine, max_cluster=args.max_cluster)
+    result = dedupe(postings, candidate, engine=args.engine, max_cluster=args.max_cluster,
+                    recall=args.recall)
     print(result.summary(postings))
     out = Path(args.out) if args.out else artifacts_dir() / "dedupe" / "clusters.csv"
     clusters, pairs = write_deduped(result, out)

@@ -90,6 +90,11 @@ def test_int8_is_close_and_cached_apart(demo, tmp_path):
                           engine="torch", progress=False)["text"]
     assert again.from_cache  # fp32 onnx and torch share the cache: their outputs agree
     assert len(list(tmp_path.glob("*.npz"))) == 2
+    anywhere = make_encoder("sbert:pypi-minilm", "text", device="cpu", engine="torch", int8=True)
+    assert anywhere.engine == "onnx"  # int8 is the quantized graph, whatever the engine
+    np.testing.assert_array_equal(anywhere.encode(df["title"].tolist())[0], int8.vectors)
+    alone = np.concatenate([anywhere.encode([t])[0] for t in df["title"].tolist()[::-1]])
+    np.testing.assert_array_equal(alone[::-1], int8.vectors)  # whatever else is embedded
     image = embed_dataset(df, "offline", modalities=["image"], image_size=64,
                           cache_dir=tmp_path, progress=False)["image"]
     image8 = embed_dataset(df, "offline", modalities=["image"], image_size=64,

@@ -242,6 +242,26 @@ def test_a_projection_head_embeds_through_its_inputs(tiny):
     assert head.kind == "head" and head.meta["inputs"] == base
     assert np.allclose(joint.vectors, head.head_vectors(vectors), atol=1e-6)
     assert np.allclose(np.linalg.norm(joint.vectors, axis=1), 1.0, atol=1e-5)
+    assert head.meta["int8"] is False
+
+
+def test_a_head_trained_on_int8_titles_embeds_its_inputs_as_int8(tiny):
+    from shopee_match.embed.embeddings import embed_dataset
+    from shopee_match.embed.finetuned import FineTunedModel
+
+    postings, labels, split, fp = tiny
+    base = {"text": "sbert:pypi-minilm"}
+    fp32, int8 = (embed_dataset(postings, base, modalities=["text"], int8=q,
+                                progress=False)["text"].vectors for q in (False, True))
+    args = (labels, split, TrainConfig(p=4, k=2, epochs=1, out_dim=16), base, 64, fp, 0)
+    on_int8 = train_head({"text": int8}, *args, k=5, device="cpu", progress=False, int8=True)
+    on_fp32 = train_head({"text": fp32}, *args, k=5, device="cpu", progress=False)
+    assert on_int8.folder != on_fp32.folder  # trained on other inputs: another model
+    for result, inputs in ((on_int8, int8), (on_fp32, fp32)):
+        head = FineTunedModel.load(result.folder)
+        joint = embed_dataset(postings, {"joint": result.spec}, progress=False)["joint"]
+        np.testing.assert_allclose(joint.vectors, head.head_vectors({"text": inputs}),
+                                   atol=1e-6)
 
 
 def test_a_fine_tuned_title_model_travels_inside_its_candidate(tiny, tmp_path):

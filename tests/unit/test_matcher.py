@@ -22,10 +22,16 @@ def config(**changes):
 def test_json_round_trip_keeps_every_field():
     full = config(blend_rounds=2, min2=0.4, union={"tfidf": 0.6}, components=True,
                   second_stage=SecondStage("pair_classifier", 0.3, "pair.joblib"),
-                  models={"image": "timm:x-1234"})
+                  models={"image": "timm:x-1234"}, int8=True)
     back = MatchConfig.from_dict(json.loads(json.dumps(full.to_dict())))
     assert back == full
-    assert back.second_stage.threshold == 0.3
+    assert back.second_stage.threshold == 0.3 and back.int8 is True
+
+
+def test_a_configuration_saved_before_int8_was_recorded_embeds_fp32():
+    saved = config().to_dict()
+    del saved["int8"]
+    assert MatchConfig.from_dict(saved).int8 is False
 
 
 def test_numpy_numbers_are_stored_as_plain_floats():
@@ -46,6 +52,7 @@ def test_numpy_numbers_are_stored_as_plain_floats():
     ({"union": {"image": "high"}}, "union\\['image'\\] must be a finite number"),
     ({"k": 0}, "k must be an integer >= 1"),
     ({"value": float("nan")}, "value must be a finite number"),
+    ({"int8": "yes"}, "int8 must be true or false"),
 ])
 def test_invalid_configurations_name_the_problem(changes, message):
     with pytest.raises(MatchConfigError, match=message):

@@ -147,38 +147,81 @@ def test_find_neighbors_dispatches_to_exact_and_faiss():
         find_neighbors(x, method="annoy")
 
 
-def test_self_knn_goes_approximate_above_the_threshold_and_reports_recall(caplog, monkeypatch):
-    from shopee_match.match import neighbors
-    from shopee_match.match.neighbors import self_knn
+def clustered_rows(n=3000, groups=60, dim=16, noise=0.05, seed=4):
+    rng = np.random.default_rng(seed)
+    centres = unit_rows(groups, dim, seed=seed + 1)
+    x = centres[rng.integers(0, groups, n)] + noise * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
-    rng = np.random.default_rng(4)
-    centres = unit_rows(60, 16, seed=5)
-    x = centres[rng.integers(0, 60, 3000)] + 0.05 * rng.normal(size=(3000, 16))
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+def test_self_knn_goes_approximate_above_the_threshold_and_reaches_the_recall(caplog):
+    from shopee_match.match.ivf import self_knn
+
+    x = clustered_rows(noise=0.3)
     caplog.set_level("INFO", logger="shopee_match")
     exact = self_knn(x, k=10)
     assert caplog.text == ""  # exact below the threshold: nothing to report
-    monkeypatch.setattr(neighbors, "IVF_SCAN_ROWS", 300)  # ~1/10 of the rows per query
-    sims, idx = self_knn(x, k=10, exact_max_rows=1000)
-    report = caplog.text
-    assert "IVF-Flat" in report and "recall@10" in report
-    recall = float(report.split("exact ")[1].split()[0])
-    assert recall == pytest.approx(neighbor_recall(idx, exact[1]), abs=0.05)  # sampled
-    assert recall > 0.8 and (idx[:, 0] == np.arange(3000)).mean() > 0.95  # itself first
-    assert (np.diff(sims, axis=1) <= 1e-6).all()  # nearest first
+    for target in (0.9, 0.99):
+        caplog.clear()
+        sims, idx = self_knn(x, k=10, exact_max_rows=1000, recall=target)
+        report = caplog.text
+        assert "rows searched by IVF (grouped scan)" in report and f">= {target}" in report
+        sampled = float(report.split("; recall ")[1].split()[0])
+        assert sampled >= target - 0.01  # planned on the sample, reached on it
+        assert neighbor_recall(idx, exact[1]) >= target - 0.02  # and on every row
+        assert (idx[:, 0] == np.arange(3000)).mean() > 0.95  # itself first
+        assert (np.diff(sims, axis=1) <= 1e-6).all()  # nearest first
+    probes = [int(r.getMessage().split(" lists, ")[1].split()[0]) for r in caplog.records
+              if "IVF" in r.getMessage()]
+    assert probes and probes[-1] >= 1
 
 
-def test_neighbor_lists_hold_int32_indices_while_they_fit(monkeypatch):
-    from shopee_match.match import neighbors
-    from shopee_match.match.neighbors import index_dtype, self_knn
+def test_the_grouped_scan_finds_what_probing_each_querys_lists_finds():
+    """The IVF search against a naive reference: for every query, brute force over the rows
+    of the lists of its nprobe nearest centroids."""
+    from shopee_match.match.ivf import coarse_lists, grouped_search
+
+    x = clustered_rows(n=600, groups=20, noise=0.4, seed=11)
+    centroids, lists = coarse_lists(x, 16)
+    for nprobe in (1, 3, 16):
+        sims, idx = grouped_search(x, centroids, lists, 7, nprobe)
+        probed = np.argsort(-(x @ centroids.T), axis=1, kind="stable")[:, :nprobe]
+        for q in range(0, 600, 37):
+            rows = np.flatnonzero(np.isin(lists, probed[q]))
+            scores = x[rows] @ x[q]
+            want = rows[np.lexsort((rows, -scores))][:7]
+            got = idx[q][idx[q] >= 0]
+            assert got.tolist() == want.tolist(), (nprobe, q)
+            np.testing.assert_allclose(sims[q][:len(got)], np.sort(scores)[::-1][:len(got)],
+                                       rtol=1e-5)
+    sims, idx = grouped_search(x, centroids, lists, 7, 16)  # every list: exact search
+    np.testing.assert_array_equal(idx, exact_knn(x, k=7)[1])
+
+
+def test_probes_are_planned_from_where_the_exact_neighbours_lie():
+    """By hand: two lists; a query whose neighbours lie half in its own list and half in the
+    other needs 2 probes for recall 1, and 1 probe gives 0.5."""
+    from shopee_match.match.ivf import plan_probes
+
+    centroids = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    lists = np.array([0, 0, 1, 1])
+    query = np.array([[0.9, 0.1]], np.float32)
+    exact = np.array([[0, 2, 1, 3]])
+    assert plan_probes(query, exact, centroids, lists, 0.5) == (1, 0.5)
+    assert plan_probes(query, exact, centroids, lists, 0.9) == (2, 1.0)
+    assert plan_probes(query, np.array([[-1, -1]]), centroids, lists, 0.9) == (1, 1.0)
+
+
+def test_neighbor_lists_hold_int32_indices_while_they_fit():
+    from shopee_match.match.ivf import ivf_knn
+    from shopee_match.match.neighbors import index_dtype
 
     assert index_dtype(2**31 - 1) == np.int32 and index_dtype(2**31) == np.int64
     x = unit_rows(400, 12, seed=6)
     ref_s, ref_i = brute_force(x, x, 8)
-    monkeypatch.setattr(neighbors, "IVF_SCAN_ROWS", 400)  # every list probed: exact results
     searches = {"exact": exact_knn(x, k=8), "sparse": exact_knn(sparse.csr_matrix(x), k=8),
                 "flat index": search_index(build_index(x, "flat"), x, 8),
-                "IVF": self_knn(x, k=8, exact_max_rows=100)}
+                "IVF": ivf_knn(x, 8, nlist=20, nprobe=20)[:2]}  # every list probed: exact
     for name, (sims, idx) in searches.items():
         assert idx.dtype == np.int32 and sims.dtype == np.float32, name
         np.testing.assert_array_equal(idx, ref_i, err_msg=name)  # same rows as int64 lists

@@ -198,8 +198,7 @@ def test_reranker_is_a_second_stage_and_scores_each_pair_once(cross_encoder, tmp
     gallery = Gallery({"text": v}, titles=np.array(titles, dtype=object))
     matches = predict_matches(gallery, config, reranker)
     assert matches[0, 1] and matches[2, 3] and not matches[0, 2]
-    folder = str(reranker.cross_encoder.folder)
-    assert len(gallery.cache["cross_encoder", folder]) == 10  # 5·4/2 unordered pairs
+    assert len(gallery.cache[reranker.cross_encoder.cache_key]) == 10  # 5·4/2 unordered pairs
     with pytest.raises(ValueError, match="reads titles"):
         predict_matches(Gallery({"text": v}), config, reranker)
     saved = Reranker.load(reranker.save(tmp_path / "rerank"))
@@ -244,3 +243,57 @@ def test_token_attributions_cover_every_token(cross_encoder):
     page = attribution_html(tokens)
     words = len(tokens) - sum(t.startswith("##") for t in names)
     assert page.count("<span") == words and ">rinso<" in page
+
+
+def test_an_int8_cross_encoder_scores_close_to_fp32_and_is_saved_as_int8(cross_encoder,
+                                                                         tmp_path):
+    from shopee_match.apply.second_stages import Reranker
+
+    fp32, int8 = cross_encoder[0].load(engine="onnx"), cross_encoder[0].load(int8=True)
+    assert int8.int8 and int8.engine == "onnx"
+    first = ["kopi kapal api 25gr", "rinso cair 1l", "teh pucuk 250ml", "indomie goreng"]
+    second = ["KOPI KAPAL API 25 gr", "rinso cair 800ml", "aqua botol 600ml", "INDOMIE GORENG"]
+    a, b = fp32.score_titles(first, second), int8.score_titles(first, second)
+    assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.1  # quantized, close
+    alone = [int8.score_titles([x], [y])[0] for x, y in zip(first[::-1], second[::-1])]
+    np.testing.assert_array_equal(alone[::-1], b)  # a pair scores the same in any batch
+    assert int8._onnx()[0].path.name.endswith("-int8.onnx")
+    saved = Reranker.load(Reranker(int8).save(tmp_path / "rerank"))
+    assert saved.cross_encoder.int8
+    np.testing.assert_allclose(saved.cross_encoder.score_titles(first, second), b, atol=1e-6)
+    assert not Reranker.load(Reranker(fp32).save(tmp_path / "plain")).cross_encoder.int8
+
+
+def test_a_reranker_skips_the_pairs_it_rejects_whatever_the_cross_encoder_says(cross_encoder):
+    """At one threshold (a submission), pairs whose classifier score stays below it with the
+    cross-encoder's probability at 0 and at 1 are not cross-encoded: same decisions, less
+    work. Tuning (exact scores) scores them all."""
+    from shopee_match.apply.second_stages import Reranker
+    from shopee_match.match.config import MatchConfig, SecondStage
+    from shopee_match.match.decision import candidate_pair_features, predict_matches
+    from shopee_match.match.gallery import Gallery
+    from shopee_match.match.pairs import with_ce
+    from shopee_match.match.second_stage import PairClassifier
+
+    rng = np.random.default_rng(0)
+    titles = np.array(["kopi kapal api 25gr", "Kopi Kapal Api 25gr COD", "rinso cair 1l",
+                       "RINSO CAIR 1L", "teh pucuk 250ml", "teh pucuk 350ml", "aqua 600ml",
+                       "AQUA botol 600 ml"], dtype=object)
+    v = rng.normal(size=(8, 6)).astype(np.float32)
+    v[1::2] = v[::2] + 0.3 * rng.normal(size=(4, 6))  # pairs of near-duplicates
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    config = MatchConfig(encoders={"text": "sbert:x"}, fusion_weights={"text": 1.0}, k=5,
+                         value=None, second_stage=SecondStage("rerank", 0.5, "rerank"))
+    pairs = candidate_pair_features(Gallery({"text": v}, titles=titles), config)
+    near = (pairs.features["sim_text"] > pairs.features["sim_text"].median()).to_numpy()
+    classifier = PairClassifier.fit(with_ce(pairs.features, rng.random(len(pairs))), near)
+    model = cross_encoder[0].load()
+    exact_gallery = Gallery({"text": v}, titles=titles)
+    exact = predict_matches(exact_gallery, config, Reranker(model, classifier))
+    reranker, fast_gallery = Reranker(model, classifier), Gallery({"text": v}, titles=titles,
+                                                                   exact_scores=False)
+    fast = predict_matches(fast_gallery, config, reranker)
+    assert (fast != exact).nnz == 0 and reranker.skipped > 0
+    key = model.cache_key
+    unordered = {tuple(sorted(p)) for p in zip(pairs.i.tolist(), pairs.j.tolist())}
+    assert len(fast_gallery.cache[key]) < len(exact_gallery.cache[key]) == len(unordered)

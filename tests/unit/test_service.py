@@ -240,6 +240,22 @@ def test_query_embeddings_equal_the_catalogs(tiny):
         assert decision.similarity[0] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_an_int8_candidate_embeds_queries_with_int8_title_models(tiny):
+    """A candidate tuned on int8 titles is served with them: a catalog title sent as a query
+    comes back as its catalog row, which is the int8 vector, not the fp32 one."""
+    from shopee_match.embed.embeddings import embed_dataset
+
+    postings, vectors = tiny
+    config = MatchConfig({"text": SPECS["text"]}, {"text": 1.0}, k=5, value=0.8, int8=True)
+    service = MatchService.load(postings, candidate(config, "int8"), progress=False)
+    int8 = embed_dataset(postings, {"text": SPECS["text"]}, modalities=["text"], int8=True,
+                         progress=False)["text"].vectors
+    np.testing.assert_array_equal(service.vectors["text"].rows, int8)
+    listing = service.listing(postings["title"].iloc[5])
+    np.testing.assert_allclose(listing.vectors["text"][0], int8[5], atol=1e-6)
+    assert np.abs(listing.vectors["text"][0] - vectors["text"][5]).max() > 1e-4  # not fp32
+
+
 def test_a_title_only_listing_says_what_it_lacks(tiny):
     postings, vectors = tiny
     service = MatchService.load(postings, candidate(CONFIGS["static"]), progress=False)

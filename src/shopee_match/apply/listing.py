@@ -82,9 +82,9 @@ def read_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Photo:
 
 class ListingEncoder:
     """Embeds single listings for every modality a configuration uses, with the same models
-    and input sizes as :func:`shopee_match.embed.embeddings.embed_dataset` embeds a catalog. A
-    model that several modalities read (e.g. a fine-tuned head's inputs) is loaded and run
-    once."""
+    and input sizes as :func:`shopee_match.embed.embeddings.embed_dataset` embeds a catalog
+    (int8 title models where the configuration, or a head's training, used them). A model that
+    several modalities read (e.g. a fine-tuned head's inputs) is loaded and run once."""
 
     def __init__(self, config, engine: str = "auto", tfidf=None):
         from shopee_match.embed.finetuned import FineTunedModel
@@ -93,7 +93,7 @@ class ListingEncoder:
 
         self.config, self.engine = config, engine
         self.tfidf = tfidf  # a TitleTfidf fitted on the catalog, if tfidf is used
-        self.encoders: dict[tuple, object] = {}  # (spec, reads, size) -> encoder
+        self.encoders: dict[tuple, object] = {}  # (spec, reads, size, int8) -> encoder
         self.direct: dict[str, tuple] = {}  # modality -> encoder key
         self.heads: dict[str, tuple[FineTunedModel, dict]] = {}  # modality -> head, keys
         for modality in config.modalities:
@@ -102,27 +102,29 @@ class ListingEncoder:
             spec = config.encoders[modality]
             if input_kind(spec, modality) == "joint":
                 head = FineTunedModel.load(EncoderSpec.parse(spec).name)
-                keys = {m: self._encoder(s, m, head.meta["image_size"])
+                keys = {m: self._encoder(s, m, head.meta["image_size"],
+                                         head.meta.get("int8", False))
                         for m, s in head.meta["inputs"].items()}
                 self.heads[modality] = head, keys
             else:
-                self.direct[modality] = self._encoder(spec, modality, config.image_size)
+                self.direct[modality] = self._encoder(spec, modality, config.image_size,
+                                                      config.int8)
 
-    def _encoder(self, spec: str, modality: str, image_size: int) -> tuple:
+    def _encoder(self, spec: str, modality: str, image_size: int, int8: bool) -> tuple:
         from shopee_match.embed.encoders import make_encoder
         from shopee_match.embed.identity import input_kind
 
         reads = input_kind(spec, modality)
-        key = (spec, reads, image_size if reads == "image" else None)
+        key = (spec, reads, image_size if reads == "image" else None, int8 and reads == "text")
         if key not in self.encoders:
             self.encoders[key] = make_encoder(spec, modality, image_size=image_size,
-                                              engine=self.engine)
+                                              engine=self.engine, int8=key[3])
         return key
 
     @property
     def reads_images(self) -> bool:
         """Whether any modality embeds the photo."""
-        return any(reads == "image" for _, reads, _ in self.encoders)
+        return any(key[1] == "image" for key in self.encoders)
 
     def embed(self, title: str, image: Photo | None = None) -> tuple[dict, list[str]]:
         """``(vectors, missing)``: one row per modality (zeros without its input)."""

@@ -20,18 +20,20 @@ from shopee_match.data.schema import IMAGE_PHASH, POSTING_ID, TITLE
 from shopee_match.embed.embeddings import Embeddings
 from shopee_match.match.config import MatchConfig
 from shopee_match.match.gallery import Gallery
+from shopee_match.match.ivf import RECALL_TARGET
 
 
 def embed_for(postings: pd.DataFrame, config: MatchConfig, cache_dir: str | Path | None = None,
               progress: bool = True, engine: str = "auto") -> dict[str, Embeddings]:
     """The embeddings of every modality ``config`` uses, made as it was tuned (the same
-    models, checked by identity)."""
+    models, checked by identity, int8 title models if it was tuned with them)."""
     from shopee_match.embed.embeddings import embed_dataset
 
     embeddings = embed_dataset(postings, {m: s for m, s in config.encoders.items()
                                           if m != "tfidf"},
                                modalities=config.modalities, image_size=config.image_size,
-                               cache_dir=cache_dir, progress=progress, engine=engine)
+                               cache_dir=cache_dir, progress=progress, engine=engine,
+                               int8=config.int8)
     for m, e in embeddings.items():
         chosen = config.models.get(m)
         if chosen and chosen != e.model_id:
@@ -45,10 +47,13 @@ def embed_for(postings: pd.DataFrame, config: MatchConfig, cache_dir: str | Path
     return embeddings
 
 
-def gallery_of(postings: pd.DataFrame, vectors: dict) -> Gallery:
-    """The gallery of a catalog's listings: their vectors, photos' phash and titles."""
+def gallery_of(postings: pd.DataFrame, vectors: dict, recall: float = RECALL_TARGET
+               ) -> Gallery:
+    """The gallery of a catalog's listings: their vectors, photos' phash and titles
+    (``recall``: of the search above 200,000 listings, :mod:`shopee_match.match.ivf`)."""
     phash = postings[IMAGE_PHASH].to_numpy() if IMAGE_PHASH in postings else None
-    return Gallery(vectors, phash, postings[TITLE].fillna("").astype(str).to_numpy())
+    return Gallery(vectors, phash, postings[TITLE].fillna("").astype(str).to_numpy(),
+                   recall=recall)
 
 
 @dataclass
@@ -76,8 +81,8 @@ class Applied:
         return matrix_to_sets(self.matches, self.postings[POSTING_ID].astype(str).to_numpy())
 
     def scored_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(i, j, scores)``: every candidate pair the second stage scored and its score
-        (None for a candidate without a second stage)."""
+        """``(i, j, scores)``: every candidate pair and its second-stage score, exact for the
+        pairs the candidate accepts (None for a candidate without a second stage)."""
         from shopee_match.match.decision import scored_pairs
 
         if self.candidate.config.second_stage is None:
@@ -88,9 +93,11 @@ class Applied:
 
 def apply_candidate(postings: pd.DataFrame, candidate: Candidate,
                     cache_dir: str | Path | None = None, progress: bool = True,
-                    engine: str = "auto") -> Applied:
+                    engine: str = "auto", recall: float = RECALL_TARGET) -> Applied:
     """Embed ``postings`` as ``candidate`` needs (embeddings cached in ``cache_dir``, default
-    ``artifacts/embeddings``; ``engine`` runs the encoders) and load its second stage."""
+    ``artifacts/embeddings``; ``engine`` runs the encoders) and load its second stage; a
+    catalog above 200,000 listings is searched for ``recall`` of the exact neighbours."""
     embeddings = embed_for(postings, candidate.config, cache_dir, progress, engine)
-    gallery = gallery_of(postings, {m: e.vectors for m, e in embeddings.items()})
+    gallery = gallery_of(postings, {m: e.vectors for m, e in embeddings.items()}, recall)
+    gallery.exact_scores = False  # one threshold: pairs that cannot reach it need no scoring
     return Applied(postings, candidate, embeddings, gallery, candidate.load_scorer())

@@ -26,14 +26,16 @@ class Reranker:
     cross-encoder's probability notebook 05 chose on val for labelling (the service logs
     requests in it).
 
-    Saved as a folder: ``model/`` (the cross-encoder), ``classifier.joblib`` when there is a
-    classifier, ``gray_band.json`` when there is a band."""
+    Saved as a folder: ``model/`` (the cross-encoder), ``cross_encoder.json`` (how it scores:
+    ``int8`` or not, so it scores everywhere as it was tuned), ``classifier.joblib`` when
+    there is a classifier, ``gray_band.json`` when there is a band."""
 
     def __init__(self, cross_encoder: CrossEncoderModel, classifier: PairClassifier | None = None,
                  gray_band: tuple[float, float] | None = None):
         self.cross_encoder = cross_encoder
         self.classifier = classifier
         self.gray_band = gray_band
+        self.skipped = 0  # pairs decided without the cross-encoder (see score)
 
     @classmethod
     def load(cls, folder: str | Path, engine: str = "auto") -> Reranker:
@@ -42,15 +44,19 @@ class Reranker:
         classifier = folder / "classifier.joblib"
         band = folder / "gray_band.json"
         saved = json.loads(band.read_text()) if band.is_file() else None
-        return cls(CrossEncoderModel(folder / "model", engine=engine),
+        scoring = folder / "cross_encoder.json"
+        int8 = bool(json.loads(scoring.read_text()).get("int8")) if scoring.is_file() else False
+        return cls(CrossEncoderModel(folder / "model", engine=engine, int8=int8),
                    PairClassifier.load(classifier) if classifier.is_file() else None,
                    (float(saved["low"]), float(saved["high"])) if saved else None)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``model/``, ``classifier.joblib`` and ``gray_band.json`` (those it has)."""
+        """Write ``model/``, ``cross_encoder.json``, ``classifier.joblib`` and
+        ``gray_band.json`` (those it has)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.cross_encoder.save(folder / "model")
+        (folder / "cross_encoder.json").write_text(json.dumps({"int8": self.cross_encoder.int8}))
         if self.classifier is not None:
             self.classifier.save(folder / "classifier.joblib")
         if self.gray_band is not None:
@@ -72,13 +78,27 @@ class Reranker:
         return {"cross_encoder": self.cross_encoder.pair_scores(
             gallery.titles, pairs.i, pairs.j, gallery.cache, gallery.order)}
 
-    def score(self, pairs: CandidatePairs) -> np.ndarray:
+    def score(self, pairs: CandidatePairs, accept_at: float | None = None) -> np.ndarray:
         """The cross-encoder's probability, or the classifier's over the pair features plus
-        that probability."""
-        ce = self.parts(pairs)["cross_encoder"]
-        if self.classifier is None:
-            return ce
-        return self.classifier.probabilities(with_ce(pairs.features, ce))
+        that probability. With ``accept_at``, a pair the classifier rejects whatever the
+        cross-encoder says (its score below ``accept_at`` with the probability at 0 and at 1:
+        the classifier is monotone in it) is not cross-encoded and gets that bound instead;
+        ``skipped`` counts such pairs."""
+        if self.classifier is None or accept_at is None:
+            ce = self.parts(pairs)["cross_encoder"]
+            return ce if self.classifier is None else self.classifier.probabilities(
+                with_ce(pairs.features, ce))
+        bound = np.maximum(*(self.classifier.probabilities(with_ce(
+            pairs.features, np.full(len(pairs), end, np.float32))) for end in (0.0, 1.0)))
+        open_ = bound >= accept_at
+        self.skipped += int((~open_).sum())
+        scores = bound.copy()
+        if open_.any():
+            part = CandidatePairs(pairs.gallery, pairs.i[open_], pairs.j[open_],
+                                  pairs.features[open_])
+            ce = self.parts(part)["cross_encoder"]
+            scores[open_] = self.classifier.probabilities(with_ce(part.features, ce))
+        return scores
 
 
 #: how each kind of second stage is read from a candidate folder

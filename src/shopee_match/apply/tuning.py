@@ -10,7 +10,7 @@ import pandas as pd
 
 from shopee_match.apply.candidates import Candidate, utc_now
 from shopee_match.data.schema import IMAGE_PHASH, LABEL_GROUP, TITLE
-from shopee_match.embed.embeddings import Embeddings
+from shopee_match.embed.embeddings import INT8_TITLES, Embeddings
 from shopee_match.match.config import MatchConfig
 from shopee_match.match.selection import Galleries
 
@@ -18,13 +18,15 @@ from shopee_match.match.selection import Galleries
 @dataclass
 class TuningSet:
     """A labelled dataset and its embeddings: every modality embedded (``encoders``: its
-    spec), ready to be split into galleries and matched by configurations built from it."""
+    spec; ``int8``: title models as int8 graphs), ready to be split into galleries and
+    matched by configurations built from it."""
 
     dataset: str
     postings: pd.DataFrame
     embeddings: dict[str, Embeddings]
     encoders: dict[str, str]
     image_size: int
+    int8: bool = False
 
     @property
     def labels(self) -> np.ndarray:
@@ -58,7 +60,7 @@ class TuningSet:
 
         self.embeddings[modality] = embed_dataset(self.postings, {modality: spec},
                                                   modalities=[modality], engine=engine,
-                                                  progress=progress)[modality]
+                                                  progress=progress, int8=self.int8)[modality]
         self.encoders[modality] = spec
         return self.embeddings[modality]
 
@@ -77,14 +79,15 @@ class TuningSet:
         """A matcher configuration over this set's encoders (and their model ids)."""
         return MatchConfig(encoders=dict(self.encoders), fusion_weights=fusion_weights, k=k,
                            image_size=self.image_size, value=value, models=self.models,
-                           **fields)
+                           int8=self.int8, **fields)
 
 
 def prepare_tuning(dataset: str, encoders: str | dict = "offline", image_size: int = 224,
                    columns: str | dict | None = None, engine: str = "auto",
-                   progress: bool = True) -> TuningSet:
+                   progress: bool = True, int8: bool = INT8_TITLES) -> TuningSet:
     """Load a labelled dataset (stopping with a clear message when it has nothing to match),
-    embed every modality of ``encoders`` (a model profile, or a dict of specs) and TF-IDF."""
+    embed every modality of ``encoders`` (a model profile, or a dict of specs; ``int8``: title
+    models as int8 graphs) and TF-IDF."""
     from shopee_match.data.datasets import load_dataset
     from shopee_match.data.postings import require_duplicates
     from shopee_match.embed.embeddings import embed_dataset, resolve_profile
@@ -93,10 +96,10 @@ def prepare_tuning(dataset: str, encoders: str | dict = "offline", image_size: i
     require_duplicates(postings, dataset)
     specs = {m: s for m, s in resolve_profile(encoders).items() if m != "tfidf"}
     embeddings = embed_dataset(postings, specs, image_size=image_size, engine=engine,
-                               progress=progress)
+                               progress=progress, int8=int8)
     specs["tfidf"] = "tfidf"
     return TuningSet(dataset, postings, embeddings, {m: specs[m] for m in embeddings},
-                     image_size)
+                     image_size, int8)
 
 
 def quick_candidate(dataset: str, profile: str = "offline", image_size: int = 224,

@@ -14,11 +14,15 @@ import numpy as np
 
 class CrossEncoderModel:
     """A sentence-transformers ``CrossEncoder`` saved in ``folder``, with batched, cached
-    scoring of title pairs. ``pairs_per_second`` is the speed of the last scoring call."""
+    scoring of title pairs. ``pairs_per_second`` is the speed of the last scoring call.
+
+    ``int8`` scores with the dynamically quantized ONNX graph (onnxruntime on the CPU, also on
+    a machine with a GPU, one pair per run: :data:`shopee_match.embed.engines.INT8_BATCH`), so
+    a candidate tuned with it scores a pair the same everywhere and in any batch."""
 
     def __init__(self, folder: str | Path, device: str | None = None, engine: str = "auto",
-                 batch_size: int = 64):
-        from shopee_match.embed.engines import resolve_engine
+                 batch_size: int = 64, int8: bool = False):
+        from shopee_match.embed.engines import INT8_BATCH, resolve_engine
         from shopee_match.progress import silence_widget_warning
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,11 +30,20 @@ class CrossEncoderModel:
         from sentence_transformers.cross_encoder import CrossEncoder
 
         self.folder = Path(folder)
-        self.model = CrossEncoder(str(self.folder), device=device)
-        self.engine = resolve_engine(engine, self.model.device.type)
-        self.batch_size = batch_size
+        self.int8 = int8
+        self.model = CrossEncoder(str(self.folder), device="cpu" if int8 else device)
+        self.engine = resolve_engine("onnx" if int8 else engine, self.model.device.type)
+        if int8 and self.engine != "onnx":
+            raise RuntimeError("an int8 cross-encoder runs on onnxruntime, which is not "
+                               "installed: `pip install onnxruntime`")
+        self.batch_size = INT8_BATCH if int8 else batch_size
         self.pairs_per_second = float("nan")
         self._graph = None  # the exported ONNX graph and its input names, once needed
+
+    @property
+    def cache_key(self) -> tuple:
+        """Where :meth:`pair_scores` keeps its scores in a gallery's cache (int8 apart)."""
+        return "cross_encoder", str(self.folder), self.int8
 
     def save(self, folder: str | Path) -> Path:
         """Write the model to ``folder`` (loaded back by ``CrossEncoderModel(folder)``)."""
@@ -66,7 +79,7 @@ class CrossEncoderModel:
         read as the larger gallery reads them.
         """
         cache = {} if cache is None else cache
-        store = cache.setdefault(("cross_encoder", str(self.folder)), {})
+        store = cache.setdefault(self.cache_key, {})
         i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
         order = np.arange(len(titles)) if order is None else np.asarray(order)
         first_is_i = order[i] <= order[j]
@@ -109,7 +122,8 @@ class CrossEncoderModel:
             module = as_module(self.model, lambda m, *t: m(dict(zip(names, t)))["scores"])
             model_id = f"cross-encoder:{file_digest(self.folder / 'model.safetensors')}"
             graph = onnx_model(module.eval(), tuple(example.values()), names,
-                               [{0: "batch", 1: "tokens"}] * len(names), model_id)
+                               [{0: "batch", 1: "tokens"}] * len(names), model_id,
+                               int8=self.int8)
             self._graph = graph, names
         return self._graph
 

@@ -29,6 +29,9 @@ MODEL_PROFILES = {
         "text": "sbert:sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
     },
 }
+#: Whether candidates are tuned on int8 title models by default (notebooks 01-05's ``INT8``):
+#: ~2x faster titles; notebook 01 measures the F1 they cost (+0.004 on the demo).
+INT8_TITLES = True
 
 
 @dataclass
@@ -84,8 +87,9 @@ def embed_dataset(
     are cached under ``artifacts/embeddings`` by model, data and parameters
     (``image_size`` for images, ``max_tokens`` for SBERT titles). ``engine`` runs the models
     in torch or onnxruntime (``auto``: onnxruntime on CPU, see :mod:`shopee_match.embed.engines`);
-    the vectors agree to ~1e-5, so the cache is shared. ``int8`` quantizes the ONNX text
-    models: faster, slightly different vectors, cached apart.
+    the vectors agree to ~1e-5, so the cache is shared. ``int8`` runs the text models as their
+    quantized ONNX graphs (on the CPU, whatever the engine): faster, slightly different
+    vectors, cached apart. A fine-tuned head embeds its inputs as it was trained (int8 or not).
     """
     from shopee_match.embed.backbones import pick_device
     from shopee_match.embed.encoders import make_encoder
@@ -106,7 +110,6 @@ def embed_dataset(
     ids = postings[POSTING_ID].astype(str).tolist()
     device = device or pick_device()
     engine = resolve_engine(engine, device)
-    int8 = int8 and engine == "onnx"
     out: dict[str, Embeddings] = {}
     for modality in wanted:
         start = time.perf_counter()
@@ -124,7 +127,7 @@ def embed_dataset(
             continue
         if reads == "joint":  # a fine-tuned head over other modalities' (cached) embeddings
             out[modality] = _embed_head(postings, spec, modality, cache_dir, device, progress,
-                                        engine, int8)
+                                        engine)
             continue
         items = (postings[IMAGE_PATH] if reads == "image" else postings[TITLE])
         items = items.fillna("").astype(str).tolist()
@@ -150,9 +153,10 @@ def embed_dataset(
 
 
 def _embed_head(postings: pd.DataFrame, spec: EncoderSpec, modality: str, cache_dir, device,
-                progress: bool, engine: str, int8: bool) -> Embeddings:
-    """Embeddings of a fine-tuned projection head: its inputs through the cache, then the head
-    (a modality the postings lack, e.g. images, enters as zero vectors)."""
+                progress: bool, engine: str) -> Embeddings:
+    """Embeddings of a fine-tuned projection head: its inputs through the cache (int8 titles
+    if it was trained on them), then the head (a modality the postings lack, e.g. images,
+    enters as zero vectors)."""
     from shopee_match.embed.finetuned import FineTunedModel
     from shopee_match.embed.identity import model_identity
 
@@ -161,7 +165,7 @@ def _embed_head(postings: pd.DataFrame, spec: EncoderSpec, modality: str, cache_
     meta = head.meta
     inner = embed_dataset(postings, meta["inputs"], modalities=list(meta["inputs"]),
                           image_size=meta["image_size"], cache_dir=cache_dir, device=device,
-                          progress=progress, engine=engine, int8=int8)
+                          progress=progress, engine=engine, int8=meta.get("int8", False))
     inputs = {m: inner[m].vectors if m in inner else
               np.zeros((len(postings), meta["input_dims"][m]), np.float32)
               for m in meta["inputs"]}

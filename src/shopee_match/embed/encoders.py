@@ -196,20 +196,24 @@ def make_encoder(spec: str | EncoderSpec, modality: str, image_size: int = 224,
 
     ``max_tokens`` truncates titles for SBERT models (``None``: the model's own
     limit); CLIP text always uses its model's context length. ``engine`` is ``auto``,
-    ``torch`` or ``onnx`` (:mod:`shopee_match.embed.engines`); ``int8`` quantizes the ONNX graph
-    of a text model (image models stay fp32: int8 convolutions ran 3x slower than torch
-    here; ignored on torch); ``threads`` sets onnxruntime's intra-op threads (0: its choice).
+    ``torch`` or ``onnx`` (:mod:`shopee_match.embed.engines`); ``int8`` runs a text model as its
+    quantized ONNX graph on the CPU whatever the engine, one title per run
+    (:data:`shopee_match.embed.engines.INT8_BATCH`), so a title's vector is the same on every
+    machine and in every batch (image models stay fp32: int8 convolutions ran 3x slower than
+    torch here); ``threads`` sets onnxruntime's intra-op threads (0: its choice).
     """
-    from shopee_match.embed.engines import resolve_engine
+    from shopee_match.embed.engines import INT8_BATCH, resolve_engine
     from shopee_match.progress import silence_widget_warning
 
     silence_widget_warning()
     spec = EncoderSpec.parse(spec)
     device = device or pick_device()
-    engine = resolve_engine(engine, device)
-    run = {"engine": engine, "threads": threads}
-    batch_size = batch_size or (128 if device == "cuda" else 32 if spec.kind != "sbert" else 64)
     reads = input_kind(spec, modality)
+    int8 = int8 and reads == "text"
+    engine = "onnx" if int8 else resolve_engine(engine, device)
+    run = {"engine": engine, "threads": threads}
+    batch_size = INT8_BATCH if int8 else batch_size or (
+        128 if device == "cuda" else 32 if spec.kind != "sbert" else 64)
     if (modality == "image") != (reads == "image") and modality in ("image", *TEXT_MODALITIES):
         raise EncoderSpecError(
             f"Encoder spec {str(spec)!r} cannot serve modality {modality!r}. Use "
@@ -225,10 +229,9 @@ def make_encoder(spec: str | EncoderSpec, modality: str, image_size: int = 224,
             return ImageEncoder(model.visual, preprocess, model_id, clip_image_size(model),
                                 int(model.visual.output_dim), batch_size, device, **run)
         return _clip_text_encoder(model, spec.name, model_id, batch_size, device, **run,
-                                  int8=int8 and engine == "onnx")
+                                  int8=int8)
     if spec.kind == "sbert":
-        return _sbert_encoder(spec.name, batch_size, device, max_tokens, **run,
-                              int8=int8 and engine == "onnx")
+        return _sbert_encoder(spec.name, batch_size, device, max_tokens, **run, int8=int8)
     if reads == "image":  # a fine-tuned image tower, at the size it was trained at
         from shopee_match.embed.finetuned import FineTunedModel
 

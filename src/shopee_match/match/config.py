@@ -1,7 +1,8 @@
 """The typed matcher configuration: everything needed to turn listings into match sets.
 
 A :class:`MatchConfig` names the encoder of every modality (a pretrained spec or a
-fine-tuned checkpoint: both are encoder specs), how the dense modalities are
+fine-tuned checkpoint: both are encoder specs; ``int8`` when its title models ran as
+int8 graphs), how the dense modalities are
 fused, how many neighbours are considered, and the rule that accepts
 neighbours: a threshold strategy (with min-2, union, blending, connected
 components) or a second stage that scores candidate pairs. It is validated on
@@ -79,6 +80,7 @@ class MatchConfig:
     max_component: int = MAX_COMPONENT  # components cut at their weakest edges above this
     second_stage: SecondStage | None = None  # pair scorer instead of the threshold rule
     models: dict[str, str] = field(default_factory=dict)  # modality -> model id when tuned
+    int8: bool = False  # title models run as int8 (quantized ONNX) graphs, as when tuned
 
     def __post_init__(self):
         if not isinstance(self.encoders, dict) or not self.encoders:
@@ -114,6 +116,8 @@ class MatchConfig:
         if sparse and self.blend_rounds:
             raise MatchConfigError("neighbourhood blending needs dense vectors, not "
                                    f"{sorted(sparse)}; set blend_rounds to 0.")
+        if not isinstance(self.int8, bool):
+            raise MatchConfigError(f"int8 must be true or false, got {self.int8!r}.")
         if self.second_stage is not None and not isinstance(self.second_stage, SecondStage):
             raise MatchConfigError("second_stage must be a SecondStage (or None).")
         self._check_ranges()

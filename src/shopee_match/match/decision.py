@@ -71,11 +71,14 @@ def pair_training_data(gallery: Gallery, labels: Sequence, config
 def scored_pairs(gallery: Gallery, config, scorer: PairScorer | None,
                  lists: Lists | None = None) -> tuple[CandidatePairs, np.ndarray]:
     """A configuration's candidate pairs and its second stage's score of each, scored once
-    per gallery and scorer (kept in the cache) whatever the threshold."""
+    per gallery and scorer (kept in the cache) whatever the threshold; in a gallery that
+    does not need ``exact_scores``, scored only as far as the configuration's threshold
+    needs (a pair that cannot reach it gets a bound below it)."""
     pairs = candidate_pair_features(gallery, config, lists)
-    key = ("second_stage", scorer, *_fused_key(config))  # the scorer by identity
+    accept_at = None if gallery.exact_scores else config.second_stage.threshold
+    key = ("second_stage", scorer, accept_at, *_fused_key(config))  # the scorer by identity
     if key not in gallery.cache:
-        gallery.cache[key] = score_pairs(scorer, pairs, config.second_stage.kind)
+        gallery.cache[key] = score_pairs(scorer, pairs, config.second_stage.kind, accept_at)
     return pairs, gallery.cache[key]
 
 

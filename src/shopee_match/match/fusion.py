@@ -7,6 +7,8 @@ import collections
 
 import numpy as np
 
+from shopee_match.match.ivf import RECALL_TARGET
+
 
 def fused_vectors(vectors: dict, weights: dict):
     """The vectors :func:`fused_neighbors` searches: a single modality as it is (so sparse
@@ -32,34 +34,37 @@ def blend(vectors: np.ndarray, sims: np.ndarray, idx: np.ndarray, top_n: int = 3
     return (mixed / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def blending_rounds(fused: np.ndarray, k: int, rounds: int, top_n: int = 3):
+def blending_rounds(fused: np.ndarray, k: int, rounds: int, top_n: int = 3,
+                    recall: float = RECALL_TARGET):
     """Yield the fused vectors of round 0 (``fused`` as it is) and after each of ``rounds``
     rounds of neighbourhood blending: a round mixes every vector with its ``top_n`` nearest in
     the previous round's ``k``-column self-search lists."""
-    from shopee_match.match.neighbors import self_knn
+    from shopee_match.match.ivf import self_knn
 
     yield fused
     for _ in range(rounds):
-        fused = blend(fused, *self_knn(fused, k=k), top_n)
+        fused = blend(fused, *self_knn(fused, k=k, recall=recall), top_n)
         yield fused
 
 
 def fused_neighbors(vectors: dict, weights: dict, k: int, blend_rounds: int = 0,
-                    blend_top_n: int = 3, cache: dict | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    blend_top_n: int = 3, cache: dict | None = None,
+                    recall: float = RECALL_TARGET) -> tuple[np.ndarray, np.ndarray]:
     """Self-search lists ``(sims, idx)`` of the weighted fusion of ``vectors`` (``k`` columns,
     the query usually first), after ``blend_rounds`` of neighbourhood blending.
 
     A single modality is searched as it is (so sparse TF-IDF works alone); galleries above
-    200,000 rows through an IVF index (:func:`~shopee_match.match.neighbors.self_knn`). Results
-    are kept in ``cache`` (a dict per gallery) under the weights, ``k`` and blending.
+    200,000 rows through the IVF search that finds ``recall`` of the exact neighbours
+    (:func:`~shopee_match.match.ivf.self_knn`). Results are kept in ``cache`` (a dict per
+    gallery) under the weights, ``k``, blending and recall.
     """
-    from shopee_match.match.neighbors import self_knn
+    from shopee_match.match.ivf import self_knn
 
     cache = {} if cache is None else cache
-    key = ("fused", tuple(sorted(weights.items())), k, blend_rounds, blend_top_n)
+    key = ("fused", tuple(sorted(weights.items())), k, blend_rounds, blend_top_n, recall)
     if key not in cache:
-        rounds = blending_rounds(fused_vectors(vectors, weights), k, blend_rounds, blend_top_n)
+        rounds = blending_rounds(fused_vectors(vectors, weights), k, blend_rounds, blend_top_n,
+                                 recall)
         last = collections.deque(rounds, maxlen=1)[0]  # each round made from the one before
-        cache[key] = self_knn(last, k=k)
+        cache[key] = self_knn(last, k=k, recall=recall)
     return cache[key]

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from shopee_match.match.ivf import RECALL_TARGET
+
 
 @dataclass
 class Gallery:
@@ -14,14 +16,20 @@ class Gallery:
 
     ``order`` gives each row's place in a larger gallery when this one is a local view of it
     (the service decides a new listing among its neighbours): pairs are then read as the
-    larger gallery reads them. ``cache`` keeps what does not depend on the knob being tuned
-    (neighbour lists, pair features, second-stage scores) between calls on this gallery.
+    larger gallery reads them. ``recall`` is the share of exact neighbours the search of a
+    gallery above 200,000 listings must find (:mod:`shopee_match.match.ivf`). ``cache`` keeps
+    what does not depend on the knob being tuned (neighbour lists, pair features,
+    second-stage scores) between calls on this gallery. Without ``exact_scores`` (a
+    catalog decided at one threshold, as ``submit`` and ``dedupe`` do), a second stage may
+    skip the work of scoring pairs that cannot reach its threshold; tuning needs them exact.
     """
 
     vectors: dict
     phash: np.ndarray | None = None
     titles: np.ndarray | None = None
     order: np.ndarray | None = None
+    recall: float = RECALL_TARGET
+    exact_scores: bool = True
     cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -33,7 +41,8 @@ class Gallery:
         ``weights`` (:func:`~shopee_match.match.fusion.fused_neighbors`), cached."""
         from shopee_match.match.fusion import fused_neighbors
 
-        return fused_neighbors(self.vectors, weights, k, blend_rounds, blend_top_n, self.cache)
+        return fused_neighbors(self.vectors, weights, k, blend_rounds, blend_top_n, self.cache,
+                               self.recall)
 
     def take(self, rows: np.ndarray) -> Gallery:
         """The gallery of some of its rows (a split), with a cache of its own."""
@@ -41,4 +50,4 @@ class Gallery:
             return None if values is None else np.asarray(values, dtype=object)[rows]
 
         return Gallery({m: v[rows] for m, v in self.vectors.items()}, pick(self.phash),
-                       pick(self.titles))
+                       pick(self.titles), recall=self.recall)

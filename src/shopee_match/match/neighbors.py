@@ -115,48 +115,6 @@ def find_neighbors(vectors, k: int = 50, method: str = "exact", **params
     return sims, idx
 
 
-#: galleries up to this many rows are searched exactly; larger ones through IVF-Flat
-EXACT_MAX_ROWS = 200_000
-#: rows whose exact lists check an approximate search's recall
-RECALL_SAMPLE = 1000
-#: rows an IVF query scans (its probed lists): 16k of 1M rows is ~2 min of search on 2 cores
-IVF_SCAN_ROWS = 16_384
-
-
-def self_knn(vectors, k: int = 50, exact_max_rows: int = EXACT_MAX_ROWS,
-             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Self-search that scales: :func:`exact_knn` up to ``exact_max_rows`` rows (and for
-    sparse vectors), above that an IVF-Flat index (``nlist`` ~ 4 sqrt(n); enough lists probed
-    to scan ~:data:`IVF_SCAN_ROWS` rows per query) searched in chunks, with its recall@k
-    against exact search measured on :data:`RECALL_SAMPLE` rows and logged."""
-    from scipy import sparse
-
-    n = vectors.shape[0]
-    if sparse.issparse(vectors) or n <= exact_max_rows:
-        return exact_knn(vectors, k=k, progress=progress)
-    from shopee_match.progress import progress_bar
-
-    start = time.perf_counter()
-    nlist = int(4 * np.sqrt(n))
-    nprobe = int(np.clip(np.ceil(IVF_SCAN_ROWS * nlist / n), 1, nlist))
-    index = build_index(vectors, "ivf", nlist=nlist, nprobe=nprobe)
-    k = min(k, n)
-    sims = np.empty((n, k), dtype=np.float32)
-    idx = np.empty((n, k), dtype=index_dtype(n))
-    chunk = 16_384
-    for lo in progress_bar(range(0, n, chunk), desc="IVF search", disable=not progress,
-                           leave=False):
-        sims[lo:lo + chunk], idx[lo:lo + chunk] = search_index(index, vectors[lo:lo + chunk], k)
-    order_ties(sims, idx)
-    sample = np.random.default_rng(0).choice(n, min(RECALL_SAMPLE, n), replace=False)
-    _, exact = exact_knn(vectors[sample], vectors, k=k)
-    recall = neighbor_recall(idx[sample], exact)
-    logger.info("%d rows searched with IVF-Flat (nlist %d, nprobe %d) in %.0f s; recall@%d vs "
-                "exact %.3f on %d sampled rows", n, nlist, index.nprobe,
-                time.perf_counter() - start, k, recall, len(sample))
-    return sims, idx
-
-
 def order_ties(sims: np.ndarray, idx: np.ndarray) -> None:
     """Sort each row by similarity descending, then index ascending (in place)."""
     if sims.size:

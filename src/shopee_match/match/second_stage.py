@@ -39,23 +39,26 @@ class CandidatePairs:
 class PairScorer(Protocol):
     """A second stage: one score per candidate pair, higher = more likely the same product."""
 
-    def score(self, pairs: CandidatePairs) -> np.ndarray:
-        """Score of each pair of ``pairs``."""
+    def score(self, pairs: CandidatePairs, accept_at: float | None = None) -> np.ndarray:
+        """Score of each pair of ``pairs``. With ``accept_at`` (the one threshold the scores
+        will be compared with), a pair that cannot reach it may get any score below it
+        instead: the work of scoring it exactly is skipped, the decision is the same."""
 
     def parts(self, pairs: CandidatePairs) -> dict[str, np.ndarray]:
         """Scores the second stage is made of, shown beside its own (e.g. ``cross_encoder``);
         empty when it has none."""
 
 
-def score_pairs(scorer: PairScorer | None, pairs: CandidatePairs, kind: str = "second stage"
-                ) -> np.ndarray:
-    """``scorer``'s score of each pair, checked: one finite number per pair."""
+def score_pairs(scorer: PairScorer | None, pairs: CandidatePairs, kind: str = "second stage",
+                accept_at: float | None = None) -> np.ndarray:
+    """``scorer``'s score of each pair (see :meth:`PairScorer.score` for ``accept_at``),
+    checked: one finite number per pair."""
     if scorer is None:
         raise ValueError(f"this configuration needs its fitted {kind}; load the candidate's "
                          "second stage (Candidate.load_scorer()) and pass it")
     if len(pairs) == 0:  # e.g. a one-listing test set: no pairs to score
         return np.zeros(0)
-    scores = np.asarray(scorer.score(pairs))  # its own float type: thresholds compare in it
+    scores = np.asarray(scorer.score(pairs, accept_at))  # its own float type: compared in it
     if (scores.shape != (len(pairs),) or not np.issubdtype(scores.dtype, np.floating)
             or not np.isfinite(scores).all()):
         raise ValueError(f"{type(scorer).__name__} gave scores of shape {scores.shape} and "
@@ -99,7 +102,7 @@ class PairClassifier:
         """The logistic regression's weight of each (standardised) feature."""
         return pd.Series(self.model[-1].coef_[0], index=columns)
 
-    def score(self, pairs: CandidatePairs) -> np.ndarray:
+    def score(self, pairs: CandidatePairs, accept_at: float | None = None) -> np.ndarray:
         return self.probabilities(pairs.features)
 
     def parts(self, pairs: CandidatePairs) -> dict[str, np.ndarray]:

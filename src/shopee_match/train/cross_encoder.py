@@ -146,9 +146,9 @@ class TrainedCrossEncoder:
     log: list[dict]
     trained: bool
 
-    def load(self, engine: str = "auto") -> CrossEncoderModel:
-        """The trained model, ready to score pairs."""
-        return CrossEncoderModel(self.folder / "model", engine=engine)
+    def load(self, engine: str = "auto", int8: bool = False) -> CrossEncoderModel:
+        """The trained model, ready to score pairs (``int8``: its quantized ONNX graph)."""
+        return CrossEncoderModel(self.folder / "model", engine=engine, int8=int8)
 
 
 def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=None,

@@ -398,18 +398,19 @@ def _save(folder: Path, model, meta: dict, history: History) -> str:
 def train_head(vectors: dict[str, np.ndarray], labels: Sequence[int], split: np.ndarray,
                config: TrainConfig, base: dict[str, str], image_size: int, fingerprint: str,
                split_seed: int, k: int = 50, root=None, device: str | None = None,
-               progress: bool = True) -> FineTuned:
+               progress: bool = True, int8: bool = False) -> FineTuned:
     """Train (or load) a projection head over the frozen, cached ``vectors`` (dense modalities,
     concatenated in name order) on the ``train`` rows of ``split``; epochs chosen on ``val``.
-    ``base`` maps each input modality to its encoder spec (recorded for re-embedding)."""
+    ``base`` maps each input modality to its encoder spec and ``int8`` says whether its title
+    vectors came from int8 models (both recorded, so its inputs are embedded the same way)."""
     import torch
 
     from shopee_match.embed.backbones import pick_device
     from shopee_match.match.selection import best_static_f1
 
     names = sorted(vectors)
-    folder = _folder(config, {m: base[m] for m in names} | {"image_size": image_size},
-                     fingerprint, split_seed, root)
+    folder = _folder(config, {m: base[m] for m in names} | {"image_size": image_size}
+                     | ({"int8": True} if int8 else {}), fingerprint, split_seed, root)
     if (done := _saved(folder)) is not None:
         return done
     device = device or pick_device()
@@ -429,7 +430,7 @@ def train_head(vectors: dict[str, np.ndarray], labels: Sequence[int], split: np.
     meta = {"kind": "head", "inputs": {m: base[m] for m in names}, "image_size": image_size,
             "input_dims": {m: int(vectors[m].shape[1]) for m in names},
             "in_dim": int(x.shape[1]), "out_dim": config.out_dim, "hidden": config.hidden,
-            "config": asdict(config)}
+            "config": asdict(config), "int8": int8}
     return FineTuned(_save(folder, model.cpu(), meta, history), folder, history, True)
 
 
