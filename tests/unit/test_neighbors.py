@@ -176,6 +176,33 @@ def test_self_knn_goes_approximate_above_the_threshold_and_reaches_the_recall(ca
     assert probes and probes[-1] >= 1
 
 
+def test_the_sampled_exact_lists_equal_exact_search():
+    from shopee_match.match.ivf import sample_knn
+
+    x = clustered_rows(n=700, noise=0.3)
+    sample = np.array([3, 699, 0, 250])
+    np.testing.assert_array_equal(sample_knn(x, sample, 9, block=3),
+                                  exact_knn(x[sample], x, k=9)[1])
+
+
+def test_a_target_out_of_reach_of_a_bounded_scan_is_capped_and_warned(monkeypatch, caplog):
+    """Noise vectors: their exact neighbours lie in every list, so recall 0.99 would need an
+    almost exhaustive scan; the probes stop at the scan cap and the log says so."""
+    from shopee_match.match import ivf
+
+    x = unit_rows(3000, 16, seed=12)
+    monkeypatch.setattr(ivf, "MAX_SCAN_ROWS", 300)  # ~10% of the rows a query
+    caplog.set_level("INFO", logger="shopee_match")
+    _, idx = ivf.self_knn(x, k=10, exact_max_rows=1000, recall=0.99)
+    [record] = [r for r in caplog.records if "IVF" in r.getMessage()]
+    assert record.levelname == "WARNING" and "capped" in record.getMessage()
+    _, _, plan = ivf.ivf_knn(x, 10, 0.99)
+    assert plan.capped and plan.nprobe == 300 * plan.nlist // 3000
+    assert plan.recall < 0.99 and plan.planned_recall < 0.99
+    _, _, free = ivf.ivf_knn(x, 10, 0.5)  # a target within reach is not capped
+    assert not free.capped and free.planned_recall >= 0.5
+
+
 def test_the_grouped_scan_finds_what_probing_each_querys_lists_finds():
     """The IVF search against a naive reference: for every query, brute force over the rows
     of the lists of its nprobe nearest centroids."""
@@ -209,6 +236,7 @@ def test_probes_are_planned_from_where_the_exact_neighbours_lie():
     exact = np.array([[0, 2, 1, 3]])
     assert plan_probes(query, exact, centroids, lists, 0.5) == (1, 0.5)
     assert plan_probes(query, exact, centroids, lists, 0.9) == (2, 1.0)
+    assert plan_probes(query, exact, centroids, lists, 0.9, most=1) == (1, 0.5)  # capped
     assert plan_probes(query, np.array([[-1, -1]]), centroids, lists, 0.9) == (1, 1.0)
 
 

@@ -5,7 +5,10 @@ Every row is put in the list of its nearest k-means centroid. A query scans the 
 ``nprobe`` nearest centroids, so it finds an exact neighbour exactly when that neighbour's
 list is among them: the recall an ``nprobe`` gives is measured on a sample of the data's own
 rows against exact search (:func:`plan_probes`), and the smallest ``nprobe`` that reaches
-the target is used. The scan is grouped by list (:func:`grouped_search`): the rows of a list
+the target is used, up to a cap on the rows each query scans (:data:`MAX_SCAN_ROWS`): on
+vectors whose neighbours beyond near-duplicates are noise, no list order helps and the
+target would need an almost exhaustive scan; there the recall reached is logged as a
+warning instead. The scan is grouped by list (:func:`grouped_search`): the rows of a list
 against every query that probes it is one matrix product, which runs near the CPU's
 arithmetic limit, where scanning list by list for each query (FAISS's IVF-Flat) does not.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +32,15 @@ EXACT_MAX_ROWS = 200_000
 RECALL_TARGET = 0.99
 #: rows whose exact lists choose the probe count and check the recall reached
 RECALL_SAMPLE = 1000
+#: the most rows a query may scan (its probed lists, on average) in pursuit of the target
+MAX_SCAN_ROWS = 32_768
+#: k-means training rows per list and iterations (the lists only steer the probes; recall
+#: is planned and measured on the lists as trained)
+KMEANS_ROWS_PER_LIST = 40
+KMEANS_ITERATIONS = 10
+#: nearest centroids kept per row from the pass that assigns the lists (the probes, when
+#: the plan needs no more)
+RANKED_CENTROIDS = 32
 #: queries per matrix product in the grouped scan (bounds its working memory)
 QUERY_BLOCK = 8192
 
@@ -45,11 +58,15 @@ class IvfPlan:
     recall: float
     sample: int
     seconds: dict
+    capped: bool = False
 
     def __str__(self) -> str:
         steps = ", ".join(f"{name} {s:.0f} s" for name, s in self.seconds.items())
+        capped = (f" (capped at ~{MAX_SCAN_ROWS} rows a query: the target is out of reach of "
+                  "a bounded scan; such vectors' neighbours beyond near-duplicates are noise)"
+                  if self.capped else "")
         return (f"{self.rows} rows searched by IVF (grouped scan): {self.nlist} lists, "
-                f"{self.nprobe} probed for recall >= {self.target} of exact; recall "
+                f"{self.nprobe} probed for recall >= {self.target} of exact{capped}; recall "
                 f"{self.recall:.4f} on {self.sample} sampled rows ({steps})")
 
 
@@ -65,7 +82,7 @@ def self_knn(vectors, k: int = 50, exact_max_rows: int = EXACT_MAX_ROWS,
     if sparse.issparse(vectors) or n <= exact_max_rows:
         return exact_knn(vectors, k=k, progress=progress)
     sims, idx, plan = ivf_knn(vectors, k, recall, progress=progress)
-    logger.info("%s", plan)
+    logger.log(logging.WARNING if plan.capped else logging.INFO, "%s", plan)
     return sims, idx
 
 
@@ -73,53 +90,96 @@ def ivf_knn(vectors: np.ndarray, k: int, recall: float = RECALL_TARGET,
             nlist: int | None = None, nprobe: int | None = None, progress: bool = False
             ) -> tuple[np.ndarray, np.ndarray, IvfPlan]:
     """``(sims, idx, plan)``: every row's ``k`` nearest rows by an IVF search with ``nlist``
-    lists (default ~4 sqrt(n)) probing ``nprobe`` of them (default: the fewest whose recall on
-    a sample reaches ``recall``), ordered as :func:`exact_knn` orders them."""
+    lists (default ~2 sqrt(n)) probing ``nprobe`` of them (default: the fewest whose recall on
+    a sample reaches ``recall``, scanning at most ~:data:`MAX_SCAN_ROWS` rows a query),
+    ordered as :func:`exact_knn` orders them."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(x)
     k = min(k, n)
     seconds = {}
     start = time.perf_counter()
-    centroids, lists = coarse_lists(x, nlist or max(1, int(4 * np.sqrt(n))))
+    centroids = train_centroids(x, nlist or max(1, int(2 * np.sqrt(n))))
+    most = max(1, MAX_SCAN_ROWS * len(centroids) // n)
+    ranked = _nearest_centroids(x, centroids, min(most, RANKED_CENTROIDS))  # one pass
+    lists = ranked[:, 0]
     seconds["k-means"] = time.perf_counter() - start
     sample = np.random.default_rng(0).choice(n, min(RECALL_SAMPLE, n), replace=False)
     start = time.perf_counter()
-    _, exact = exact_knn(x[sample], x, k=k)
-    planned, planned_recall = plan_probes(x[sample], exact, centroids, lists, recall)
-    nprobe = nprobe or planned
+    exact = sample_knn(x, sample, k)
+    if nprobe is None:
+        nprobe, planned_recall = plan_probes(x[sample], exact, centroids, lists, recall, most)
+        capped = planned_recall < recall and nprobe == most
+    else:
+        planned_recall, capped = float(probe_recall(x[sample], exact, centroids,
+                                                    lists)[nprobe - 1]), False
     seconds["plan"] = time.perf_counter() - start
     start = time.perf_counter()
-    sims, idx = grouped_search(x, centroids, lists, k, nprobe, progress)
+    sims, idx = grouped_search(x, centroids, lists, k, nprobe, progress,
+                               ranked[:, :nprobe] if nprobe <= ranked.shape[1] else None)
     seconds["search"] = time.perf_counter() - start
     reached = neighbor_recall(idx[sample], exact)
     plan = IvfPlan(n, len(centroids), nprobe, recall, planned_recall, reached, len(sample),
-                   seconds)
+                   seconds, capped)
     return sims, idx, plan
 
 
+def sample_knn(x: np.ndarray, sample: np.ndarray, k: int, block: int = 100) -> np.ndarray:
+    """The exact top-``k`` rows of each ``sample`` row among all of ``x`` (ordered as
+    :func:`exact_knn` orders them): a few queries against every row, as matrix products and
+    one ``topk`` per block of queries (FAISS's flat search keeps a heap per row instead,
+    ~3x slower for 1,000 queries against 1M rows)."""
+    import torch
+
+    with warnings.catch_warnings():  # a read-only memory map is only ever read here
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        data = torch.from_numpy(x)
+    sims = np.empty((len(sample), k), dtype=np.float32)
+    idx = np.empty((len(sample), k), dtype=np.int64)
+    for lo in range(0, len(sample), block):
+        top_s, top_i = torch.topk(data[sample[lo:lo + block]] @ data.T, k, dim=1)
+        sims[lo:lo + block], idx[lo:lo + block] = top_s.numpy(), top_i.numpy()
+    order_ties(sims, idx)
+    return idx
+
+
 def coarse_lists(x: np.ndarray, nlist: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(centroids, lists)``: spherical k-means centroids (trained on at most 64 rows a
-    list) and the list of every row (its nearest centroid)."""
+    """``(centroids, lists)``: :func:`train_centroids` and the list of every row (its
+    nearest centroid)."""
+    centroids = train_centroids(x, nlist, seed)
+    return centroids, _nearest_centroids(x, centroids, 1)[:, 0]
+
+
+def train_centroids(x: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
+    """Spherical k-means centroids of ``x``'s rows, trained on
+    :data:`KMEANS_ROWS_PER_LIST` rows a list."""
     import faiss
 
     n, d = x.shape
     nlist = max(1, min(nlist, n))
-    train = (x[np.random.default_rng(seed).choice(n, 64 * nlist, replace=False)]
-             if n > 64 * nlist else x)
-    kmeans = faiss.Kmeans(d, nlist, niter=20, seed=seed, spherical=True, verbose=False,
-                          min_points_per_centroid=1, max_points_per_centroid=64)
+    per_list = KMEANS_ROWS_PER_LIST
+    train = (x[np.random.default_rng(seed).choice(n, per_list * nlist, replace=False)]
+             if n > per_list * nlist else x)
+    kmeans = faiss.Kmeans(d, nlist, niter=KMEANS_ITERATIONS, seed=seed, spherical=True,
+                          verbose=False, min_points_per_centroid=1,
+                          max_points_per_centroid=per_list)
     kmeans.train(train)
-    centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
-    _, lists = _nearest_centroids(x, centroids, 1)
-    return centroids, lists[:, 0]
+    return np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
 
 
 def plan_probes(queries: np.ndarray, exact: np.ndarray, centroids: np.ndarray,
-                lists: np.ndarray, target: float) -> tuple[int, float]:
-    """The fewest lists to probe for the sampled ``queries`` to find at least ``target`` of
-    their ``exact`` neighbours, and the recall that gives: a query finds a neighbour exactly
-    when the neighbour's list is among the query's nearest centroids, so the recall of every
-    ``nprobe`` follows from each neighbour's list's rank among its query's centroids."""
+                lists: np.ndarray, target: float, most: int | None = None) -> tuple[int, float]:
+    """The fewest lists (at most ``most``) to probe for the sampled ``queries`` to find at
+    least ``target`` of their ``exact`` neighbours, and the recall that gives."""
+    found = probe_recall(queries, exact, centroids, lists)
+    nprobe = min(int(np.searchsorted(found, target - 1e-12) + 1), most or len(found))
+    return nprobe, float(found[nprobe - 1])
+
+
+def probe_recall(queries: np.ndarray, exact: np.ndarray, centroids: np.ndarray,
+                 lists: np.ndarray) -> np.ndarray:
+    """The recall of the ``exact`` neighbours of ``queries`` with 1, 2, ... lists probed: a
+    query finds a neighbour exactly when the neighbour's list is among the query's nearest
+    centroids, so every count follows from each neighbour's list's rank among them."""
     order = np.argsort(-(queries @ centroids.T), axis=1, kind="stable")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(order.shape[1])[None, :], axis=1)
@@ -127,30 +187,31 @@ def plan_probes(queries: np.ndarray, exact: np.ndarray, centroids: np.ndarray,
     needed = np.take_along_axis(rank, lists[np.where(valid, exact, 0)], axis=1)
     needed = needed[valid]  # probes each neighbour needs, less one
     if needed.size == 0:
-        return 1, 1.0
-    counts = np.bincount(needed, minlength=len(centroids))
-    found = np.cumsum(counts) / needed.size  # recall with nprobe = 1, 2, ...
-    nprobe = int(np.searchsorted(found, target - 1e-12) + 1)
-    nprobe = min(nprobe, len(centroids))
-    return nprobe, float(found[nprobe - 1])
+        return np.ones(len(centroids))
+    return np.cumsum(np.bincount(needed, minlength=len(centroids))) / needed.size
 
 
 def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: int,
-                   nprobe: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's ``k`` nearest rows among the lists of its ``nprobe`` nearest centroids,
-    list by list: the rows of a list against all the queries that probe it is one matrix
-    product, merged into each query's running top ``k`` (``-1`` pads what is not filled)."""
+                   nprobe: int, progress: bool = False, probes: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's ``k`` nearest rows among the lists of its ``nprobe`` nearest centroids
+    (``probes``, when already known), list by list: the rows of a list against all the
+    queries that probe it is one matrix product, merged into each query's running top ``k``
+    (``-1`` pads what is not filled)."""
     import torch
 
     from shopee_match.progress import progress_bar
 
     n = len(x)
-    _, probes = _nearest_centroids(x, centroids, nprobe)
+    if probes is None:
+        probes = _nearest_centroids(x, centroids, nprobe)
     by_list = np.argsort(probes.ravel(), kind="stable")  # (query, probe) slots, grouped by list
     probe_bounds = np.searchsorted(probes.ravel()[by_list], np.arange(len(centroids) + 1))
     members = np.argsort(lists, kind="stable")
     member_bounds = np.searchsorted(lists[members], np.arange(len(centroids) + 1))
-    data = torch.from_numpy(x)
+    with warnings.catch_warnings():  # a read-only memory map is only ever read here
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        data = torch.from_numpy(x)
     best_s = torch.full((n, k), -np.inf, dtype=torch.float32)
     best_i = torch.full((n, k), -1, dtype=torch.int64)
     for c in progress_bar(range(len(centroids)), desc="IVF grouped scan", disable=not progress,
@@ -175,12 +236,13 @@ def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: i
     return sims, idx
 
 
-def _nearest_centroids(x: np.ndarray, centroids: np.ndarray, m: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``m`` nearest centroids (inner product), nearest first."""
+def _nearest_centroids(x: np.ndarray, centroids: np.ndarray, m: int) -> np.ndarray:
+    """Each row's ``m`` nearest centroids (inner product), nearest first, as int32."""
     import faiss
 
     quantizer = faiss.IndexFlatIP(centroids.shape[1])
     quantizer.add(centroids)
-    sims, found = quantizer.search(x, m)
-    return sims, found.astype(np.int64)
+    found = np.empty((len(x), m), dtype=np.int32)
+    for lo in range(0, len(x), QUERY_BLOCK * 8):
+        found[lo:lo + QUERY_BLOCK * 8] = quantizer.search(x[lo:lo + QUERY_BLOCK * 8], m)[1]
+    return found
