@@ -91,6 +91,7 @@ def test_threshold_sweep_saves_candidate_03(tiny_env, tmp_path):
     assert candidate.val_f1 == pytest.approx(run.records["best_val_f1"], abs=1e-4)
     assert candidate.test_f1 == pytest.approx(run.records["best_test_f1"], abs=1e-4)
     assert not candidate.missing_files()
+    assert candidate.config.int8  # tuned on int8 title models (INT8 = True), and says so
 
 
 def test_submission_uses_the_best_candidate_on_val(tiny_env, tmp_path, capsys):
@@ -174,6 +175,12 @@ def test_fine_tuning_and_rerank_save_candidates_and_runs_from_scratch_agree(
     candidate = load_candidate(candidates_dir() / "05_rerank")
     assert not candidate.missing_files()
     assert candidate.val_f1 == pytest.approx(rerank["best_val_f1"], abs=1e-4)
+    int8 = rerank["cross_encoder_int8"]  # kept when val F1 drops by 0.002 at most
+    assert int8["pairs/s int8"] > 0 and int8["pairs/s fp32"] > 0
+    if candidate.config.second_stage is not None:
+        drop = int8["val F1 fp32"] - int8["val F1 int8"]  # of figures rounded to 1e-4
+        assert drop <= 0.0021 if int8["used"] else drop >= 0.0019
+        assert candidate.load_scorer().cross_encoder.int8 == int8["used"]
     board = leaderboard(train_fingerprint("demo-tiny"), 0)
     assert set(board["candidate"]) == {"03_thresholds", "04_finetuned", "05_rerank"}
     assert submission["candidate"] == board.loc[board["usable"], "candidate"].iloc[0]
