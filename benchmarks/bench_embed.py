@@ -6,10 +6,14 @@ normalisation) is compared with the bare forward pass on the same, already prepa
 and the DataLoader workers x onnxruntime threads grid shows how the 2 cores are best shared.
 int8 (dynamic quantization) is
 measured for both; the kit offers it for titles only.
-Titles: all-MiniLM-L6-v2; the pipeline (length-sorted batches, tokenising) vs the bare forward.
+Titles: all-MiniLM-L6-v2; the pipeline (length-sorted batches, tokenising) vs the bare forward;
+int8 titles run one title per call (the kit's ``INT8_BATCH``: a batch's activations are quantized
+together, so batched int8 vectors would depend on their batch mates).
+Cross-encoder: pairs of demo titles scored by a MiniLM cross-encoder (speed does not depend on
+its training), fp32 onnxruntime in batches of 64 against int8 one pair per call.
 
 Targets (2 cores): images onnx/torch >= 1.7x and >= 80 img/s, pipeline/bare >= 0.9;
-titles onnx/torch >= 2x, pipeline/bare >= 0.9.
+titles onnx/torch >= 2x, pipeline/bare >= 0.9; cross-encoder int8/fp32 onnx >= 1.8x (issue 24).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ IMAGE_SIZE = 224
 PHOTO_SIDE = 640
 IMAGE_SPEC = "timm:tf_efficientnet_lite0:pypi"
 TEXT_SPEC = "sbert:pypi-minilm"
+N_PAIRS = 1500
 
 
 def shopee_like_photos(folder: Path, n: int) -> tuple[list[str], list[str]]:
@@ -142,7 +147,7 @@ def _open(path: str):
 def titles(texts: list[str]) -> None:
     from shopee_match.embed.encoders import make_encoder
 
-    print(f"titles: {len(texts)} demo titles, all-MiniLM-L6-v2, batch 64")
+    print(f"titles: {len(texts)} demo titles, all-MiniLM-L6-v2, batch 64 (int8: 1)")
     rates, bares = {}, {}
     for label, engine, int8 in (("torch", "torch", False), ("onnx", "onnx", False),
                                 ("onnx int8", "onnx", True)):
@@ -150,7 +155,8 @@ def titles(texts: list[str]) -> None:
         enc.encode(texts[:64])
         rates[label] = rate(lambda e=enc: e.encode(texts), len(texts))
         order = np.argsort([len(t) for t in texts], kind="stable")  # as encode() batches them
-        batches = [[texts[i] for i in order[s:s + 64]] for s in range(0, len(texts), 64)]
+        size = enc.batch_size
+        batches = [[texts[i] for i in order[s:s + size]] for s in range(0, len(texts), size)]
         tokens = [enc.tokenize(b) for b in batches]  # bare: the forward on tokenized batches
         bares[label] = rate(lambda e=enc, t=tokens: [e.forward(x) for x in t], len(texts))
         print(f"  {label:>9}: pipeline {rates[label]:6.1f} titles/s, bare {bares[label]:6.1f} "
@@ -159,12 +165,35 @@ def titles(texts: list[str]) -> None:
           f"{rates['onnx int8'] / rates['torch']:.2f}x (target >= 2x)")
 
 
+def cross_encoder(texts: list[str], folder: Path) -> None:
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from shopee_match.embed.cross_encoder import CrossEncoderModel
+    from shopee_match.embed.specs import sbert_path
+
+    CrossEncoder(sbert_path("pypi-minilm"), num_labels=1, max_length=48).save(str(folder))
+    rng = np.random.default_rng(0)
+    first, second = (rng.choice(texts, N_PAIRS).tolist() for _ in range(2))
+    print(f"cross-encoder: {N_PAIRS} pairs of demo titles, MiniLM-L6, 48 tokens")
+    rates, scores = {}, {}
+    for label, int8 in (("fp32 onnx", False), ("int8 onnx", True)):
+        model = CrossEncoderModel(folder, engine="onnx", int8=int8)
+        model.score_titles(first[:64], second[:64])  # export, quantize, load
+        rates[label] = rate(lambda m=model: m.score_titles(first, second), N_PAIRS)
+        scores[label] = model.score_titles(first, second)
+        print(f"  {label}: {rates[label]:6.1f} pairs/s (batch {model.batch_size})")
+    gap = np.abs(scores["int8 onnx"] - scores["fp32 onnx"]).max()
+    print(f"  int8/fp32 = {rates['int8 onnx'] / rates['fp32 onnx']:.2f}x (target >= 1.8x); "
+          f"largest probability change {gap:.3f} (F1 and decisions: notebook 05)")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("SHOPEE_MATCH_ARTIFACTS", str(Path(tmp) / "artifacts"))
         paths, texts = shopee_like_photos(Path(tmp), N_IMAGES)
         images(paths)
         titles(texts)
+        cross_encoder(texts, Path(tmp) / "cross_encoder")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ Each stage runs in its own Python process, which reports its peak resident memor
   the ``shopee-scale`` report in ``SHOPEE_MATCH_ARTIFACTS``; skipped, saying so, without one.
   Embedding included (~15 min on 2 cores). Target <= 6 GB.
 - ``dedupe-1m``: dedupe's index and cluster stages on 1,000,000 title vectors (384-d):
-  IVF-Flat self-search (recall vs exact printed on a sample; beyond a listing's duplicates
-  these vectors' neighbours are random noise, so the share of duplicate pairs found is the
-  figure that matters), static threshold, mutual pairs, components capped at 50.
+  the kit's IVF self-search (``match.ivf``: probes planned for recall 0.99 of exact on a
+  sample; beyond a listing's duplicates these vectors' neighbours are random noise, which
+  no list order finds, so the scan stops at its cap of ~32k rows a query and warns; the
+  share of duplicate pairs found is the figure that matters), static threshold, mutual
+  pairs, components capped at 50.
   Target <= 8 GB.
 - ``cache-1m``: 1,000,000 × 384 vectors (made up chunk by chunk, no model) written through
   the embedding cache's memory-mapped chunks, against ``cache-1m-joined``: the same chunks
