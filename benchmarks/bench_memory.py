@@ -15,7 +15,7 @@ Each stage runs in its own Python process, which reports its peak resident memor
 - ``dedupe-1m``: dedupe's index and cluster stages on 1,000,000 title vectors (384-d):
   the kit's IVF self-search (``match.ivf``: probes planned for recall 0.99 of exact on a
   sample; beyond a listing's duplicates these vectors' neighbours are random noise, which
-  no list order finds, so the scan stops at its cap of ~32k rows a query and warns; the
+  no list order finds, so the scan stops at its cap of ~16k rows a query and warns; the
   share of duplicate pairs found is the figure that matters), static threshold, mutual
   pairs, components capped at 50.
   Target <= 8 GB.

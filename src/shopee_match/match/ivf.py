@@ -32,8 +32,9 @@ EXACT_MAX_ROWS = 200_000
 RECALL_TARGET = 0.99
 #: rows whose exact lists choose the probe count and check the recall reached
 RECALL_SAMPLE = 1000
-#: the most rows a query may scan (its probed lists, on average) in pursuit of the target
-MAX_SCAN_ROWS = 32_768
+#: the most rows a query may scan (its probed lists, on average) in pursuit of the target:
+#: what the search scanned before it had one, so a target out of reach costs no more
+MAX_SCAN_ROWS = 16_384
 #: k-means training rows per list and iterations (the lists only steer the probes; recall
 #: is planned and measured on the lists as trained)
 KMEANS_ROWS_PER_LIST = 40
