@@ -188,9 +188,17 @@ def _catalog_options(command) -> None:
 
 
 def _recall_option(command) -> None:
-    command.add_argument("--recall", type=float, default=0.99,
+    from shopee_match.match.ivf import RECALL_TARGET
+
+    def share(text: str) -> float:
+        value = float(text)
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+        return value
+
+    command.add_argument("--recall", type=share, default=RECALL_TARGET,
                          help="above 200,000 listings, the share of exact neighbours the "
-                         "search must find, measured on a sample (default: 0.99)")
+                         f"search must find, measured on a sample (default: {RECALL_TARGET})")
 
 
 def _dedupe(args) -> int:

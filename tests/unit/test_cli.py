@@ -64,3 +64,10 @@ def test_download_with_a_malformed_kaggle_json_names_the_file(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert f"{folder / 'kaggle.json'} cannot be used: it {problem}" in err
     assert "No Kaggle API credentials found" not in err
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.2"])
+def test_a_recall_outside_0_1_is_refused_naming_the_option(value, capsys):
+    with pytest.raises(SystemExit):
+        main(["dedupe", "catalog.csv", "--recall", value])
+    assert f"--recall: must be in (0, 1], got {value}" in capsys.readouterr().err

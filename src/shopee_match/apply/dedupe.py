@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from shopee_match.data.schema import POSTING_ID, TITLE
+from shopee_match.match.ivf import RECALL_TARGET
 
 #: clusters are cut at their weakest pairs down to this size (Shopee's groups have 2-51)
 MAX_CLUSTER = 50
@@ -71,7 +72,7 @@ class Deduped:
 
 def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
            max_cluster: int = MAX_CLUSTER, progress: bool = True,
-           cache_dir: str | Path | None = None, recall: float | None = None) -> Deduped:
+           cache_dir: str | Path | None = None, recall: float = RECALL_TARGET) -> Deduped:
     """Run ``candidate`` (a :class:`~shopee_match.apply.candidates.Candidate`) on ``postings``
     and cluster its accepted pairs (embeddings cached in ``cache_dir``, default
     ``artifacts/embeddings``; ``recall``: of the search above 200,000 listings)."""
@@ -80,11 +81,9 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
     from shopee_match.apply.pipeline import apply_candidate
     from shopee_match.match.components import capped_components
     from shopee_match.match.fusion import fused_vectors
-    from shopee_match.match.ivf import RECALL_TARGET
     from shopee_match.match.neighbors import pair_cosine
 
-    applied = apply_candidate(postings, candidate, cache_dir, progress, engine,
-                              RECALL_TARGET if recall is None else recall)
+    applied = apply_candidate(postings, candidate, cache_dir, progress, engine, recall)
     scores = applied.scored_pairs()
     matches = applied.matches.multiply(applied.matches.T).tocsr()  # mutual: from both sides
     ids = postings[POSTING_ID].astype(str).to_numpy()

@@ -30,7 +30,7 @@ MODEL_PROFILES = {
     },
 }
 #: Whether candidates are tuned on int8 title models by default (notebooks 01-05's ``INT8``):
-#: ~2x faster titles; notebook 01 measures the F1 they cost (+0.004 on the demo).
+#: ~1.3x faster titles, one per call; notebook 01 measures the F1 they cost (+0.004 on the demo).
 INT8_TITLES = True
 
 

@@ -31,7 +31,8 @@ EXPORT_VERSION = 1
 #: inputs per call of an int8 graph. Dynamic quantization scales a call's activations
 #: together (padding included), so in a batch a title's vector, or a pair's score, would
 #: depend on what else is in the batch (by up to 0.3 in a cross-encoder's probability,
-#: measured); one input per call makes it a function of the input alone, at ~the same speed.
+#: measured); one input per call makes it a function of the input alone (at a cost: int8
+#: titles 357/s one per call against 584/s batched, fp32 269/s, on 2 cores).
 INT8_BATCH = 1
 
 logger = logging.getLogger(__name__)

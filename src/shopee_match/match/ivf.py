@@ -100,10 +100,10 @@ def ivf_knn(vectors: np.ndarray, k: int, recall: float = RECALL_TARGET,
     seconds = {}
     start = time.perf_counter()
     centroids = train_centroids(x, nlist or max(1, int(2 * np.sqrt(n))))
-    most = max(1, MAX_SCAN_ROWS * len(centroids) // n)
+    most = min(len(centroids), max(1, MAX_SCAN_ROWS * len(centroids) // n))
     ranked = _nearest_centroids(x, centroids, min(most, RANKED_CENTROIDS))  # one pass
     lists = ranked[:, 0]
-    seconds["k-means"] = time.perf_counter() - start
+    seconds["lists"] = time.perf_counter() - start
     sample = np.random.default_rng(0).choice(n, min(RECALL_SAMPLE, n), replace=False)
     start = time.perf_counter()
     exact = sample_knn(x, sample, k)
