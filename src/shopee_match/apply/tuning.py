@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from shopee_match.apply.candidates import Candidate, utc_now
-from shopee_match.data.schema import IMAGE_PHASH, LABEL_GROUP, TITLE
+from shopee_match.data.schema import IMAGE_PHASH, LABEL_GROUP, SOURCE, TITLE
 from shopee_match.embed.embeddings import INT8_TITLES, Embeddings
 from shopee_match.match.config import MatchConfig
 from shopee_match.match.selection import Galleries
@@ -65,14 +65,21 @@ class TuningSet:
         return self.embeddings[modality]
 
     def galleries(self, split_seed: int = 0, fractions=(0.7, 0.15, 0.15), names=None,
-                  modalities: list[str] | None = None) -> Galleries:
+                  modalities: list[str] | None = None, link: str = "auto",
+                  metric: str = "row_f1") -> Galleries:
         """The listings split by label group into galleries (:class:`Galleries`), with their
-        vectors (of ``modalities``, default all), photos' phash and titles."""
+        vectors (of ``modalities``, default all), photos' phash and titles; linked across
+        sources as ``link`` says (:func:`~shopee_match.match.sources.link_sources`), every
+        choice made on ``metric``."""
+        from shopee_match.match.sources import link_sources
+
         vectors = self.vectors if modalities is None else {m: self.vectors[m]
                                                            for m in modalities}
         phash = self.postings[IMAGE_PHASH].to_numpy() if IMAGE_PHASH in self.postings else None
+        sources = self.postings[SOURCE] if SOURCE in self.postings else None
         return Galleries(vectors, self.labels, phash, split_seed, fractions,
-                         self.postings[TITLE].to_numpy(), names)
+                         self.postings[TITLE].to_numpy(), names,
+                         link_sources(sources, link), metric)
 
     def config(self, fusion_weights: dict[str, float], k: int, value: float = 0.5,
                **fields) -> MatchConfig:

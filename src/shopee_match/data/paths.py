@@ -21,6 +21,8 @@ from pathlib import Path
 DEMO_DATASETS = {"demo-tiny": "tiny", "demo": "demo", "demo-shopee": "shopee"}
 #: Name of the real Kaggle data (downloaded with ``shopee-match download``).
 SHOPEE_DATASET = "shopee"
+#: Names of real benchmarks written by ``shopee-match download NAME``.
+BENCHMARK_DATASETS = ("amazon-google",)
 
 def project_home() -> Path:
     """Root of the project: ``$SHOPEE_MATCH_HOME`` or the nearest parent with ``notebooks/``."""
@@ -67,12 +69,12 @@ def reports_dir() -> Path:
 
 def dataset_dir(name: str) -> Path:
     """Folder of a dataset given by name (``demo``, ``demo-tiny``, ``shopee``…) or by path."""
-    if name in DEMO_DATASETS or name == SHOPEE_DATASET:
+    if name in DEMO_DATASETS or name == SHOPEE_DATASET or name in BENCHMARK_DATASETS:
         return data_dir() / name
     path = Path(name).expanduser()
     if path.is_dir():
         return path.resolve()
-    known = ", ".join([*DEMO_DATASETS, SHOPEE_DATASET])
+    known = ", ".join([*DEMO_DATASETS, SHOPEE_DATASET, *BENCHMARK_DATASETS])
     raise ValueError(
         f"Unknown dataset {name!r}: use one of {known} or the path of a folder "
         "holding train.csv (and train_images/)."

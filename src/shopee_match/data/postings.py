@@ -10,9 +10,12 @@ flagged in a column (``image_ok``, ``title_ok``) and listed in a
 
 A team's own catalog may name its columns differently: a mapping (``id=sku,title=name,
 image=photo,group=cluster`` on the CLI, ``COLUMNS`` in the notebooks, or ``columns:`` in a
-``dataset.yaml`` beside the CSV) renames them on reading. ``label_group`` may hold any
-value: integers written canonically (Shopee's) stay int64, anything else is kept as text
-(``"f123"``, ``"1.2"``, ``"99999999999999999999"``), never rounded or merged.
+``dataset.yaml`` beside the CSV) renames them on reading. An optional ``source`` column
+(``source=shop``) says which shop or feed each listing comes from: with two or more
+sources, matches are linked across them (see :mod:`shopee_match.match.sources`).
+``label_group`` may hold any value: integers written canonically (Shopee's) stay int64,
+anything else is kept as text (``"f123"``, ``"1.2"``, ``"99999999999999999999"``), never
+rounded or merged.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from shopee_match.data.schema import (
     LABEL_GROUP,
     LINE,
     POSTING_ID,
+    SOURCE,
     TITLE,
     TITLE_OK,
     TITLE_RAW,
@@ -42,7 +46,7 @@ REQUIRED_COLUMNS = (POSTING_ID, TITLE)
 #: names accepted on the left of a column mapping, and the kit column each one means
 COLUMN_NAMES = {"id": POSTING_ID, POSTING_ID: POSTING_ID, TITLE: TITLE,
                 IMAGE: IMAGE, "group": LABEL_GROUP, LABEL_GROUP: LABEL_GROUP,
-                "phash": IMAGE_PHASH, IMAGE_PHASH: IMAGE_PHASH}
+                "phash": IMAGE_PHASH, IMAGE_PHASH: IMAGE_PHASH, SOURCE: SOURCE}
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 IMAGE_CHECKS = ("none", "exists", "header", "decode")
 _BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
@@ -158,8 +162,9 @@ def load_postings(
         raise ValueError(f"check_images must be one of {IMAGE_CHECKS}, not {check_images!r}")
     if not csv_path.is_file():
         raise ShopeeDataError(
-            f"{csv_path} not found. Generate the demo data with `shopee-match demo` "
-            "or download Shopee's with `shopee-match download`."
+            f"{csv_path} not found. Generate the demo data with `shopee-match demo`, "
+            "download Shopee's with `shopee-match download` or the Amazon-Google benchmark "
+            "with `shopee-match download amazon-google`."
         )
     df = read_csv_rows(csv_path)
     mapping = {**dataset_columns(csv_path.parent), **parse_columns(columns)}
@@ -180,6 +185,8 @@ def load_postings(
     report.has_labels = LABEL_GROUP in df.columns
     if report.has_labels:
         _check_labels(df, csv_path)
+    if SOURCE in df.columns:
+        _check_sources(df, csv_path)
     _clean_titles(df, report)
     report.has_images = IMAGE in df.columns
     if report.has_images:
@@ -317,6 +324,23 @@ def _check_labels(df: pd.DataFrame, path: Path) -> None:
             "rows or remove the label_group column to treat the file as unlabelled."
         )
     df[LABEL_GROUP] = parse_labels(labels)
+
+
+def _check_sources(df: pd.DataFrame, path: Path) -> None:
+    sources = df[SOURCE].str.strip()
+    bad = df.index[sources == ""]
+    if len(bad):
+        lines = ", ".join(str(df[LINE][i]) for i in bad[:_EXAMPLES])
+        raise ShopeeDataError(
+            f"{path}: source is empty on {len(bad)} line(s) (e.g. {lines}). Every listing "
+            "needs the shop or feed it comes from; fill those rows, or drop the source column "
+            "to match the file as one catalog.")
+    if sources.nunique() < 2:
+        raise ShopeeDataError(
+            f"{path}: every listing has the source {sources.iloc[0]!r}, so there is nothing to "
+            "link across. Drop the source column to dedupe it as one catalog, or give two "
+            "catalogs (`shopee-match link A.csv B.csv`).")
+    df[SOURCE] = sources
 
 
 def require_duplicates(postings: pd.DataFrame, source: str = "this dataset") -> None:

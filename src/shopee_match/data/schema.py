@@ -6,6 +6,7 @@ TITLE = "title"  # its title, cleaned on loading
 IMAGE = "image"  # its photo's file name inside the images folder (optional)
 IMAGE_PHASH = "image_phash"  # perceptual hash of the photo (optional)
 LABEL_GROUP = "label_group"  # the product it is: listings sharing one are duplicates (optional)
+SOURCE = "source"  # the shop or feed it comes from: matches are linked across sources (optional)
 
 # added by loading
 TITLE_RAW = "title_raw"  # the title as read

@@ -34,37 +34,52 @@ def blend(vectors: np.ndarray, sims: np.ndarray, idx: np.ndarray, top_n: int = 3
     return (mixed / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def blending_rounds(fused: np.ndarray, k: int, rounds: int, top_n: int = 3,
-                    recall: float = RECALL_TARGET):
-    """Yield the fused vectors of round 0 (``fused`` as it is) and after each of ``rounds``
-    rounds of neighbourhood blending: a round mixes every vector with its ``top_n`` nearest in
-    the previous round's ``k``-column self-search lists."""
+def search_lists(vectors, k: int, recall: float = RECALL_TARGET, sources=None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``k``-column lists of every row: the self-search (:func:`~shopee_match.match.ivf.self_knn`)
+    or, with ``sources``, each row and its nearest rows of other sources
+    (:func:`~shopee_match.match.sources.cross_source_knn`, exact)."""
     from shopee_match.match.ivf import self_knn
 
+    if sources is None:
+        return self_knn(vectors, k=k, recall=recall)
+    from shopee_match.match.neighbors import exact_knn
+    from shopee_match.match.sources import cross_source_knn
+
+    return cross_source_knn(vectors, sources, k,
+                            lambda queries, gallery, width: exact_knn(queries, gallery, width))
+
+
+def blending_rounds(fused: np.ndarray, k: int, rounds: int, top_n: int = 3,
+                    recall: float = RECALL_TARGET, sources=None):
+    """Yield the fused vectors of round 0 (``fused`` as it is) and after each of ``rounds``
+    rounds of neighbourhood blending: a round mixes every vector with its ``top_n`` nearest in
+    the previous round's ``k``-column lists (:func:`search_lists`)."""
     yield fused
     for _ in range(rounds):
-        fused = blend(fused, *self_knn(fused, k=k, recall=recall), top_n)
+        fused = blend(fused, *search_lists(fused, k, recall, sources), top_n)
         yield fused
 
 
 def fused_neighbors(vectors: dict, weights: dict, k: int, blend_rounds: int = 0,
                     blend_top_n: int = 3, cache: dict | None = None,
-                    recall: float = RECALL_TARGET) -> tuple[np.ndarray, np.ndarray]:
+                    recall: float = RECALL_TARGET, sources=None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Self-search lists ``(sims, idx)`` of the weighted fusion of ``vectors`` (``k`` columns,
-    the query usually first), after ``blend_rounds`` of neighbourhood blending.
+    the query usually first), after ``blend_rounds`` of neighbourhood blending; with
+    ``sources`` (one code per row) each row's nearest rows of *other* sources after itself.
 
     A single modality is searched as it is (so sparse TF-IDF works alone); galleries above
     200,000 rows through the IVF search that finds ``recall`` of the exact neighbours
     (:func:`~shopee_match.match.ivf.self_knn`). Results are kept in ``cache`` (a dict per
-    gallery) under the weights, ``k``, blending and recall.
+    gallery) under the weights, ``k``, blending, recall and whether sources are linked.
     """
-    from shopee_match.match.ivf import self_knn
-
     cache = {} if cache is None else cache
-    key = ("fused", tuple(sorted(weights.items())), k, blend_rounds, blend_top_n, recall)
+    key = ("fused", tuple(sorted(weights.items())), k, blend_rounds, blend_top_n, recall,
+           sources is not None)
     if key not in cache:
         rounds = blending_rounds(fused_vectors(vectors, weights), k, blend_rounds, blend_top_n,
-                                 recall)
+                                 recall, sources)
         last = collections.deque(rounds, maxlen=1)[0]  # each round made from the one before
-        cache[key] = self_knn(last, k=k, recall=recall)
+        cache[key] = search_lists(last, k, recall, sources)
     return cache[key]

@@ -19,7 +19,9 @@ class Gallery:
     larger gallery reads them. ``recall`` is the share of exact neighbours the search of a
     gallery above 200,000 listings must find (:mod:`shopee_match.match.ivf`). ``cache`` keeps
     what does not depend on the knob being tuned (neighbour lists, pair features,
-    second-stage scores) between calls on this gallery. Without ``exact_scores`` (a
+    second-stage scores) between calls on this gallery. ``sources`` (a code per row, see
+    :func:`~shopee_match.match.sources.link_sources`) links across sources: each listing is
+    decided among the other sources' listings only. Without ``exact_scores`` (a
     catalog decided at one threshold, as ``submit`` and ``dedupe`` do), a second stage may
     skip the work of scoring pairs that cannot reach its threshold; tuning needs them exact.
     """
@@ -30,6 +32,7 @@ class Gallery:
     order: np.ndarray | None = None
     recall: float = RECALL_TARGET
     exact_scores: bool = True
+    sources: np.ndarray | None = None
     cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -42,7 +45,7 @@ class Gallery:
         from shopee_match.match.fusion import fused_neighbors
 
         return fused_neighbors(self.vectors, weights, k, blend_rounds, blend_top_n, self.cache,
-                               self.recall)
+                               self.recall, self.sources)
 
     def take(self, rows: np.ndarray) -> Gallery:
         """The gallery of some of its rows (a split), with a cache of its own."""
@@ -50,4 +53,5 @@ class Gallery:
             return None if values is None else np.asarray(values, dtype=object)[rows]
 
         return Gallery({m: v[rows] for m, v in self.vectors.items()}, pick(self.phash),
-                       pick(self.titles), recall=self.recall)
+                       pick(self.titles), recall=self.recall,
+                       sources=None if self.sources is None else self.sources[rows])

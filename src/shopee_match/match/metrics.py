@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from shopee_match.match.neighbors import real_neighbors
+from shopee_match.match.sources import drop_within_source, scope_sizes
 
 MatchSets = Mapping[str, Iterable[str]] | pd.Series
 
@@ -54,15 +55,16 @@ def pairwise_scores(predicted: MatchSets, truth: MatchSets) -> dict[str, float]:
             "true_positives": int(tp), "predicted_pairs": int(n_pred), "true_pairs": int(n_true)}
 
 
-def neighbor_row_f1(neighbors: np.ndarray, accepted: np.ndarray, labels: Sequence[int]
-                    ) -> np.ndarray:
+def neighbor_row_f1(neighbors: np.ndarray, accepted: np.ndarray, labels: Sequence[int],
+                    sources: np.ndarray | None = None) -> np.ndarray:
     """Row-wise F1 when each posting's matches are itself plus its accepted neighbours.
 
     The vectorised form used by threshold sweeps: ``neighbors`` is ``(n, K)``
     row indices (``-1`` pads; the query itself is ignored wherever it appears,
     since it is always in its own set), ``accepted`` a boolean ``(n, K)`` mask
     (e.g. ``sims >= threshold``) and ``labels`` the ``label_group`` of each row.
-    Neighbour lists must not repeat an index. Returns the F1 of every row.
+    Neighbour lists must not repeat an index. With ``sources`` only pairs across sources
+    count (:mod:`shopee_match.match.sources`). Returns the F1 of every row.
     """
     neighbors = np.asarray(neighbors)
     labels = np.asarray(labels)
@@ -70,20 +72,129 @@ def neighbor_row_f1(neighbors: np.ndarray, accepted: np.ndarray, labels: Sequenc
         raise ValueError(f"neighbors {neighbors.shape}, accepted {np.shape(accepted)} and "
                          f"{len(labels)} labels do not line up")
     valid = real_neighbors(neighbors) & accepted
+    if sources is not None:
+        valid &= sources[np.where(valid, neighbors, 0)] != sources[:, None]
     same = labels[np.where(valid, neighbors, 0)] == labels[:, None]
     inter = 1 + (valid & same).sum(axis=1)
-    return 2.0 * inter / (1 + valid.sum(axis=1) + group_sizes(labels))
+    return 2.0 * inter / (1 + valid.sum(axis=1) + scope_sizes(labels, sources))
 
 
-def matrix_row_f1(matches, labels: Sequence[int]) -> np.ndarray:
-    """Row-wise F1 of a sparse ``n x n`` match matrix (self included) against ``label_group``s."""
+def matrix_row_f1(matches, labels: Sequence[int], sources: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """Row-wise F1 of a sparse ``n x n`` match matrix (self included) against ``label_group``s;
+    with ``sources`` over the pairs across sources only."""
     labels = np.asarray(labels)
-    matches = matches.tocsr()
+    matches = drop_within_source(matches, sources)
     predicted = np.diff(matches.indptr)
     rows = np.repeat(np.arange(matches.shape[0]), predicted)
     hit = labels[rows] == labels[matches.indices]
     inter = np.bincount(rows, weights=hit, minlength=matches.shape[0])
-    return 2.0 * inter / (predicted + group_sizes(labels))
+    return 2.0 * inter / (predicted + scope_sizes(labels, sources))
+
+
+def matrix_pair_scores(matches, labels: Sequence, sources: np.ndarray | None = None
+                       ) -> dict[str, float]:
+    """Precision, recall and F1 over the ordered pairs of a match matrix, as
+    :func:`pairwise_scores` counts them (self pairs ignored; with ``sources`` only pairs across
+    sources count, so within-shop duplicates a benchmark does not label are left out)."""
+    labels = np.asarray(labels)
+    coo = drop_within_source(matches, sources).tocoo()
+    off = coo.row != coo.col
+    tp = int((labels[coo.row[off]] == labels[coo.col[off]]).sum())
+    n_pred = int(off.sum())
+    n_true = int((scope_sizes(labels, sources) - 1).sum())
+    return {"precision": tp / n_pred if n_pred else 0.0,
+            "recall": tp / n_true if n_true else 0.0,
+            "f1": 2 * tp / (n_pred + n_true) if n_pred + n_true else 0.0,
+            "true_positives": tp, "predicted_pairs": n_pred, "true_pairs": n_true}
+
+
+def bcubed(clusters: Sequence, labels: Sequence) -> dict[str, float]:
+    """B-cubed precision, recall and F1 of a clustering: for each listing, the share of its
+    cluster that is its product (precision) and of its product that is in its cluster
+    (recall), averaged over listings; F1 is their harmonic mean (Amigó et al. 2009)."""
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    if clusters.shape != labels.shape:
+        raise ValueError(f"{len(clusters)} cluster labels for {len(labels)} listings")
+    _, both = np.unique(np.stack([np.unique(clusters, return_inverse=True)[1].ravel(),
+                                  np.unique(labels, return_inverse=True)[1].ravel()]),
+                        axis=1, return_inverse=True)
+    shared = np.bincount(both.ravel())[both.ravel()]
+    precision = float(np.mean(shared / group_sizes(clusters)))
+    recall = float(np.mean(shared / group_sizes(labels)))
+    return {"precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
+
+
+def split_true_pairs(clusters: Sequence, labels: Sequence, sources: np.ndarray | None = None
+                     ) -> float:
+    """The share of true pairs (in scope) whose two listings end in different clusters."""
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    i, j = same_group_pairs(labels)
+    if sources is not None:
+        keep = sources[i] != sources[j]
+        i, j = i[keep], j[keep]
+    return float(np.mean(clusters[i] != clusters[j])) if len(i) else 0.0
+
+
+def same_group_pairs(labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, j)`` of every pair of rows (i < j) that share a label group."""
+    codes = np.unique(np.asarray(labels), return_inverse=True)[1].ravel()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    pairs = [np.triu_indices(len(m), k=1) for m in np.split(order, bounds)]
+    members = np.split(order, bounds)
+    i = np.concatenate([m[a] for m, (a, _) in zip(members, pairs)] or [np.zeros(0, int)])
+    j = np.concatenate([m[b] for m, (_, b) in zip(members, pairs)] or [np.zeros(0, int)])
+    return i.astype(np.int64), j.astype(np.int64)
+
+
+def blocking_misses(neighbors: np.ndarray, labels: Sequence, sources: np.ndarray | None = None
+                    ) -> dict[str, int]:
+    """True pairs (unordered, in scope) that the candidate lists never offer in either
+    direction: a second stage cannot rescue them, only a wider search can."""
+    neighbors, labels = np.asarray(neighbors), np.asarray(labels)
+    valid = real_neighbors(neighbors)
+    rows = np.repeat(np.arange(len(neighbors)), valid.sum(axis=1)).astype(np.int64)
+    cols = neighbors[valid].astype(np.int64)
+    keep = labels[rows] == labels[cols]
+    if sources is not None:
+        keep &= sources[rows] != sources[cols]
+    lo, hi = np.minimum(rows[keep], cols[keep]), np.maximum(rows[keep], cols[keep])
+    offered = len(np.unique(lo * len(labels) + hi))
+    n_true = int((scope_sizes(labels, sources) - 1).sum()) // 2
+    return {"true_pairs": n_true, "offered": offered, "missed": n_true - offered}
+
+
+def ranking_scores(neighbors: np.ndarray, scores: np.ndarray, labels: Sequence,
+                   k: int = 10, sources: np.ndarray | None = None) -> dict[str, float]:
+    """NDCG@k and MAP@k of each listing's candidates ordered by ``scores`` (a reranker's, or
+    the similarities), averaged over listings with a true match in scope.
+
+    ``neighbors``/``scores`` are ``(n, K)`` lists (self and ``-1`` padding ignored); the ideal
+    ranking puts every true match of the listing first, counting those the lists missed, so
+    blocking losses lower both figures.
+    """
+    neighbors, labels = np.asarray(neighbors), np.asarray(labels)
+    valid = real_neighbors(neighbors)
+    if sources is not None:
+        valid &= sources[np.where(valid, neighbors, 0)] != sources[:, None]
+    order = np.argsort(np.where(valid, -np.asarray(scores, dtype=np.float64), np.inf), axis=1,
+                       kind="stable")[:, :k]
+    taken = np.take_along_axis(valid, order, axis=1)
+    hit = taken & (labels[np.take_along_axis(np.where(valid, neighbors, 0), order, axis=1)]
+                   == labels[:, None])
+    n_true = scope_sizes(labels, sources) - 1
+    queries = n_true > 0
+    discount = 1.0 / np.log2(np.arange(2, hit.shape[1] + 2))
+    dcg = (hit * discount).sum(axis=1)
+    ideal = np.array([discount[:min(t, hit.shape[1])].sum() for t in n_true])
+    precision_at = np.cumsum(hit, axis=1) / np.arange(1, hit.shape[1] + 1)
+    ap = (precision_at * hit).sum(axis=1) / np.maximum(np.minimum(n_true, hit.shape[1]), 1)
+    if not queries.any():
+        return {"ndcg": float("nan"), "map": float("nan"), "n_queries": 0}
+    return {"ndcg": float(np.mean(dcg[queries] / ideal[queries])),
+            "map": float(np.mean(ap[queries])), "n_queries": int(queries.sum())}
 
 
 def group_sizes(labels: Sequence[int]) -> np.ndarray:
@@ -117,7 +228,7 @@ def pair_auc(scores: Sequence[float], is_match: Sequence[bool]) -> dict[str, flo
 
 def retrieval_at_k(
     neighbors: np.ndarray, labels: Sequence[int], ks: Iterable[int] = (1, 5, 10, 20, 50),
-    query_rows: np.ndarray | None = None,
+    query_rows: np.ndarray | None = None, sources: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Recall@K and hit@K from neighbour lists, the query itself excluded.
 
@@ -128,7 +239,8 @@ def retrieval_at_k(
     those members among its first K neighbours; hit@K = 1 if any is. Both are
     averaged over those queries; lone postings (``n_lone``) are left out.
     ``query_rows`` says which rows of the gallery (``labels``) the lists belong to, when
-    only a sample of the listings was searched (default: all, in order).
+    only a sample of the listings was searched (default: all, in order). With ``sources``
+    only matches from other sources count (and only they are in the denominator).
     """
     neighbors = np.asarray(neighbors)
     labels = np.asarray(labels)
@@ -145,7 +257,9 @@ def retrieval_at_k(
     valid = (neighbors >= 0) & (neighbors != query_rows[:, None])
     rank = np.cumsum(valid, axis=1)
     positive = valid & (labels[np.where(valid, neighbors, 0)] == labels[query_rows, None])
-    n_pos = group_sizes(labels)[query_rows] - 1
+    if sources is not None:
+        positive &= sources[np.where(valid, neighbors, 0)] != sources[query_rows, None]
+    n_pos = scope_sizes(labels, sources)[query_rows] - 1
     queries = n_pos > 0
     rows = []
     for k in ks:

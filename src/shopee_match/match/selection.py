@@ -26,6 +26,8 @@ from shopee_match.match.config import MatchConfig
 from shopee_match.match.gallery import Gallery
 
 Evaluate = Callable[[MatchConfig, str], float]
+#: what a choice can be made on (:class:`Galleries`)
+METRICS = ("row_f1", "pair_f1")
 
 
 @dataclass(frozen=True)
@@ -140,19 +142,29 @@ class Galleries:
     ``splits`` maps each split name to its :class:`~shopee_match.match.gallery.Gallery`,
     ``rows`` to its rows in the dataset and ``labels`` to their label groups. ``fractions``
     and ``names`` choose the splits (default train/val/test, 70/15/15 of the listings).
+    ``sources`` (a code per listing, :func:`~shopee_match.match.sources.link_sources`) links
+    across sources: listings are searched among the other sources' and only pairs across
+    sources count. ``metric`` is what every choice is made on: ``"row_f1"`` (Kaggle's mean
+    row-wise F1) or ``"pair_f1"`` (F1 over the pairs in scope, as entity matching reports).
     """
 
     def __init__(self, vectors: dict, labels, phash=None, split_seed: int = 0,
-                 fractions=(0.7, 0.15, 0.15), titles=None, names=None):
+                 fractions=(0.7, 0.15, 0.15), titles=None, names=None, sources=None,
+                 metric: str = "row_f1"):
         from shopee_match.data.splits import SPLIT_NAMES, split_by_group
 
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, not {metric!r}")
         labels = np.asarray(labels)
         names = tuple(names or SPLIT_NAMES)
         split = split_by_group(labels, fractions, seed=split_seed, names=names)
-        whole = Gallery(vectors, phash, titles)
+        whole = Gallery(vectors, phash, titles, sources=sources)
         self.split_seed = split_seed
+        self.metric = metric
         self.rows = {s: np.flatnonzero(split == s) for s in names}
         self.labels = {s: labels[r] for s, r in self.rows.items()}
+        self.sources = {s: None if sources is None else np.asarray(sources)[r]
+                        for s, r in self.rows.items()}
         self.splits = {s: whole.take(r) for s, r in self.rows.items()}
 
     def sizes(self) -> pd.DataFrame:
@@ -167,10 +179,15 @@ class Galleries:
 
     def sweep(self, split: str, weights: dict[str, float], k: int, values: Sequence[float],
               strategy: str = "static") -> pd.DataFrame:
-        """F1 of a threshold strategy over ``values`` on one split's fused neighbours."""
+        """A threshold strategy over ``values`` on one split's fused neighbours: ``f1`` is the
+        chosen metric, beside ``row_f1`` and the pair precision, recall and F1."""
         from shopee_match.match.thresholds import sweep
 
-        return sweep(*self.neighbors(split, weights, k), self.labels[split], values, strategy)
+        table = sweep(*self.neighbors(split, weights, k), self.labels[split], values, strategy,
+                      self.sources[split])
+        table.insert(1, "row_f1", table["f1"])
+        table["f1"] = table[self.metric]
+        return table
 
     def predict(self, config: MatchConfig, split: str, scorer=None):
         """Match matrix of one split under ``config`` (``scorer``: its fitted second stage)."""
@@ -179,11 +196,31 @@ class Galleries:
         return predict_matches(self.splits[split], config, scorer)
 
     def evaluate(self, config: MatchConfig, split: str, scorer=None) -> float:
-        """Mean row-wise F1 of ``config`` on one split."""
-        from shopee_match.match.metrics import matrix_row_f1
+        """The chosen metric (mean row-wise F1, or pair F1) of ``config`` on one split."""
+        return self.scores(config, split, scorer)[self.metric]
 
-        return float(matrix_row_f1(self.predict(config, split, scorer),
-                                   self.labels[split]).mean())
+    def scores(self, config: MatchConfig, split: str, scorer=None) -> dict[str, float]:
+        """Every metric of ``config`` on one split: mean row-wise F1, pair precision / recall /
+        F1 over the pairs in scope, B-cubed precision / recall / F1 of the clusters its
+        matches join into, and the share of true pairs split across those clusters."""
+        from shopee_match.match.metrics import (
+            bcubed,
+            matrix_pair_scores,
+            matrix_row_f1,
+            split_true_pairs,
+        )
+        from shopee_match.match.sources import drop_within_source
+
+        matches = self.predict(config, split, scorer)
+        labels, sources = self.labels[split], self.sources[split]
+        pairs = matrix_pair_scores(matches, labels, sources)
+        clusters = _clusters(drop_within_source(matches, sources))
+        cubed = bcubed(clusters, labels)
+        return {"row_f1": float(matrix_row_f1(matches, labels, sources).mean()),
+                "pair_precision": pairs["precision"], "pair_recall": pairs["recall"],
+                "pair_f1": pairs["f1"], "bcubed_precision": cubed["precision"],
+                "bcubed_recall": cubed["recall"], "bcubed_f1": cubed["f1"],
+                "true_pairs_split": split_true_pairs(clusters, labels, sources)}
 
     def evaluator(self, scorer=None) -> Evaluate:
         """``evaluate(config, split)`` with a fixed second stage."""
@@ -195,6 +232,12 @@ class Galleries:
         from shopee_match.match.decision import pair_training_data
 
         return pair_training_data(self.splits[split], self.labels[split], config)
+
+
+def _clusters(matches) -> np.ndarray:
+    from scipy.sparse.csgraph import connected_components
+
+    return connected_components(matches, directed=False)[1]
 
 
 def best_static_f1(vectors, labels: Sequence[int], k: int = 50,

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from shopee_match.match.metrics import group_sizes
 from shopee_match.match.neighbors import real_neighbors
+from shopee_match.match.sources import scope_sizes
 
 #: rows per chunk in :func:`sweep` (its working arrays then fit in the CPU cache)
 SWEEP_CHUNK_ROWS = 4096
@@ -83,22 +83,26 @@ def min2(sims: np.ndarray, idx: np.ndarray, accepted: np.ndarray,
 
 
 def sweep(sims: np.ndarray, idx: np.ndarray, labels: Sequence[int], values: Sequence[float],
-          strategy: str = "static") -> pd.DataFrame:
-    """Mean row-wise F1 and mean match count for every value of a :data:`STRATEGIES` entry.
+          strategy: str = "static", sources: np.ndarray | None = None) -> pd.DataFrame:
+    """Mean row-wise F1, mean match count and pair precision / recall / F1 (over ordered
+    pairs, as :func:`~shopee_match.match.metrics.matrix_pair_scores`) for every value of a
+    :data:`STRATEGIES` entry.
 
     Each row's neighbours are sorted by similarity once; a threshold then accepts a prefix of
     that order, found by binary search, and the row's F1 at any prefix length comes from
     cumulative sums of same-label flags. So every value costs ``O(n log K)`` instead of a fresh
     ``(n, K)`` mask and label gather. Equal (to 1e-12) to
-    :func:`~shopee_match.match.metrics.neighbor_row_f1` of the strategy's mask, value by value.
+    :func:`~shopee_match.match.metrics.neighbor_row_f1` of the strategy's mask, value by value
+    (with ``sources``: lists searched across sources, true matches counted in that scope).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}; known: {sorted(STRATEGIES)}")
     sims, idx, labels = np.asarray(sims), np.asarray(idx), np.asarray(labels)
     values = np.asarray(values, dtype=np.float64).ravel()
-    sizes = group_sizes(labels)
+    sizes = scope_sizes(labels, sources)
     f1_sum = np.zeros(len(values))
     matches_sum = np.zeros(len(values))
+    hits_sum = np.zeros(len(values))
     for start in range(0, len(idx), SWEEP_CHUNK_ROWS):  # chunks that stay in the CPU cache
         rows = slice(start, min(start + SWEEP_CHUNK_ROWS, len(idx)))
         real = (idx[rows] >= 0) & (idx[rows] != np.arange(rows.start, rows.stop)[:, None])
@@ -113,8 +117,14 @@ def sweep(sims: np.ndarray, idx: np.ndarray, labels: Sequence[int], values: Sequ
         hits = np.take_along_axis(same_before, accepted, axis=1)
         f1_sum += (2.0 * (1 + hits) / (1 + accepted + sizes[rows, None])).sum(axis=0)
         matches_sum += accepted.sum(axis=0)
+        hits_sum += hits.sum(axis=0)
     n = max(len(idx), 1)
-    return pd.DataFrame({"value": values, "f1": f1_sum / n, "mean_matches": 1 + matches_sum / n})
+    n_true = (sizes - 1).sum()
+    return pd.DataFrame({
+        "value": values, "f1": f1_sum / n, "mean_matches": 1 + matches_sum / n,
+        "pair_precision": hits_sum / np.maximum(matches_sum, 1),
+        "pair_recall": hits_sum / max(n_true, 1),
+        "pair_f1": 2 * hits_sum / np.maximum(matches_sum + n_true, 1)})
 
 
 def _row_thresholds(sims: np.ndarray, real: np.ndarray, values: np.ndarray,

@@ -1,0 +1,267 @@
+"""Linking across sources: scope, the cross-source search, and the metrics in that scope."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+from shopee_match.data.benchmarks import amazon_google_table
+from shopee_match.data.postings import ShopeeDataError, load_postings
+from shopee_match.match.config import MatchConfig
+from shopee_match.match.metrics import (
+    bcubed,
+    blocking_misses,
+    matrix_pair_scores,
+    matrix_row_f1,
+    neighbor_row_f1,
+    pairwise_scores,
+    ranking_scores,
+    retrieval_at_k,
+    row_f1_scores,
+    split_true_pairs,
+)
+from shopee_match.match.neighbors import exact_knn
+from shopee_match.match.selection import Galleries
+from shopee_match.match.sources import (
+    cross_source_knn,
+    drop_within_source,
+    link_sources,
+    scope_sizes,
+)
+from shopee_match.match.thresholds import static_accept, sweep
+
+# six listings: product 0 is a1, g1, g2; product 1 is a2, g3; product 2 is a3 alone
+LABELS = np.array([0, 0, 0, 1, 1, 2])
+SOURCES = np.array([0, 1, 1, 0, 1, 0])  # a1 g1 g2 a2 g3 a3
+
+
+def naive_sets(matches, labels, sources):
+    """Predicted and true sets in scope, built pair by pair (the reference)."""
+    dense = sparse.csr_matrix(matches).toarray()
+    n = len(labels)
+    ids = [str(i) for i in range(n)]
+
+    def counts(i, j):
+        return i == j or sources is None or sources[i] != sources[j]
+
+    pred = {ids[i]: {ids[j] for j in range(n) if dense[i, j] and counts(i, j)} for i in range(n)}
+    true = {ids[i]: {ids[j] for j in range(n) if labels[i] == labels[j] and counts(i, j)}
+            for i in range(n)}
+    return pred, true
+
+
+def test_link_sources_modes():
+    assert link_sources(["a", "b", "a"], "auto").tolist() == [0, 1, 0]
+    assert link_sources(["a", "b", "c"], "auto") is None  # three shops: within-shop pairs count
+    assert link_sources(["a", "b", "c"], "across").tolist() == [0, 1, 2]
+    assert link_sources(["a", "b"], "all") is None
+    assert link_sources(None, "auto") is None
+    with pytest.raises(ValueError, match="two or more"):
+        link_sources(["a", "a"], "across")
+    with pytest.raises(ValueError, match="link must be"):
+        link_sources(["a", "b"], "both")
+
+
+def test_scope_sizes_by_hand():
+    assert scope_sizes(LABELS).tolist() == [3, 3, 3, 2, 2, 1]
+    # a1 has g1, g2 from the other shop; g1 only a1 (g2 is its own shop); a3 only itself
+    assert scope_sizes(LABELS, SOURCES).tolist() == [3, 2, 2, 2, 2, 1]
+
+
+@pytest.mark.parametrize("as_sparse", [False, True])
+def test_cross_source_knn_matches_brute_force(as_sparse):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sources = rng.integers(0, 3, size=40)
+    vectors = sparse.csr_matrix(x) if as_sparse else x
+    sims, idx = cross_source_knn(vectors, sources, 6, lambda q, g, w: exact_knn(q, g, w))
+    assert (idx[:, 0] == np.arange(40)).all() and np.allclose(sims[:, 0], 1, atol=1e-5)
+    full = x @ x.T
+    for row in range(40):
+        others = np.flatnonzero(sources != sources[row])
+        best = others[np.argsort(-full[row, others], kind="stable")[:5]]
+        assert set(idx[row, 1:]) == set(best)
+        assert np.allclose(sims[row, 1:], full[row, idx[row, 1:]], atol=1e-5)
+
+
+def test_cross_source_knn_pads_when_the_other_source_is_small():
+    x = np.eye(4, dtype=np.float32)
+    sims, idx = cross_source_knn(x, np.array([0, 0, 0, 1]), 4,
+                                 lambda q, g, w: exact_knn(q, g, w))
+    assert idx[0].tolist() == [0, 3, -1, -1]  # one listing in the other source
+    assert idx[3, 0] == 3 and sorted(idx[3, 1:]) == [0, 1, 2]
+
+
+def test_row_f1_and_pairs_in_scope_against_sets():
+    # a1 matches g1 (right) and g3 (wrong); g1 matches g2 and a1 matches a2 (within one
+    # shop: out of scope)
+    dense = np.eye(6, dtype=bool)
+    dense[0, 1] = dense[1, 0] = dense[0, 4] = dense[1, 2] = dense[0, 3] = True
+    matches = sparse.csr_matrix(dense)
+    pred, true = naive_sets(matches, LABELS, SOURCES)
+    expected = row_f1_scores(pred, true).to_numpy()
+    assert np.allclose(matrix_row_f1(matches, LABELS, SOURCES), expected)
+    # by hand, a1: pred {a1,g1,g3}, true {a1,g1,g2}: 2*2/(3+3)
+    assert matrix_row_f1(matches, LABELS, SOURCES)[0] == pytest.approx(4 / 6)
+    pairs = matrix_pair_scores(matches, LABELS, SOURCES)
+    reference = pairwise_scores(pred, true)
+    assert pairs == pytest.approx(reference)
+    # by hand: predicted across pairs a1-g1, g1-a1, a1-g3: 2 right of 3; true across pairs:
+    # a1-g1, a1-g2, a2-g3 both ways = 6
+    assert (pairs["precision"], pairs["recall"]) == pytest.approx((2 / 3, 2 / 6))
+    assert drop_within_source(matches, SOURCES)[1, 2] == 0
+    # without sources every pair counts, g1-g2 included
+    pred_all, true_all = naive_sets(matches, LABELS, None)
+    assert matrix_pair_scores(matches, LABELS) == pytest.approx(pairwise_scores(pred_all,
+                                                                                true_all))
+
+
+def test_neighbor_row_f1_and_sweep_in_scope():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 6)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = rng.integers(0, 8, size=30)
+    sources = rng.integers(0, 2, size=30)
+    sims, idx = cross_source_knn(x, sources, 8, lambda q, g, w: exact_knn(q, g, w))
+    values = [0.0, 0.2, 0.5]
+    table = sweep(sims, idx, labels, values, sources=sources)
+    for value, row in zip(values, table.itertuples()):
+        accepted = static_accept(sims, idx, value)
+        assert row.f1 == pytest.approx(neighbor_row_f1(idx, accepted, labels, sources).mean())
+        dense = np.eye(30, dtype=bool)
+        for r, c in zip(*np.nonzero(accepted)):
+            dense[r, idx[r, c]] = True
+        pairs = matrix_pair_scores(sparse.csr_matrix(dense), labels, sources)
+        assert (row.pair_precision, row.pair_recall, row.pair_f1) == pytest.approx(
+            (pairs["precision"], pairs["recall"], pairs["f1"]))
+
+
+def test_bcubed_by_hand_and_against_a_loop():
+    clusters = np.array([0, 0, 1, 1, 1, 2])
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    got = bcubed(clusters, labels)
+    # precision per item: 1, 1, 1/3, 2/3, 2/3, 1; recall: 2/3, 2/3, 1/3, 1, 1, 1
+    assert got["precision"] == pytest.approx((1 + 1 + 1 / 3 + 2 / 3 + 2 / 3 + 1) / 6)
+    assert got["recall"] == pytest.approx((2 / 3 + 2 / 3 + 1 / 3 + 1 + 1 + 1) / 6)
+    rng = np.random.default_rng(2)
+    clusters, labels = rng.integers(0, 5, 50), rng.integers(0, 7, 50)
+    p = np.mean([np.mean(labels[clusters == clusters[i]] == labels[i]) for i in range(50)])
+    r = np.mean([np.mean(clusters[labels == labels[i]] == clusters[i]) for i in range(50)])
+    got = bcubed(clusters, labels)
+    assert (got["precision"], got["recall"]) == pytest.approx((p, r))
+    assert got["f1"] == pytest.approx(2 * p * r / (p + r))
+    assert bcubed(labels, labels) == pytest.approx({"precision": 1, "recall": 1, "f1": 1})
+
+
+def test_split_true_pairs():
+    clusters = np.array([0, 0, 1, 2, 2, 3])
+    # true pairs: (a1,g1) together, (a1,g2) split, (g1,g2) split, (a2,g3) together
+    assert split_true_pairs(clusters, LABELS) == pytest.approx(2 / 4)
+    assert split_true_pairs(clusters, LABELS, SOURCES) == pytest.approx(1 / 3)  # no (g1,g2)
+
+
+def test_blocking_misses():
+    idx = np.array([[0, 1], [1, 5], [2, 4], [3, 0], [4, 3], [5, 0]])
+    got = blocking_misses(idx, LABELS, SOURCES)
+    # true across pairs: a1-g1 (offered), a1-g2 (never), a2-g3 (offered by g3)
+    assert got == {"true_pairs": 3, "offered": 2, "missed": 1}
+    assert blocking_misses(idx, LABELS)["true_pairs"] == 4
+
+
+def test_ranking_scores_by_hand():
+    labels = np.array([0, 0, 0, 1])
+    idx = np.array([[0, 3, 1], [1, 0, 2], [2, 0, 1], [3, 0, 1]])
+    scores = np.array([[1.0, 0.9, 0.5], [1.0, 0.9, 0.8], [1.0, 0.1, 0.2], [1.0, 0.5, 0.4]])
+    got = ranking_scores(idx, scores, labels, k=2)
+    # row 0: order 3 (miss), 1 (hit); 2 true, ideal DCG 1 + 1/log2(3)
+    ideal = 1 + 1 / np.log2(3)
+    ndcg = [(1 / np.log2(3)) / ideal, 1.0, 1.0]
+    ap = [(1 / 2) / 2, 1.0, 1.0]
+    assert got["n_queries"] == 3  # listing 3 has no true match
+    assert got["ndcg"] == pytest.approx(np.mean(ndcg))
+    assert got["map"] == pytest.approx(np.mean(ap))
+
+
+def test_recall_at_k_counts_other_sources_only():
+    idx = np.array([[0, 1, 3], [1, 0, 2], [2, 4, 1], [3, 4, 0], [4, 3, 2], [5, 0, 1]])
+    table = retrieval_at_k(idx, LABELS, [2], sources=SOURCES).set_index("k")
+    # a1: found g1 of {g1,g2} -> 1/2; g1: a1 of {a1} -> 1; g2: none of {a1} -> 0 (g1 is its
+    # own shop); a2: g3 -> 1; g3: a2 -> 1; a3 lone
+    assert table.loc[2, "recall"] == pytest.approx((0.5 + 1 + 0 + 1 + 1) / 5)
+    assert table.loc[2, "n_lone"] == 1
+
+
+def test_galleries_link_across_sources():
+    rng = np.random.default_rng(3)
+    n = 120
+    labels = np.repeat(np.arange(40), 3)
+    sources = np.tile([0, 1, 1], 40)
+    centres = rng.normal(size=(40, 16))
+    x = (centres[labels] + 0.3 * rng.normal(size=(n, 16))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    galleries = Galleries({"title": x}, labels, sources=sources, metric="pair_f1")
+    val = galleries.splits["val"]
+    _, idx = galleries.neighbors("val", {"title": 1.0}, 3)
+    src = galleries.sources["val"]
+    real = idx[:, 1:] >= 0
+    assert (src[idx[:, 1:]][real] != np.repeat(src[:, None], 3, axis=1)[real]).all()
+    config = MatchConfig(encoders={"title": "x"}, fusion_weights={"title": 1.0}, k=3,
+                         value=0.5)
+    scores = galleries.scores(config, "val")
+    assert galleries.evaluate(config, "val") == scores["pair_f1"]
+    pred, true = naive_sets(galleries.predict(config, "val"), galleries.labels["val"], src)
+    assert scores["row_f1"] == pytest.approx(row_f1_scores(pred, true).mean())
+    assert len(val) == len(galleries.labels["val"])
+    with pytest.raises(ValueError, match="metric must be"):
+        Galleries({"title": x}, labels, metric="auc")
+
+
+def write_csv(path, rows):
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_source_column_is_checked_and_mapped(tmp_path):
+    good = write_csv(tmp_path / "good.csv", {"posting_id": ["1", "2"], "title": ["a", "b"],
+                                             "shop": [" x", "y"]})
+    postings, _ = load_postings(good, columns="source=shop", progress=False)
+    assert postings["source"].tolist() == ["x", "y"]
+    empty = write_csv(tmp_path / "empty.csv", {"posting_id": ["1", "2"], "title": ["a", "b"],
+                                               "source": ["x", ""]})
+    with pytest.raises(ShopeeDataError, match="source is empty on 1 line.*3"):
+        load_postings(empty, progress=False)
+    one = write_csv(tmp_path / "one.csv", {"posting_id": ["1", "2"], "title": ["a", "b"],
+                                           "source": ["x", "x"]})
+    with pytest.raises(ShopeeDataError, match="nothing to link across"):
+        load_postings(one, progress=False)
+
+
+def test_amazon_google_groups_are_gold_components():
+    amazon = pd.DataFrame({"id": ["a1", "a2", "a3"], "title": ["t1", "t2", "t3"]})
+    google = pd.DataFrame({"id": ["g1", "g2", "g3", "g4"], "title": ["u1", "u2", "u3", "u4"]})
+    pairs = pd.DataFrame({"idAmazon": ["a1", "a1", "a2"], "idGoogleBase": ["g1", "g2", "g3"]})
+    table = amazon_google_table(amazon, google, pairs)
+    group = dict(zip(table["posting_id"], table["label_group"]))
+    assert group["a1"] == group["g1"] == group["g2"]
+    assert group["a2"] == group["g3"] != group["a1"]
+    others = [group[i] for i in ("a3", "g4")]
+    assert len(set(others) | {group["a1"], group["a2"]}) == 4  # listings without a pair alone
+    assert table["source"].tolist() == ["amazon"] * 3 + ["google"] * 4
+    bad = pd.DataFrame({"idAmazon": ["a9"], "idGoogleBase": ["g1"]})
+    with pytest.raises(ValueError, match="a9"):
+        amazon_google_table(amazon, google, bad)
+
+
+def test_pair_scores_symmetric_under_permutation():
+    # the same matches with listings renumbered give the same scores
+    dense = np.eye(6, dtype=bool)
+    dense[0, 1] = dense[1, 0] = dense[3, 4] = True
+    perm = np.array(list(itertools.islice(itertools.permutations(range(6)), 7, 8))[0])
+    moved = dense[np.ix_(perm, perm)]
+    assert matrix_pair_scores(sparse.csr_matrix(dense), LABELS, SOURCES) == pytest.approx(
+        matrix_pair_scores(sparse.csr_matrix(moved), LABELS[perm], SOURCES[perm]))
