@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--layout", default="train", choices=["train", "test"],
                       help="train: labelled train.csv (default); test: a hidden test set "
                       "(test.csv, test_images/, solution.csv) for `submit --test`")
+    demo.add_argument("--shops", type=int, default=1, choices=[1, 2],
+                      help="2: every product listed by two shops (a source column), to try "
+                      "linking across shops")
 
     download = commands.add_parser(
         "download", help="download the Shopee data from Kaggle, or the Amazon-Google benchmark")
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                         "test.csv, else its held-out split)")
     _catalog_options(submit)
     _recall_option(submit)
+    _within_source_option(submit)
 
     dedupe = commands.add_parser(
         "dedupe", help="cluster an unlabelled catalog's duplicates with a saved candidate")
@@ -73,6 +77,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="cut larger clusters at their weakest pairs (default: 50)")
     _catalog_options(dedupe)
     _recall_option(dedupe)
+    _within_source_option(dedupe)
+
+    link = commands.add_parser(
+        "link", help="link two catalogs: every listing of A with its matching listings of B")
+    link.add_argument("catalog_a", help="A's CSV (photos in <name>_images/ beside it, if any)")
+    link.add_argument("catalog_b", help="B's CSV, the catalog searched for A's products")
+    link.add_argument("--candidate", help="use this candidate instead of the best on val")
+    link.add_argument("--trained-on", default="demo",
+                      help="labelled dataset whose candidates to use (default: demo)")
+    link.add_argument("--split-seed", type=int, default=0,
+                      help="split seed the candidate was chosen on (default 0)")
+    link.add_argument("--out", help="links.csv to write (default: artifacts/links.csv)")
+    link.add_argument("--one-to-one", action="store_true",
+                      help="keep each listing's best mutual match only (price comparison)")
+    _catalog_options(link)
+    _recall_option(link)
 
     serve = commands.add_parser(
         "serve", help="answer 'is this listing a duplicate, and of what?' over HTTP")
@@ -102,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     show_logs("stderr")
     try:
         commands = {"demo": _demo, "download": _download, "report": _report, "submit": _submit,
-                    "dedupe": _dedupe, "serve": _serve}
+                    "dedupe": _dedupe, "link": _link, "serve": _serve}
         return commands[args.command](args)
     except Exception as err:  # one clear line for the user, not a traceback
         print(f"shopee-match {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
@@ -111,14 +131,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _demo(args) -> int:
     from shopee_match.data.demo import SIZES, generate_demo
-    from shopee_match.data.paths import DEMO_DATASETS, data_dir
+    from shopee_match.data.paths import DEMO_DATASETS, TWO_SHOP_DEMOS, data_dir
 
     size = args.size if args.size in SIZES else int(args.size)
-    name = {v: k for k, v in DEMO_DATASETS.items()}.get(size, f"demo-{size}")
+    name = {v: k for k, v in DEMO_DATASETS.items() if k not in TWO_SHOP_DEMOS}.get(
+        size, f"demo-{size}")
+    if args.shops == 2:
+        name = "demo-shops" if size == DEMO_DATASETS["demo-shops"] else f"{name}-shops"
     if args.layout == "test":
         name = f"{name}-test"
     dest = generate_demo(args.dest or data_dir() / name, size=size, seed=args.seed,
-                         layout=args.layout)
+                         layout=args.layout, shops=args.shops)
     print(f"demo dataset ready in {dest}")
     return 0
 
@@ -171,7 +194,8 @@ def _submit(args) -> int:
     from shopee_match.apply.submission import read_submission, write_submission
     from shopee_match.data.datasets import catalog_csv, load_test_postings, train_fingerprint
     from shopee_match.data.paths import artifacts_dir
-    from shopee_match.match.metrics import row_f1
+    from shopee_match.data.schema import POSTING_ID
+    from shopee_match.match.metrics import pairwise_scores, row_f1, scope_sets
 
     candidate, board = pick_candidate(train_fingerprint(args.dataset, args.columns),
                                       args.split_seed, args.candidate)
@@ -181,15 +205,55 @@ def _submit(args) -> int:
           f"fair test F1 {candidate.test_f1:.4f}")
     test = catalog_csv(args.test, ("test.csv",)) if args.test else None
     postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns, test)
-    matches = apply_candidate(postings, candidate, engine=args.engine,
-                              recall=args.recall).match_sets()
-    out = write_submission(matches, Path(args.out) if args.out
+    applied = apply_candidate(postings, candidate, engine=args.engine, recall=args.recall,
+                              link="all" if args.within_source else None)
+    out = write_submission(applied.match_sets(), Path(args.out) if args.out
                            else artifacts_dir() / "submission.csv")
     print(f"{len(postings)} postings -> {out} (validated)")
     if (folder / "solution.csv").is_file():
-        f1 = row_f1(read_submission(out), read_submission(folder / "solution.csv"))
-        print(f"row-wise F1 against {folder / 'solution.csv'}: {f1:.4f}")
+        sources = applied.gallery.sources
+        source_of = None if sources is None else dict(zip(postings[POSTING_ID], sources))
+        truth = scope_sets(read_submission(folder / "solution.csv"), source_of)
+        predicted = scope_sets(read_submission(out), source_of)
+        scope = "pairs across sources" if source_of else "all pairs"
+        pairs = pairwise_scores(predicted, truth)
+        print(f"against {folder / 'solution.csv'} ({scope}): row-wise F1 "
+              f"{row_f1(predicted, truth):.4f}; pair precision {pairs['precision']:.4f}, "
+              f"recall {pairs['recall']:.4f}, F1 {pairs['f1']:.4f}")
     return 0
+
+
+def _link(args) -> int:
+    from pathlib import Path
+
+    from shopee_match.apply.choosing import choose_candidate
+    from shopee_match.apply.link import link_catalogs, side_by_side
+    from shopee_match.data.paths import artifacts_dir
+    from shopee_match.data.postings import load_postings
+    from shopee_match.files import atomic_path
+
+    a, report_a = load_postings(args.catalog_a, columns=args.columns)
+    b, report_b = load_postings(args.catalog_b, columns=args.columns)
+    print(report_a.summary())
+    print(report_b.summary())
+    candidate = choose_candidate(side_by_side(a, b), args.trained_on, args.split_seed,
+                                 args.candidate, args.columns)
+    print(f"using candidate {candidate.name} ({candidate.notebook}, val "
+          f"{candidate.metric} {candidate.val_f1:.4f} on {candidate.dataset})")
+    links = link_catalogs(a, b, candidate, args.one_to_one, args.engine, recall=args.recall)
+    out = Path(args.out) if args.out else artifacts_dir() / "links.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        links.pairs.to_csv(tmp, index=False)
+    print(links.summary())
+    print(f"-> {out}")
+    return 0
+
+
+def _within_source_option(command) -> None:
+    command.add_argument("--within-source", action="store_true",
+                         help="with a source column: match listings within one source too "
+                         "(default: as the candidate was tuned; with two sources, across only)")
 
 
 def _catalog_options(command) -> None:
@@ -230,7 +294,7 @@ def _dedupe(args) -> int:
     candidate = choose_candidate(postings, args.trained_on, args.split_seed, args.candidate,
                                  args.columns)
     result = dedupe(postings, candidate, engine=args.engine, max_cluster=args.max_cluster,
-                    recall=args.recall)
+                    recall=args.recall, link="all" if args.within_source else None)
     print(result.summary(postings))
     out = Path(args.out) if args.out else artifacts_dir() / "dedupe" / "clusters.csv"
     clusters, pairs = write_deduped(result, out)

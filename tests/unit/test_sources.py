@@ -265,3 +265,17 @@ def test_pair_scores_symmetric_under_permutation():
     moved = dense[np.ix_(perm, perm)]
     assert matrix_pair_scores(sparse.csr_matrix(dense), LABELS, SOURCES) == pytest.approx(
         matrix_pair_scores(sparse.csr_matrix(moved), LABELS[perm], SOURCES[perm]))
+
+
+def test_two_shop_demo_lists_every_product_in_both_shops(tmp_path):
+    from shopee_match.data.demo import TWO_SHOPS, generate_demo
+    from shopee_match.data.postings import write_test_layout
+
+    folder = generate_demo(tmp_path / "shops", size=120, seed=4, progress=False, shops=2)
+    postings, _ = load_postings(folder / "train.csv", progress=False)
+    assert set(postings["source"]) == set(TWO_SHOPS)
+    assert (postings.groupby("label_group")["source"].nunique() == 2).all()
+    store = postings[postings["source"] == TWO_SHOPS[1]]["title"]
+    assert store.str.contains(" - ").all()  # the store's own catalogue style
+    held_out = write_test_layout(postings.iloc[:10], tmp_path / "held")
+    assert "source" in pd.read_csv(held_out / "test.csv").columns

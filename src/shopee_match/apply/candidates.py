@@ -52,6 +52,8 @@ class Candidate:
     notebook: str
     created: str
     test_f1_upper: float | None = None
+    metric: str = "row_f1"  # what val_f1 and test_f1 are: mean row-wise F1, or pair F1
+    link: str = "auto"  # how listings with a source column were linked (match.sources)
     files: list[str] = field(default_factory=list)
     hashes: dict[str, str] = field(default_factory=dict)  # file -> content digest at saving
     folder: Path | None = None
@@ -102,13 +104,16 @@ def utc_now() -> str:
 def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float, *,
                    dataset: str, fingerprint: str, split_seed: int, notebook: str,
                    test_f1_upper: float | None = None, files: Mapping[str, Any] | None = None,
-                   root: str | Path | None = None) -> Candidate:
+                   root: str | Path | None = None, metric: str = "row_f1",
+                   link: str = "auto") -> Candidate:
     """Write (or replace) candidate ``name``; returns it as :func:`load_candidate` would.
 
     ``files`` maps a file name inside the folder to an existing path (copied; a
     folder is copied whole) or to an object with a ``save(path)`` method (a second stage,
     :mod:`shopee_match.apply.second_stages`). The second stage's ``file`` must be among
-    them. The folder is written beside and renamed into place, so a reader never sees half
+    them. ``metric`` names what the F1 figures are (``row_f1`` or ``pair_f1``) and ``link``
+    how a catalog with sources was linked (``submit``/``dedupe``/``link`` apply it the same
+    way). The folder is written beside and renamed into place, so a reader never sees half
     a candidate.
     """
     from shopee_match.files import content_digest
@@ -149,7 +154,7 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
             "test_f1": float(test_f1),
             "test_f1_upper": None if test_f1_upper is None else float(test_f1_upper),
             "dataset": dataset, "fingerprint": fingerprint, "split_seed": int(split_seed),
-            "notebook": notebook, "created": utc_now(),
+            "notebook": notebook, "created": utc_now(), "metric": metric, "link": link,
             "files": sorted(files),
             "hashes": {f: content_digest(staging / f) for f in sorted(files)}}
     (staging / CANDIDATE_FILE).write_text(json.dumps(meta, indent=2))
@@ -230,7 +235,8 @@ def load_candidate(folder: str | Path) -> Candidate:
 _FIELD_TYPES = {"name": (str,), "val_f1": (numbers.Real,), "test_f1": (numbers.Real,),
                 "test_f1_upper": (numbers.Real, type(None)), "dataset": (str,),
                 "fingerprint": (str,), "split_seed": (int,), "notebook": (str,),
-                "created": (str,), "files": (list,), "hashes": (dict,)}
+                "created": (str,), "files": (list,), "hashes": (dict,), "metric": (str,),
+                "link": (str,)}
 
 
 def _check_types(meta: dict, path: Path) -> None:
@@ -270,13 +276,15 @@ def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
                      ) if root.is_dir() else []
     for folder in folders:
         row = {"candidate": folder.name, "val F1": None, "test F1 (fair)": None,
-               "notebook": "", "dataset": "", "created": "", "usable": False, "reason": ""}
+               "metric": "", "notebook": "", "dataset": "", "created": "", "usable": False,
+               "reason": ""}
         try:
             c = load_candidate(folder)
         except (OSError, ValueError, TypeError) as err:
             rows.append({**row, "reason": f"cannot be read: {err}"})
             continue
-        row |= {"val F1": c.val_f1, "test F1 (fair)": c.test_f1, "notebook": c.notebook,
+        row |= {"val F1": c.val_f1, "test F1 (fair)": c.test_f1, "metric": c.metric,
+                "notebook": c.notebook,
                 "dataset": c.dataset, "created": c.created}
         missing = c.missing_files() + c.missing_encoders()
         changed = [] if missing else c.changed_files()
@@ -293,8 +301,8 @@ def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
         else:
             row["usable"] = True
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["candidate", "val F1", "test F1 (fair)", "notebook",
-                                        "dataset", "created", "usable", "reason"])
+    table = pd.DataFrame(rows, columns=["candidate", "val F1", "test F1 (fair)", "metric",
+                                        "notebook", "dataset", "created", "usable", "reason"])
     order = table.assign(_v=table["val F1"].astype(float).fillna(-1.0)).sort_values(
         ["usable", "_v", "candidate"], ascending=[False, False, True], kind="stable")
     return order.drop(columns="_v").reset_index(drop=True)

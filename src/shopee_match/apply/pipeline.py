@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from shopee_match.apply.candidates import Candidate
-from shopee_match.data.schema import IMAGE_PHASH, POSTING_ID, TITLE
+from shopee_match.data.schema import IMAGE_PHASH, POSTING_ID, SOURCE, TITLE
 from shopee_match.embed.embeddings import Embeddings
 from shopee_match.match.config import MatchConfig
 from shopee_match.match.gallery import Gallery
@@ -47,13 +47,18 @@ def embed_for(postings: pd.DataFrame, config: MatchConfig, cache_dir: str | Path
     return embeddings
 
 
-def gallery_of(postings: pd.DataFrame, vectors: dict, recall: float = RECALL_TARGET
-               ) -> Gallery:
+def gallery_of(postings: pd.DataFrame, vectors: dict, recall: float = RECALL_TARGET,
+               link: str = "auto") -> Gallery:
     """The gallery of a catalog's listings: their vectors, photos' phash and titles
-    (``recall``: of the search above 200,000 listings, :mod:`shopee_match.match.ivf`)."""
+    (``recall``: of the search above 200,000 listings, :mod:`shopee_match.match.ivf`), linked
+    across its ``source`` column as ``link`` says
+    (:func:`~shopee_match.match.sources.link_sources`)."""
+    from shopee_match.match.sources import link_sources
+
     phash = postings[IMAGE_PHASH].to_numpy() if IMAGE_PHASH in postings else None
+    sources = link_sources(postings[SOURCE] if SOURCE in postings else None, link)
     return Gallery(vectors, phash, postings[TITLE].fillna("").astype(str).to_numpy(),
-                   recall=recall)
+                   recall=recall, sources=sources)
 
 
 @dataclass
@@ -93,11 +98,14 @@ class Applied:
 
 def apply_candidate(postings: pd.DataFrame, candidate: Candidate,
                     cache_dir: str | Path | None = None, progress: bool = True,
-                    engine: str = "auto", recall: float = RECALL_TARGET) -> Applied:
+                    engine: str = "auto", recall: float = RECALL_TARGET,
+                    link: str | None = None) -> Applied:
     """Embed ``postings`` as ``candidate`` needs (embeddings cached in ``cache_dir``, default
     ``artifacts/embeddings``; ``engine`` runs the encoders) and load its second stage; a
-    catalog above 200,000 listings is searched for ``recall`` of the exact neighbours."""
+    catalog above 200,000 listings is searched for ``recall`` of the exact neighbours, and one
+    with a ``source`` column linked as ``link`` says (default: as the candidate was tuned)."""
     embeddings = embed_for(postings, candidate.config, cache_dir, progress, engine)
-    gallery = gallery_of(postings, {m: e.vectors for m, e in embeddings.items()}, recall)
+    gallery = gallery_of(postings, {m: e.vectors for m, e in embeddings.items()}, recall,
+                         candidate.link if link is None else link)
     gallery.exact_scores = False  # one threshold: pairs that cannot reach it need no scoring
     return Applied(postings, candidate, embeddings, gallery, candidate.load_scorer())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from shopee_match.data.paths import DEMO_DATASETS, dataset_dir
+from shopee_match.data.paths import DEMO_DATASETS, TWO_SHOP_DEMOS, dataset_dir
 from shopee_match.data.postings import (
     ShopeeDataError,
     ValidationReport,
@@ -33,7 +33,7 @@ def load_dataset(
     if name in DEMO_DATASETS:  # generated, or regenerated after a generator change
         from shopee_match.data.demo import generate_demo
 
-        generate_demo(folder, size=DEMO_DATASETS[name])
+        generate_demo(folder, size=DEMO_DATASETS[name], shops=2 if name in TWO_SHOP_DEMOS else 1)
     return load_postings(folder / f"{split}.csv", check_images=check_images, columns=columns)
 
 

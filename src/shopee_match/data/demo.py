@@ -10,7 +10,9 @@ photo file, as on Shopee. Group sizes follow a power law like Shopee's (most
 groups of 2-3, a tail up to 50). Output: ``train.csv`` + ``train_images/`` +
 ``demo.json`` in the Shopee layout, identical for a given seed and size; or, in test layout,
 Kaggle's hidden-test shape (``test.csv`` + ``test_images/``, no labels) with ``solution.csv``
-to score a submission.
+to score a submission. With ``shops=2`` every product is listed by two shops (a ``source``
+column), the second with its own catalogue-style titles ("Brand Line attributes - noun",
+no promo noise), to try linking across shops.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shopee_match.data.schema import IMAGE, IMAGE_PHASH, LABEL_GROUP, POSTING_ID, TITLE
+from shopee_match.data.schema import IMAGE, IMAGE_PHASH, LABEL_GROUP, POSTING_ID, SOURCE, TITLE
 
 GENERATOR_VERSION = 2
 #: number of listings of each named size
@@ -108,6 +110,8 @@ BRACKETS = (("[", "]"), ("(", ")"), ("\u3010", "\u3011"), ("", ""), ("", ""))
 EDITIONS = ("", "", "", "", "Pro", "Plus", "Lite", "V2", "Gen 3", "Max", "Mini", "Series 5",
             "2024", "X", "Ultra", "Neo", "Prime", "Edge", "Air", "Elite", "Classic", "S")
 MODEL_LETTERS = "ABCEGKMNRSTVXZ"
+#: the two shops of a two-shop demo (``shops=2``): a marketplace and a catalogue-style store
+TWO_SHOPS = ("marketplace", "store")
 SHOPS = ("toko_murah", "grosir.jkt", "official store", "bdg_shop", "SURABAYA", "mall_id",
          "storeku", "gudang88")
 
@@ -129,7 +133,7 @@ def group_sizes(n_rows: int, rng: np.random.Generator, alpha: float = 3.0) -> np
 
 def generate_demo(
     dest: str | Path, size: str | int = "demo", seed: int = 0, progress: bool = True,
-    layout: str = "train",
+    layout: str = "train", shops: int = 1,
 ) -> Path:
     """Write a Shopee-layout dataset to ``dest`` and return it; skip if already there.
 
@@ -137,23 +141,28 @@ def generate_demo(
     writes it as a hidden test set (``test.csv`` without labels, ``test_images/``,
     ``solution.csv``): use another ``seed`` than the train set's for other products.
     The folder is built beside ``dest`` and renamed into place, so an interrupted run
-    never leaves a half-written dataset.
+    never leaves a half-written dataset. ``shops=2`` lists each product in two shops
+    (:data:`TWO_SHOPS`, in a ``source`` column), each with its own title style.
     """
     if layout not in ("train", "test"):
         raise ValueError(f"layout must be 'train' or 'test', not {layout!r}")
+    if shops not in (1, 2):
+        raise ValueError(f"shops must be 1 or 2, not {shops!r}")
     dest = Path(dest)
     n_rows = SIZES[size] if isinstance(size, str) else int(size)
     meta = {"generator_version": GENERATOR_VERSION, "n_rows": n_rows, "seed": seed,
             "image_size": IMAGE_SIZE}
     if layout == "test":
         meta["layout"] = "test"
+    if shops == 2:
+        meta["shops"] = list(TWO_SHOPS)
     meta_file = dest / "demo.json"
     if meta_file.is_file() and json.loads(meta_file.read_text()) == meta:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        _write_dataset(work, n_rows, seed, progress)
+        _write_dataset(work, n_rows, seed, progress, shops)
         if layout == "test":
             _to_test_layout(work)
         (work / "demo.json").write_text(json.dumps(meta, indent=1))
@@ -177,7 +186,8 @@ def generate_titles(n_rows: int, seed: int = 0, model_numbers: bool = False) -> 
     return [titles[i] for i in rng.permutation(len(titles))]
 
 
-def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None:
+def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool, shops: int = 1
+                   ) -> None:
     import imagehash
     from PIL import Image
 
@@ -196,7 +206,8 @@ def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None
     for g, (product, size) in enumerate(zip(products, sizes)):
         canonical = _draw_product(product)
         used = photo_of.setdefault(g, [])
-        for _ in range(size):
+        for member in range(size):
+            shop = member % shops  # with two shops, both list every product
             sibling = photo_of.get(product["sibling_group"], [])
             if used and rng.random() < 0.15:
                 name = used[rng.integers(len(used))]  # seller reuses a listing's photo
@@ -207,8 +218,10 @@ def _write_dataset(folder: Path, n_rows: int, seed: int, progress: bool) -> None
                 _seller_photo(canonical, product, rng).save(
                     images / name, quality=int(rng.integers(60, 95)))
                 used.append(name)
-            rows.append({POSTING_ID: f"train_{ids[len(rows)]}", IMAGE: name,
-                         TITLE: _seller_title(product, rng), LABEL_GROUP: labels[g]})
+            title = _shop_title(product, rng) if shop == 1 else _seller_title(product, rng)
+            rows.append({POSTING_ID: f"train_{ids[len(rows)]}", IMAGE: name, TITLE: title,
+                         LABEL_GROUP: labels[g], **({SOURCE: TWO_SHOPS[shop]} if shops == 2
+                                                    else {})})
             bar.update()
     bar.close()
     df = pd.DataFrame(rows).iloc[rng.permutation(len(rows))]  # Shopee's file is not grouped
@@ -302,6 +315,17 @@ def _seller_title(product: dict, rng: np.random.Generator) -> str:
             emoji = "".join(f"\\x{b:02x}" for b in emoji.encode())
         title = f"{emoji} {title}" if rng.random() < 0.5 else f"{title} {emoji}"
     return title
+
+
+def _shop_title(product: dict, rng: np.random.Generator) -> str:
+    """The second shop's catalogue-style title: brand, line and attributes in a fixed order,
+    then the product noun in English, title case, no promo noise (a typo now and then)."""
+    cat = product["category"]
+    attrs = [_format_attr(axis, value, rng) for axis, value in product["attrs"].items()]
+    words = " ".join([product["brand"], product["line"], *attrs]).split()
+    if rng.random() < 0.1:
+        words = _typo(words, rng)
+    return f"{' '.join(words)} - {cat.nouns[1]}".title()
 
 
 def _format_attr(axis: str, value: str, rng: np.random.Generator) -> str:

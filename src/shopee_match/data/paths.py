@@ -18,7 +18,10 @@ import os
 from pathlib import Path
 
 #: Names of the generated demo datasets and their size (see :mod:`shopee_match.data.demo`).
-DEMO_DATASETS = {"demo-tiny": "tiny", "demo": "demo", "demo-shopee": "shopee"}
+DEMO_DATASETS = {"demo-tiny": "tiny", "demo": "demo", "demo-shopee": "shopee",
+                 "demo-shops": "tiny"}
+#: demo datasets whose products are listed by two shops (a ``source`` column to link across)
+TWO_SHOP_DEMOS = ("demo-shops",)
 #: Name of the real Kaggle data (downloaded with ``shopee-match download``).
 SHOPEE_DATASET = "shopee"
 #: Names of real benchmarks written by ``shopee-match download NAME``.

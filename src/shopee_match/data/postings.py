@@ -462,7 +462,7 @@ def write_test_layout(postings: pd.DataFrame, dest: str | Path) -> Path:
     dest = Path(dest)
     images = dest / "test_images"
     images.mkdir(parents=True, exist_ok=True)
-    columns = [c for c in (POSTING_ID, IMAGE, IMAGE_PHASH, TITLE) if c in postings]
+    columns = [c for c in (POSTING_ID, IMAGE, IMAGE_PHASH, TITLE, SOURCE) if c in postings]
     table = postings[columns].copy()
     table[TITLE] = postings[TITLE_RAW] if TITLE_RAW in postings else postings[TITLE]
     if IMAGE in postings:

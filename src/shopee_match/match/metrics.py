@@ -55,6 +55,18 @@ def pairwise_scores(predicted: MatchSets, truth: MatchSets) -> dict[str, float]:
             "true_positives": int(tp), "predicted_pairs": int(n_pred), "true_pairs": int(n_true)}
 
 
+def scope_sets(sets: MatchSets, source_of: Mapping[str, object] | None) -> pd.Series:
+    """Match sets restricted to the pairs in scope: with ``source_of`` (``posting_id ->
+    source``) each set keeps the listing itself and the ids from other sources; without it,
+    the sets as they are (a space-separated string is split)."""
+    series = _as_series(sets)
+    split = [set(v.split()) if isinstance(v, str) else set(v) for v in series]
+    if source_of is not None:
+        split = [{o for o in ids if o == pid or source_of[o] != source_of[pid]}
+                 for pid, ids in zip(series.index, split)]
+    return pd.Series(split, index=series.index, dtype=object)
+
+
 def neighbor_row_f1(neighbors: np.ndarray, accepted: np.ndarray, labels: Sequence[int],
                     sources: np.ndarray | None = None) -> np.ndarray:
     """Row-wise F1 when each posting's matches are itself plus its accepted neighbours.
