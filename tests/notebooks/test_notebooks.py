@@ -330,3 +330,25 @@ def test_gray_zone_labels_are_never_lost_and_a_broken_file_is_named(tiny_env, tm
     assert runs[0].status == "failed"
     assert str(path) in runs[0].error and "has 9 fields" in runs[0].error, runs[0].error
     assert path.read_text() == broken
+
+
+def test_two_shops_are_linked_across_and_submit_decides_as_the_report(tiny_env, tmp_path):
+    """The two-shop demo: recall, thresholds and the candidate in scope (pairs across shops),
+    chosen on pair F1; notebook 06 then scores the held-out split exactly as 03 reported."""
+    retrieval, sweep, submission = (r.records for r in run_ok(
+        tmp_path, ["02", "03", "06"], {"DATASET": "demo-shops", "METRIC": "pair_f1"}))
+    assert retrieval["linked_across_sources"] and sweep["linked_across_sources"]
+    for by_k in retrieval["recall_at_k"].values():
+        values = [by_k[str(k)] for k in (1, 5, 10, 20, 50)]
+        assert values == sorted(values)
+    assert sweep["metric"] == "pair_f1"
+    best = sweep["test_scores"][f"best: {sweep['best_step']}"]
+    assert best["pair_f1"] == pytest.approx(sweep["best_test_f1"], abs=1e-4)
+    p, r = best["pair_precision"], best["pair_recall"]
+    assert best["pair_f1"] == pytest.approx(2 * p * r / (p + r), abs=2e-4)
+    assert "tfidf alone, static" in sweep["test_scores"]  # the classic reference, same run
+    offered = sweep["never_offered_pairs"]
+    assert offered["missed"] == offered["true_pairs"] - offered["offered"] >= 0
+    assert 0 < sweep["ranking_at_10"]["ndcg"] <= 1
+    assert submission["candidate"] == "03_thresholds"
+    assert submission["test_pairwise"]["f1"] == pytest.approx(sweep["best_test_f1"], abs=1e-4)

@@ -279,3 +279,55 @@ def test_two_shop_demo_lists_every_product_in_both_shops(tmp_path):
     assert store.str.contains(" - ").all()  # the store's own catalogue style
     held_out = write_test_layout(postings.iloc[:10], tmp_path / "held")
     assert "source" in pd.read_csv(held_out / "test.csv").columns
+
+
+def test_lists_of_sampled_rows_equal_those_of_all_rows():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    sources = rng.integers(0, 2, size=50)
+    rows = np.array([3, 17, 40, 8])
+    from shopee_match.match.sources import exact_lists
+
+    whole = exact_lists(x, np.arange(50), 5, sources)
+    part = exact_lists(x, rows, 5, sources)
+    assert np.array_equal(part[1], whole[1][rows]) and np.allclose(part[0], whole[0][rows])
+    assert np.array_equal(exact_lists(x, rows, 5)[1], exact_knn(x[rows], x, 5)[1])
+
+
+def test_list_scores_put_pair_scores_back_in_place():
+    from shopee_match.match.pairs import candidate_pairs, list_scores
+
+    idx = np.array([[0, 2, 1], [1, -1, 0], [2, 0, 1]])
+    i, j, _ = candidate_pairs(idx)
+    scores = np.arange(len(i), dtype=float)
+    placed = list_scores(idx, scores)
+    assert np.isinf(placed[0, 0]) and np.isinf(placed[1, 1]) and np.isinf(placed[1, 0])
+    assert [placed[a, list(idx[a]).index(b)] for a, b in zip(i, j)] == scores.tolist()
+    with pytest.raises(ValueError, match="candidate pairs"):
+        list_scores(idx, scores[:-1])
+
+
+def test_a_tfidf_candidate_decides_the_held_out_split_as_submit_does(data_root, tmp_path,
+                                                                     monkeypatch):
+    """TF-IDF is fitted on a split's own titles in tuning, as submit fits it on the listings it
+    matches: the test split is decided the same way in both (it once scored 0.8830 in the
+    report and 0.8773 at submit on Amazon-Google)."""
+    from shopee_match.apply.candidates import Candidate
+    from shopee_match.apply.pipeline import apply_candidate
+    from shopee_match.apply.tuning import TuningSet
+    from shopee_match.data.datasets import load_dataset, load_test_postings
+    from shopee_match.embed.embeddings import embed_dataset
+
+    monkeypatch.setenv("SHOPEE_MATCH_DATA", str(data_root))
+    postings, _ = load_dataset("demo-tiny", check_images="none")
+    data = TuningSet("demo-tiny", postings, embed_dataset(postings, modalities=["tfidf"]),
+                     {"tfidf": "tfidf"}, 224)
+    config = data.config({"tfidf": 1.0}, 10, value=0.35)
+    in_report = data.galleries(0).predict(config, "test")
+    candidate = Candidate("t", config, 0.5, 0.5, "demo-tiny", data.fingerprint, 0, "test",
+                          "now")
+    test_postings, _ = load_test_postings("demo-tiny", 0)
+    at_submit = apply_candidate(test_postings, candidate, cache_dir=tmp_path,
+                                progress=False).matches
+    assert in_report.nnz > len(test_postings)  # some matches besides each listing itself
+    assert (in_report != at_submit).nnz == 0

@@ -70,16 +70,23 @@ class TuningSet:
         """The listings split by label group into galleries (:class:`Galleries`), with their
         vectors (of ``modalities``, default all), photos' phash and titles; linked across
         sources as ``link`` says (:func:`~shopee_match.match.sources.link_sources`), every
-        choice made on ``metric``."""
+        choice made on ``metric``. TF-IDF is fitted on each split's titles, as ``submit`` fits
+        it on the listings it matches, so a split is decided as ``submit`` would decide it."""
         from shopee_match.match.sources import link_sources
 
         vectors = self.vectors if modalities is None else {m: self.vectors[m]
                                                            for m in modalities}
         phash = self.postings[IMAGE_PHASH].to_numpy() if IMAGE_PHASH in self.postings else None
         sources = self.postings[SOURCE] if SOURCE in self.postings else None
-        return Galleries(vectors, self.labels, phash, split_seed, fractions,
-                         self.postings[TITLE].to_numpy(), names,
-                         link_sources(sources, link), metric)
+        titles = self.postings[TITLE].to_numpy()
+        galleries = Galleries(vectors, self.labels, phash, split_seed, fractions, titles, names,
+                              link_sources(sources, link), metric)
+        if "tfidf" in vectors:  # fitted on each split's own titles, as submit fits a test set's
+            from shopee_match.embed.tfidf import tfidf_vectors
+
+            for split, rows in galleries.rows.items():
+                galleries.splits[split].vectors["tfidf"] = tfidf_vectors(list(titles[rows]))
+        return galleries
 
     def config(self, fusion_weights: dict[str, float], k: int, value: float = 0.5,
                **fields) -> MatchConfig:

@@ -18,6 +18,18 @@ def candidate_pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return query_rows(idx, mask), idx[mask], rank[mask]
 
 
+def list_scores(idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Scores of the pairs of :func:`candidate_pairs` (in its order) put back in place of
+    each listing's neighbours: an ``idx``-shaped array, ``-inf`` for the listing itself and
+    padding (to rank neighbours by a second stage, e.g. for NDCG)."""
+    mask = real_neighbors(idx)
+    if len(scores) != mask.sum():
+        raise ValueError(f"{len(scores)} scores for {int(mask.sum())} candidate pairs")
+    out = np.full(idx.shape, -np.inf)
+    out[mask] = scores
+    return out
+
+
 def pair_features(i: np.ndarray, j: np.ndarray, rank: np.ndarray, vectors: dict,
                   sims: np.ndarray, idx: np.ndarray, phash: Sequence[str] | None = None
                   ) -> pd.DataFrame:

@@ -76,33 +76,46 @@ def drop_within_source(matches, sources: np.ndarray | None):
                              shape=matches.shape)
 
 
-def cross_source_knn(vectors, sources: np.ndarray, k: int, search
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def cross_source_knn(vectors, sources: np.ndarray, k: int, search,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Lists ``(sims, idx)`` of ``k`` columns: each row itself first, then its ``k - 1``
     nearest rows of other sources (``-1`` pads when those are fewer).
 
     ``search(queries, gallery, k)`` is the exact or approximate search of query rows against
     gallery rows (both dense arrays or both sparse), returning ``(sims, idx)`` into gallery.
+    ``rows`` lists only some rows (a sample), one list each in that order (default: all).
     """
     from shopee_match.match.neighbors import index_dtype
 
     sources = np.asarray(sources)
     n = vectors.shape[0]
-    sims = np.full((n, k), -1.0, dtype=np.float32)
-    idx = np.full((n, k), -1, dtype=index_dtype(n))
-    idx[:, 0] = np.arange(n)
-    sims[:, 0] = _self_similarity(vectors)
-    for code in np.unique(sources):
-        rows = np.flatnonzero(sources == code)
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    sims = np.full((len(rows), k), -1.0, dtype=np.float32)
+    idx = np.full((len(rows), k), -1, dtype=index_dtype(n))
+    idx[:, 0] = rows
+    sims[:, 0] = _self_similarity(vectors[rows])
+    for code in np.unique(sources[rows]):
+        at = np.flatnonzero(sources[rows] == code)
         others = np.flatnonzero(sources != code)
         width = min(k - 1, len(others))
         if width < 1:
             continue
-        s, i = search(vectors[rows], vectors[others], width)
+        s, i = search(vectors[rows[at]], vectors[others], width)
         found = i >= 0
-        sims[rows, 1:width + 1] = np.where(found, s, -1.0)
-        idx[rows, 1:width + 1] = np.where(found, others[np.where(found, i, 0)], -1)
+        sims[at, 1:width + 1] = np.where(found, s, -1.0)
+        idx[at, 1:width + 1] = np.where(found, others[np.where(found, i, 0)], -1)
     return sims, idx
+
+
+def exact_lists(vectors, rows: np.ndarray, k: int, sources: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``k``-column lists of some ``rows`` (each usually first in its own) among all
+    rows, or with ``sources`` among the other sources' rows (:func:`cross_source_knn`)."""
+    from shopee_match.match.neighbors import exact_knn
+
+    if sources is None:
+        return exact_knn(vectors[rows], vectors, k=k)
+    return cross_source_knn(vectors, sources, k, lambda q, g, w: exact_knn(q, g, w), rows)
 
 
 def _self_similarity(vectors) -> np.ndarray:
