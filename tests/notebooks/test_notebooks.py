@@ -84,7 +84,9 @@ def test_threshold_sweep_saves_candidate_03(tiny_env, tmp_path):
     [run] = run_ok(tmp_path, ["03"])
     steps = [row[0] for row in run.records["ablation"]]
     assert steps[1:3] == ["fused, static threshold", "dynamic threshold instead"]
-    assert "pair classifier (instead of thresholds)" in steps
+    assert {"pair classifier (instead of thresholds)", "+ title features (words, model numbers)",
+            "gradient-boosted pair model (all features)"} <= set(steps)
+    assert steps[0].startswith("best single modality")  # the base the rest must beat on val
     assert 0.0 < run.records["best_test_f1"] <= run.records["best_test_f1_tuned_on_test"] <= 1.0
     candidate = load_candidate(candidates_dir() / "03_thresholds")
     assert candidate.dataset == "demo-tiny" and candidate.split_seed == 0

@@ -249,7 +249,7 @@ def test_pair_classifier_learns_from_features(monkeypatch):
                                    "same_phash"]
     y = labels[i] == labels[j]
     model = PairClassifier.fit(feats, y)
-    proba = model.model.predict_proba(feats.to_numpy())[:, 1]
+    proba = model.model.predict_proba(feats)[:, 1]
     assert proba[y].mean() > proba[~y].mean() + 0.3
     for chunk in (7, len(feats), 10**6):  # scored in chunks: the same probabilities
         monkeypatch.setattr(second_stage, "SCORE_CHUNK", chunk)

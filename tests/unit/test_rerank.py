@@ -297,3 +297,23 @@ def test_a_reranker_skips_the_pairs_it_rejects_whatever_the_cross_encoder_says(c
     key = model.cache_key
     unordered = {tuple(sorted(p)) for p in zip(pairs.i.tolist(), pairs.j.tolist())}
     assert len(fast_gallery.cache[key]) < len(exact_gallery.cache[key]) == len(unordered)
+
+
+def test_random_negatives_are_mixed_in_from_train_listings_of_other_groups():
+    vectors, labels, titles = clustered(seed=2)
+    galleries = Galleries(vectors, labels)
+    pairs = split_pairs(galleries, {"text": 1.0}, k=8)
+    table = training_pairs(pairs, titles, max_negatives=60, seed=0, random_negatives=40,
+                           labels=labels, train_rows=galleries.rows["train"])
+    counts = table["kind"].value_counts()
+    assert counts["hard negative"] == 60 and counts["random negative"] == 40
+    assert (table["label"] == 1).sum() == (table["label"] == 0).sum() == 100
+    group_of = dict(zip(titles, labels))
+    train_titles = set(np.asarray(titles)[galleries.rows["train"]])
+    randoms = table[table["kind"] == "random negative"]
+    assert (randoms["label"] == 0).all()
+    assert all(group_of[a] != group_of[b] for a, b in zip(randoms["sentence1"],
+                                                           randoms["sentence2"]))
+    assert set(randoms["sentence1"]) | set(randoms["sentence2"]) <= train_titles
+    with pytest.raises(ValueError, match="labels and the train rows"):
+        training_pairs(pairs, titles, 60, random_negatives=10)

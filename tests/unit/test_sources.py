@@ -331,3 +331,55 @@ def test_a_tfidf_candidate_decides_the_held_out_split_as_submit_does(data_root, 
                                 progress=False).matches
     assert in_report.nnz > len(test_postings)  # some matches besides each listing itself
     assert (in_report != at_submit).nnz == 0
+
+
+def test_title_pair_features_by_hand():
+    from shopee_match.match.pairs import TITLE_FEATURES, title_pair_features
+
+    titles = ["QuickBooks Pro 2007", "quickbooks pro 2008", "Office Home", "office home suite"]
+    got = title_pair_features(titles, np.array([0, 2, 0]), np.array([1, 3, 2]))
+    assert list(got.columns) == list(TITLE_FEATURES)
+    # 0-1: words {quickbooks, pro, 2007} vs {quickbooks, pro, 2008}: 2 / 4; numbers disjoint
+    assert got.iloc[0].tolist() == pytest.approx([0.5, 1.0, 0.0, 1.0])
+    # 2-3: 2 of 3 words, no numbers on either side: no conflict
+    assert got.iloc[1].tolist() == pytest.approx([2 / 3, 0.0, 0.0, 0.0])
+    assert got.iloc[2].tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0])
+    same = title_pair_features(["rtx 5070 16gb", "RTX 5070 16GB"], np.array([0]), np.array([1]))
+    assert same.iloc[0].tolist() == pytest.approx([1.0, 1.0, 1.0, 0.0])
+    empty = title_pair_features(["", ""], np.array([0]), np.array([1]))
+    assert empty.iloc[0].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_pair_classifier_reads_its_columns_by_name(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from shopee_match.match.second_stage import PairClassifier
+
+    rng = np.random.default_rng(6)
+    y = rng.random(400) < 0.3
+    features = pd.DataFrame({"sim_text": y + rng.normal(0, 0.5, 400), "rank": rng.random(400),
+                             "title_token_jaccard": y + rng.normal(0, 0.5, 400),
+                             "cross_encoder": y * 0.5 + rng.random(400) * 0.5})
+    for kind in PairClassifier.KINDS:
+        model = PairClassifier.fit(features, y, kind=kind)
+        proba = model.probabilities(features)
+        assert proba[y].mean() > proba[~y].mean() + 0.3
+        shuffled = features[features.columns[::-1]]  # the same features in another order
+        assert np.allclose(model.probabilities(shuffled), proba)
+        loaded = PairClassifier.load(model.save(tmp_path / f"{kind}.joblib"))
+        assert np.allclose(loaded.probabilities(features), proba)
+    subset = PairClassifier.fit(features, y, columns=["sim_text", "rank"])
+    assert subset.columns == ["sim_text", "rank"]
+    # rising in the cross-encoder's probability, whatever else: boosted too
+    boosted = PairClassifier.fit(features, y, kind="boosted")
+    low, high = features.assign(cross_encoder=0.0), features.assign(cross_encoder=1.0)
+    assert (boosted.probabilities(high) >= boosted.probabilities(low) - 1e-12).all()
+    with pytest.raises(ValueError, match="kind must be"):
+        PairClassifier.fit(features, y, kind="forest")
+    # a model saved before names were kept (fitted on an array, without title features)
+    old = PairClassifier(make_pipeline(StandardScaler(), LogisticRegression()).fit(
+        features.drop(columns="title_token_jaccard").to_numpy(), y))
+    expected = old.model.predict_proba(features.drop(columns="title_token_jaccard").to_numpy())
+    assert np.allclose(old.probabilities(features), expected[:, 1])

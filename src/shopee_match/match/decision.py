@@ -55,7 +55,7 @@ def candidate_pair_features(gallery: Gallery, config, lists: Lists | None = None
         sims, idx = neighbor_lists(gallery, config) if lists is None else lists
         i, j, rank = candidate_pairs(idx)
         gallery.cache[key] = CandidatePairs(gallery, i, j, pair_features(
-            i, j, rank, gallery.vectors, sims, idx, gallery.phash))
+            i, j, rank, gallery.vectors, sims, idx, gallery.phash, gallery.titles))
     return gallery.cache[key]
 
 

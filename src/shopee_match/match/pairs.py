@@ -31,13 +31,14 @@ def list_scores(idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def pair_features(i: np.ndarray, j: np.ndarray, rank: np.ndarray, vectors: dict,
-                  sims: np.ndarray, idx: np.ndarray, phash: Sequence[str] | None = None
-                  ) -> pd.DataFrame:
+                  sims: np.ndarray, idx: np.ndarray, phash: Sequence[str] | None = None,
+                  titles: Sequence[str] | None = None) -> pd.DataFrame:
     """Features of candidate pairs for the pair classifier.
 
     One similarity per modality in ``vectors`` (``sim_<name>``, names sorted), the neighbour
     rank, the query's neighbour-similarity mean and std (from ``sims``/``idx``,
-    usually the fused lists) and, if given, whether the two photos share a phash.
+    usually the fused lists), if given whether the two photos share a phash, and with
+    ``titles`` the :data:`TITLE_FEATURES` (:func:`title_pair_features`).
     """
     mean, std = neighbor_sim_stats(sims, idx)
     features = {f"sim_{name}": pair_cosine(vectors[name], i, j) for name in sorted(vectors)}
@@ -46,7 +47,47 @@ def pair_features(i: np.ndarray, j: np.ndarray, rank: np.ndarray, vectors: dict,
     if phash is not None:
         phash = np.asarray(phash, dtype=object)
         features["same_phash"] = (phash[i] == phash[j]).astype(np.float32)
-    return pd.DataFrame(features)
+    frame = pd.DataFrame(features)
+    if titles is not None:
+        frame = pd.concat([frame, title_pair_features(titles, i, j)], axis=1)
+    return frame
+
+
+#: the title features of :func:`title_pair_features`, in order
+TITLE_FEATURES = ("title_token_jaccard", "title_numbers_both", "title_number_jaccard",
+                  "title_number_conflict")
+
+
+def title_pair_features(titles: Sequence[str], i: np.ndarray, j: np.ndarray) -> pd.DataFrame:
+    """What the two titles of each pair share, model-number aware: the Jaccard overlap of
+    their words, whether both hold numbers (tokens with a digit: "2007", "rtx5070", "16gb"),
+    the Jaccard overlap of those, and whether both hold numbers but share none (a version,
+    model or size that differs: "quickbooks 2007" against "quickbooks 2008")."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    titles = [str(t) for t in titles]
+    columns = {}
+    for name, pattern in (("token", r"(?u)\b\w+\b"), ("number", r"(?u)\b\w*\d\w*\b")):
+        try:
+            marks = CountVectorizer(binary=True, token_pattern=pattern, dtype=np.float32
+                                    ).fit_transform(titles).tocsr()
+        except ValueError:  # no token at all in these titles
+            marks = None
+        if marks is None:
+            inter = size_i = size_j = np.zeros(len(i), dtype=np.float32)
+        else:
+            counts = np.asarray(marks.sum(axis=1), dtype=np.float32).ravel()
+            inter, size_i, size_j = pair_cosine(marks, i, j), counts[i], counts[j]
+        union = size_i + size_j - inter
+        columns[name] = (np.where(union > 0, inter / np.maximum(union, 1), 0.0), size_i > 0,
+                         size_j > 0, inter > 0)
+    token_jaccard = columns["token"][0]
+    number_jaccard, has_i, has_j, shared = columns["number"]
+    both = has_i & has_j
+    return pd.DataFrame({"title_token_jaccard": token_jaccard.astype(np.float32),
+                         "title_numbers_both": both.astype(np.float32),
+                         "title_number_jaccard": number_jaccard.astype(np.float32),
+                         "title_number_conflict": (both & ~shared).astype(np.float32)})
 
 
 def with_ce(features: pd.DataFrame, ce: np.ndarray) -> pd.DataFrame:

@@ -68,39 +68,76 @@ def score_pairs(scorer: PairScorer | None, pairs: CandidatePairs, kind: str = "s
 
 
 class PairClassifier:
-    """Logistic regression on standardised pair features (a scikit-learn pipeline), saved
-    with joblib. Its score is the match probability."""
+    """A classifier of candidate pairs from their features (a scikit-learn pipeline), saved
+    with joblib; its score is the match probability. ``logistic``: logistic regression on
+    standardised features; ``boosted``: gradient-boosted trees (scikit-learn's
+    histogram GBDT, the LightGBM algorithm), which Shopee's 2nd and 3rd places used for pairs.
+    The features it reads are kept by name with the model."""
+
+    KINDS = ("logistic", "boosted")
 
     def __init__(self, model):
         self.model = model
 
     @classmethod
-    def fit(cls, features: pd.DataFrame, is_match: np.ndarray, seed: int = 0) -> PairClassifier:
-        """Fit on pair features and whether each pair is a match (both kinds needed)."""
+    def fit(cls, features: pd.DataFrame, is_match: np.ndarray, seed: int = 0,
+            kind: str = "logistic", columns: list[str] | None = None) -> PairClassifier:
+        """Fit on pair features (``columns`` of them, default all) and whether each pair is a
+        match (both kinds needed)."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
+        if kind not in cls.KINDS:
+            raise ValueError(f"kind must be one of {cls.KINDS}, not {kind!r}")
         if len(np.unique(is_match)) < 2:
             raise ValueError("the pair classifier needs matching and non-matching candidate "
                              "pairs")
-        model = make_pipeline(StandardScaler(),
-                              LogisticRegression(max_iter=1000, random_state=seed))
-        return cls(model.fit(features.to_numpy(), np.asarray(is_match, dtype=bool)))
+        if kind == "logistic":
+            model = make_pipeline(StandardScaler(),
+                                  LogisticRegression(max_iter=1000, random_state=seed))
+        chosen = features if columns is None else features[list(columns)]
+        if kind == "boosted":  # rising in the cross-encoder's probability, as the logistic
+            # model is: the reranker relies on it to skip pairs no probability could accept
+            rising = {"cross_encoder": 1} if "cross_encoder" in chosen else None
+            model = make_pipeline(HistGradientBoostingClassifier(
+                max_iter=200, learning_rate=0.1, max_leaf_nodes=15, l2_regularization=1.0,
+                early_stopping=False, random_state=seed, monotonic_cst=rising))
+        return cls(model.fit(chosen, np.asarray(is_match, dtype=bool)))
+
+    @property
+    def columns(self) -> list[str] | None:
+        """The feature names it reads (None for a model saved before they were kept)."""
+        names = getattr(self.model, "feature_names_in_", None)
+        return None if names is None else list(names)
+
+    def _matrix(self, features: pd.DataFrame) -> np.ndarray:
+        if self.columns is not None:
+            return features[self.columns]
+        from shopee_match.match.pairs import TITLE_FEATURES  # an older model: by position,
+
+        return features.drop(columns=[c for c in TITLE_FEATURES if c in features])  # as then
 
     def probabilities(self, features: pd.DataFrame) -> np.ndarray:
         """Match probability of every row of ``features``, scored in chunks of
         :data:`SCORE_CHUNK` pairs: the float64 matrix the pipeline is given and its scaler's
         copy of it are made a chunk at a time, not for millions of pairs at once."""
         out = np.empty(len(features))
-        for lo in range(0, len(features), SCORE_CHUNK):
-            chunk = features.iloc[lo:lo + SCORE_CHUNK].to_numpy()
+        table = self._matrix(features)
+        for lo in range(0, len(table), SCORE_CHUNK):
+            chunk = table.iloc[lo:lo + SCORE_CHUNK]
+            if self.columns is None:
+                chunk = chunk.to_numpy()
             out[lo:lo + len(chunk)] = self.model.predict_proba(chunk)[:, 1]
         return out
 
-    def coefficients(self, columns) -> pd.Series:
+    def coefficients(self, columns=None) -> pd.Series:
         """The logistic regression's weight of each (standardised) feature."""
-        return pd.Series(self.model[-1].coef_[0], index=columns)
+        if not hasattr(self.model[-1], "coef_"):
+            raise ValueError("only a logistic pair classifier has coefficients")
+        return pd.Series(self.model[-1].coef_[0],
+                         index=self.columns if columns is None else list(columns))
 
     def score(self, pairs: CandidatePairs, accept_at: float | None = None) -> np.ndarray:
         return self.probabilities(pairs.features)

@@ -89,30 +89,41 @@ def split_pairs(galleries, weights: dict[str, float], k: int) -> pd.DataFrame:
 
 def training_pairs(pairs: pd.DataFrame, titles: Sequence[str], max_negatives: int = 4000,
                    seed: int = 0, extra: pd.DataFrame | None = None,
-                   augmented_share: float = 0.25) -> pd.DataFrame:
+                   augmented_share: float = 0.25, random_negatives: int = 0,
+                   labels: Sequence | None = None, train_rows: np.ndarray | None = None
+                   ) -> pd.DataFrame:
     """Balanced cross-encoder training pairs from the ``train`` split's candidate pairs.
 
     Negatives are the hardest (most similar) different-group pairs, at most
-    ``max_negatives``. Positives match their number: same-group pairs (a seeded
-    sample if there are more) and augmented copies (:func:`augment_title` on one
-    side) — at least ``augmented_share`` of them, more when same-group pairs run
-    short. ``extra`` (labelled gray-zone rows, :func:`read_labelled`) is appended.
-    Columns: ``sentence1``, ``sentence2``, ``label`` (0/1), ``kind``.
+    ``max_negatives``, plus ``random_negatives`` random different-group pairs of the
+    ``train_rows`` (with their ``labels``; easy pairs, which sentence-transformers'
+    maintainers advise mixing in so the model also learns what is plainly different).
+    Positives match their number: same-group pairs (a seeded sample if there are more) and
+    augmented copies (:func:`augment_title` on one side) — at least ``augmented_share`` of
+    them, more when same-group pairs run short. ``extra`` (labelled gray-zone rows,
+    :func:`read_labelled`) is appended. Columns: ``sentence1``, ``sentence2``, ``label``
+    (0/1), ``kind``.
     """
     rng = np.random.default_rng(seed)
     titles = np.asarray(titles, dtype=object)
     train = pairs[pairs["split"] == "train"]
     positives = train[train["label"]]
     negatives = train[~train["label"]].sort_values("sim", ascending=False, kind="stable")
-    negatives = negatives.head(max_negatives)
+    negatives = negatives.head(max_negatives).assign(kind="hard negative")
+    if random_negatives:
+        if labels is None or train_rows is None:
+            raise ValueError("random negatives need the labels and the train rows")
+        negatives = pd.concat([negatives, _random_negatives(
+            np.asarray(train_rows), np.asarray(labels), random_negatives, rng)],
+            ignore_index=True)
     target = len(negatives)
     n_augmented = (max(target - len(positives), int(round(augmented_share * target)))
                    if len(positives) else 0)
     originals = positives.iloc[np.sort(rng.permutation(len(positives))[:target - n_augmented])]
     rows = [{"sentence1": titles[a], "sentence2": titles[b], "label": 1.0, "kind": "positive"}
             for a, b in zip(originals["a"], originals["b"])]
-    rows += [{"sentence1": titles[a], "sentence2": titles[b], "label": 0.0,
-              "kind": "hard negative"} for a, b in zip(negatives["a"], negatives["b"])]
+    rows += [{"sentence1": titles[a], "sentence2": titles[b], "label": 0.0, "kind": kind}
+             for a, b, kind in zip(negatives["a"], negatives["b"], negatives["kind"])]
     for pick in rng.integers(0, max(len(positives), 1), n_augmented):
         a, b = positives["a"].iloc[pick], positives["b"].iloc[pick]
         first, second = (titles[a], titles[b]) if rng.random() < 0.5 else (titles[b], titles[a])
@@ -123,6 +134,14 @@ def training_pairs(pairs: pd.DataFrame, titles: Sequence[str], max_negatives: in
         out = pd.concat([out, extra.assign(kind="labelled gray zone")[out.columns]],
                         ignore_index=True)
     return out
+
+
+def _random_negatives(rows: np.ndarray, labels: np.ndarray, n: int, rng: np.random.Generator
+                      ) -> pd.DataFrame:
+    """``n`` random pairs of ``rows`` from different label groups (columns ``a``, ``b``)."""
+    a, b = rng.choice(rows, size=2 * n), rng.choice(rows, size=2 * n)
+    keep = labels[a] != labels[b]
+    return pd.DataFrame({"a": a[keep][:n], "b": b[keep][:n], "kind": "random negative"})
 
 
 @dataclass(frozen=True)
