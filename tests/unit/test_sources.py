@@ -383,3 +383,18 @@ def test_pair_classifier_reads_its_columns_by_name(tmp_path):
         features.drop(columns="title_token_jaccard").to_numpy(), y))
     expected = old.model.predict_proba(features.drop(columns="title_token_jaccard").to_numpy())
     assert np.allclose(old.probabilities(features), expected[:, 1])
+
+
+def test_operating_point_by_hand():
+    from shopee_match.match.metrics import operating_point
+
+    val = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    val_match = np.array([True, True, False, True, False])
+    test = np.array([0.95, 0.85, 0.75, 0.3])
+    test_match = np.array([True, False, True, True])
+    # at 0.8: 2 of 2 right (precision 1), recall 2/3; at 0.6: 3 of 4 (0.75 < 0.95)
+    got = operating_point(val, val_match, test, test_match, 0.95)
+    assert got == pytest.approx({"threshold": 0.8, "val precision": 1.0, "val recall": 2 / 3,
+                                 "test precision": 0.5, "test recall": 1 / 3})
+    assert operating_point(val, ~val_match, test, test_match, 0.95) is None
+    assert operating_point(val, val_match, test, test_match, 0.7)["threshold"] == 0.6

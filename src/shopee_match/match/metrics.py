@@ -238,6 +238,31 @@ def pair_auc(scores: Sequence[float], is_match: Sequence[bool]) -> dict[str, flo
             "average_precision": float(average_precision_score(is_match, scores))}
 
 
+def operating_point(val_scores: Sequence[float], val_match: Sequence[bool],
+                    test_scores: Sequence[float], test_match: Sequence[bool],
+                    min_precision: float = 0.95) -> dict[str, float] | None:
+    """The high-precision operating point of a pair scorer, chosen on val: the lowest
+    threshold whose val pairs scoring at least it are ``min_precision`` correct (the most
+    recall at that precision), with val and test precision and recall there. None when no
+    threshold reaches it on val."""
+    val_scores, val_match = np.asarray(val_scores, float), np.asarray(val_match, bool)
+    test_scores, test_match = np.asarray(test_scores, float), np.asarray(test_match, bool)
+
+    def at(scores, match, t):
+        accepted = scores >= t
+        hits = int((accepted & match).sum())
+        return (hits / accepted.sum() if accepted.any() else 0.0,
+                hits / match.sum() if match.any() else 0.0)
+
+    for t in np.unique(val_scores):  # ascending: the first that reaches it keeps most recall
+        p, r = at(val_scores, val_match, t)
+        if p >= min_precision:
+            tp, tr = at(test_scores, test_match, t)
+            return {"threshold": float(t), "val precision": p, "val recall": r,
+                    "test precision": tp, "test recall": tr}
+    return None
+
+
 def retrieval_at_k(
     neighbors: np.ndarray, labels: Sequence[int], ks: Iterable[int] = (1, 5, 10, 20, 50),
     query_rows: np.ndarray | None = None, sources: np.ndarray | None = None,
