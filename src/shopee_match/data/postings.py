@@ -315,32 +315,32 @@ def _check_ids(df: pd.DataFrame, path: Path) -> None:
 
 
 def _check_labels(df: pd.DataFrame, path: Path) -> None:
-    labels = df[LABEL_GROUP].str.strip()
-    bad = df.index[labels == ""]
-    if len(bad):
-        lines = ", ".join(str(df[LINE][i]) for i in bad[:_EXAMPLES])
-        raise ShopeeDataError(
-            f"{path}: label_group is empty on {len(bad)} line(s) (e.g. {lines}). Fix those "
-            "rows or remove the label_group column to treat the file as unlabelled."
-        )
+    labels = _filled(df, LABEL_GROUP, path, "Fix those rows or remove the label_group column "
+                     "to treat the file as unlabelled.")
     df[LABEL_GROUP] = parse_labels(labels)
 
 
 def _check_sources(df: pd.DataFrame, path: Path) -> None:
-    sources = df[SOURCE].str.strip()
-    bad = df.index[sources == ""]
-    if len(bad):
-        lines = ", ".join(str(df[LINE][i]) for i in bad[:_EXAMPLES])
-        raise ShopeeDataError(
-            f"{path}: source is empty on {len(bad)} line(s) (e.g. {lines}). Every listing "
-            "needs the shop or feed it comes from; fill those rows, or drop the source column "
-            "to match the file as one catalog.")
+    sources = _filled(df, SOURCE, path, "Every listing needs the shop or feed it comes from; "
+                      "fill those rows, or drop the source column to match the file as one "
+                      "catalog.")
     if sources.nunique() < 2:
         raise ShopeeDataError(
             f"{path}: every listing has the source {sources.iloc[0]!r}, so there is nothing to "
             "link across. Drop the source column to dedupe it as one catalog, or give two "
             "catalogs (`shopee-match link A.csv B.csv`).")
     df[SOURCE] = sources
+
+
+def _filled(df: pd.DataFrame, column: str, path: Path, what_to_do: str) -> pd.Series:
+    """A column's values stripped; an empty one is an error naming its lines."""
+    values = df[column].str.strip()
+    bad = df.index[values == ""]
+    if len(bad):
+        lines = ", ".join(str(df[LINE][i]) for i in bad[:_EXAMPLES])
+        raise ShopeeDataError(f"{path}: {column} is empty on {len(bad)} line(s) (e.g. "
+                              f"{lines}). {what_to_do}")
+    return values
 
 
 def require_duplicates(postings: pd.DataFrame, source: str = "this dataset") -> None:
