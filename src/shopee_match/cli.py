@@ -230,14 +230,21 @@ def _link(args) -> int:
     from shopee_match.apply.link import link_catalogs, side_by_side
     from shopee_match.data.paths import artifacts_dir
     from shopee_match.data.postings import load_postings
+    from shopee_match.data.schema import IMAGE_OK
     from shopee_match.files import atomic_path
 
     a, report_a = load_postings(args.catalog_a, columns=args.columns)
     b, report_b = load_postings(args.catalog_b, columns=args.columns)
     print(report_a.summary())
     print(report_b.summary())
+    photos = {side: IMAGE_OK in table and bool(table[IMAGE_OK].any())
+              for side, table in (("A", a), ("B", b))}
+    if not all(photos.values()):  # similarities against zero photo vectors mean nothing
+        print(f"{' and '.join(s for s, has in photos.items() if not has)} without photos: "
+              "linking with a candidate that reads titles only")
     candidate = choose_candidate(side_by_side(a, b), args.trained_on, args.split_seed,
-                                 args.candidate, args.columns)
+                                 args.candidate, args.columns,
+                                 titles_only=not all(photos.values()))
     print(f"using candidate {candidate.name} ({candidate.notebook}, val "
           f"{candidate.metric} {candidate.val_f1:.4f} on {candidate.dataset})")
     links = link_catalogs(a, b, candidate, args.one_to_one, args.engine, recall=args.recall)

@@ -139,7 +139,8 @@ def test_submission_uses_the_best_candidate_on_val(tiny_env, tmp_path, capsys):
                  "--test", str(tmp_path / "hidden"), "--out", str(tmp_path / "hidden.csv")]) == 0
     validate_submission(tmp_path / "hidden.csv",
                         pd.read_csv(tmp_path / "hidden" / "test.csv")["posting_id"])
-    assert f"row-wise F1 against {tmp_path / 'hidden' / 'solution.csv'}" in capsys.readouterr().out
+    assert (f"against {tmp_path / 'hidden' / 'solution.csv'} (all pairs): row-wise F1"
+            in capsys.readouterr().out)
     assert main(["submit", "--dataset", "demo-tiny", "--candidate", "zz_other_data"]) == 2
     assert "cannot be used: made from other data" in capsys.readouterr().err
 
@@ -335,15 +336,11 @@ def test_gray_zone_labels_are_never_lost_and_a_broken_file_is_named(tiny_env, tm
 
 
 def test_two_shops_are_linked_across_and_submit_decides_as_the_report(tiny_env, tmp_path):
-    """The two-shop demo: recall, thresholds and the candidate in scope (pairs across shops),
+    """The two-shop demo: thresholds and the candidate in scope (pairs across shops),
     chosen on pair F1; notebook 06 then scores the held-out split exactly as 03 reported."""
-    retrieval, sweep, submission = (r.records for r in run_ok(
-        tmp_path, ["02", "03", "06"], {"DATASET": "demo-shops", "METRIC": "pair_f1"}))
-    assert retrieval["linked_across_sources"] and sweep["linked_across_sources"]
-    for by_k in retrieval["recall_at_k"].values():
-        values = [by_k[str(k)] for k in (1, 5, 10, 20, 50)]
-        assert values == sorted(values)
-    assert sweep["metric"] == "pair_f1"
+    sweep, submission = (r.records for r in run_ok(
+        tmp_path, ["03", "06"], {"DATASET": "demo-shops", "METRIC": "pair_f1"}))
+    assert sweep["linked_across_sources"] and sweep["metric"] == "pair_f1"
     best = sweep["test_scores"][f"best: {sweep['best_step']}"]
     assert best["pair_f1"] == pytest.approx(sweep["best_test_f1"], abs=1e-4)
     p, r = best["pair_precision"], best["pair_recall"]

@@ -16,7 +16,7 @@ from shopee_match.cli import main
 @pytest.fixture(scope="module")
 def shops(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A two-shop demo to choose the candidate on, and another one (other seed) split into its
-    two shops' catalogs, photos beside each; returns (labelled folder, A.csv, B.csv)."""
+    two shops' catalogs (A with photos, B without); returns (labelled folder, A.csv, B.csv)."""
     from shopee_match.data.demo import generate_demo
 
     root = tmp_path_factory.mktemp("shops")
@@ -26,10 +26,13 @@ def shops(tmp_path_factory) -> tuple[Path, Path, Path]:
     paths = []
     for name, shop in (("a", "marketplace"), ("b", "store")):
         part = table[table["source"] == shop].drop(columns=["source"])
+        if name == "a":  # A with its photos, B titles only: photos are optional
+            (root / "a_images").mkdir()
+            for image in part["image"].unique():
+                shutil.copyfile(other / "train_images" / image, root / "a_images" / image)
+        else:
+            part = part.drop(columns=["image", "image_phash"])
         part.to_csv(root / f"{name}.csv", index=False)
-        (root / f"{name}_images").mkdir()
-        for image in part["image"].unique():
-            shutil.copyfile(other / "train_images" / image, root / f"{name}_images" / image)
         paths.append(root / f"{name}.csv")
     return labelled, paths[0], paths[1]
 
@@ -60,6 +63,7 @@ def test_link_two_shops(shops, tmp_path, monkeypatch, capsys):
     assert same[ok].sum() / true_pairs > 0.5  # more than half of the true links found
     printed = capsys.readouterr().out
     assert "listings found a match in B" in printed
+    assert "B without photos: linking with a candidate that reads titles only" in printed
 
     one = tmp_path / "one.csv"
     assert main(["link", str(a_csv), str(b_csv), "--trained-on", str(labelled), "--out",

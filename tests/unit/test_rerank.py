@@ -317,3 +317,17 @@ def test_random_negatives_are_mixed_in_from_train_listings_of_other_groups():
     assert set(randoms["sentence1"]) | set(randoms["sentence2"]) <= train_titles
     with pytest.raises(ValueError, match="labels and the train rows"):
         training_pairs(pairs, titles, 60, random_negatives=10)
+
+
+def test_a_gray_zone_with_nothing_offered_reads_as_no_rows(tmp_path):
+    postings = pd.DataFrame({"posting_id": ["p0", "p1"], "title": ["a", "b"]})
+    path = write_gray_zone(tmp_path / "gray_zone.csv", postings, np.array([], dtype=int),
+                           np.array([], dtype=int), np.array([]))
+    assert len(path.read_text().strip().splitlines()) == 1  # the header only
+    assert read_labelled(path).empty and held_out_labels(path, ["p0"]).empty
+    again = write_gray_zone(path, postings, np.array([0]), np.array([1]), np.array([0.5]))
+    assert pd.read_csv(again, dtype=str)["posting_id_1"].tolist() == ["p0"]
+    header_only_short = tmp_path / "short.csv"
+    header_only_short.write_text("posting_id_1,posting_id_2\n")
+    with pytest.raises(ValueError, match=r"lacks column\(s\)"):
+        read_labelled(header_only_short)

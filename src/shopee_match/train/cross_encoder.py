@@ -305,7 +305,8 @@ def read_gray_zone(path: str | Path) -> pd.DataFrame:
     """Every row of a gray-zone file as text (a ``line`` column gives its line), read as
     strictly as a catalog: a wrong encoding is read with a warning, a line with more or fewer
     fields, a missing column or a label other than 1, 0 or empty is an error naming the file
-    and line. A missing file gives no rows."""
+    and line. A missing file, or one with only its header (nothing was offered), gives no
+    rows."""
     from shopee_match.data.postings import read_csv_rows
 
     path = Path(path)
@@ -314,10 +315,15 @@ def read_gray_zone(path: str | Path) -> pd.DataFrame:
     if not path.read_bytes().strip():
         raise ValueError(f"{path} is empty: delete it (notebook 05 writes a new one) or put "
                          f"back its header line {','.join(GRAY_COLUMNS)}.")
-    try:
-        table = read_csv_rows(path)
-    except ValueError as err:
-        raise ValueError(f"{err} (the gray-zone file of notebook 05)") from err
+    if len([line for line in path.read_bytes().splitlines() if line.strip()]) == 1:
+        table = pd.DataFrame(columns=[*GRAY_COLUMNS, "line"], dtype=str)  # nothing offered
+        header = path.read_bytes().decode("utf-8-sig", "replace").strip().split(",")
+        table = table.reindex(columns=[*header, "line"])
+    else:
+        try:
+            table = read_csv_rows(path)
+        except ValueError as err:
+            raise ValueError(f"{err} (the gray-zone file of notebook 05)") from err
     missing = sorted(set(GRAY_COLUMNS) - set(table.columns))
     if missing:
         raise ValueError(f"{path} lacks column(s) {missing}; it should be a file written by "
