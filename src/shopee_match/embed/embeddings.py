@@ -91,6 +91,7 @@ def embed_dataset(
     quantized ONNX graphs (on the CPU, whatever the engine): faster, slightly different
     vectors, cached apart. A fine-tuned head embeds its inputs as it was trained (int8 or not).
     """
+    from shopee_match.embed import engines
     from shopee_match.embed.backbones import pick_device
     from shopee_match.embed.encoders import make_encoder
     from shopee_match.embed.engines import resolve_engine
@@ -133,7 +134,8 @@ def embed_dataset(
         items = items.fillna("").astype(str).tolist()
         params = ({"image_size": image_size} if reads == "image" else
                   {"max_tokens": max_tokens} if spec.kind == "sbert" else {})
-        params |= {"int8": True} if int8 and reads == "text" else {}
+        if int8 and reads == "text":  # int8 vectors depend on the inputs per call: cached
+            params |= {"int8": True, "int8_batch": engines.INT8_BATCH}  # by it (once batched)
         meta = cache_meta(model_identity(spec), fingerprint, {"modality": modality, **params})
         found = cache.load(meta, ids)
         if found is not None:
