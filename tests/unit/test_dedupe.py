@@ -103,11 +103,11 @@ def test_dedupe_of_a_missing_catalog_fails_with_one_line(tmp_path, capsys):
 
 
 def test_a_pair_gets_the_higher_score_of_its_two_directions_or_nan():
-    from shopee_match.apply.dedupe import _pair_scores
+    from shopee_match.apply.dedupe import undirected_scores
 
     i, j = np.array([0, 1, 2, 3]), np.array([1, 0, 3, 2])
     scores = np.array([0.2, 0.9, 0.6, 0.4])
-    got = _pair_scores(i, j, scores, np.array([0, 2, 0]), np.array([1, 3, 4]))
+    got = undirected_scores(i, j, scores, np.array([0, 2, 0]), np.array([1, 3, 4]))
     np.testing.assert_array_equal(got[:2], [0.9, 0.6])
     assert np.isnan(got[2])  # (0, 4) was never scored
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -205,7 +203,6 @@ def test_galleries_link_across_sources():
     x = (centres[labels] + 0.3 * rng.normal(size=(n, 16))).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     galleries = Galleries({"title": x}, labels, sources=sources, metric="pair_f1")
-    val = galleries.splits["val"]
     _, idx = galleries.neighbors("val", {"title": 1.0}, 3)
     src = galleries.sources["val"]
     real = idx[:, 1:] >= 0
@@ -216,7 +213,6 @@ def test_galleries_link_across_sources():
     assert galleries.evaluate(config, "val") == scores["pair_f1"]
     pred, true = naive_sets(galleries.predict(config, "val"), galleries.labels["val"], src)
     assert scores["row_f1"] == pytest.approx(row_f1_scores(pred, true).mean())
-    assert len(val) == len(galleries.labels["val"])
     with pytest.raises(ValueError, match="metric must be"):
         Galleries({"title": x}, labels, metric="auc")
 
@@ -261,7 +257,7 @@ def test_pair_scores_symmetric_under_permutation():
     # the same matches with listings renumbered give the same scores
     dense = np.eye(6, dtype=bool)
     dense[0, 1] = dense[1, 0] = dense[3, 4] = True
-    perm = np.array(list(itertools.islice(itertools.permutations(range(6)), 7, 8))[0])
+    perm = np.random.default_rng(7).permutation(6)
     moved = dense[np.ix_(perm, perm)]
     assert matrix_pair_scores(sparse.csr_matrix(dense), LABELS, SOURCES) == pytest.approx(
         matrix_pair_scores(sparse.csr_matrix(moved), LABELS[perm], SOURCES[perm]))

@@ -93,7 +93,7 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
     a, b = upper.row, upper.col
     similarity = pair_cosine(fused_vectors(applied.gallery.vectors,
                                            candidate.config.fusion_weights), a, b)
-    score = np.full(len(a), np.nan) if scores is None else _pair_scores(*scores, a, b)
+    score = np.full(len(a), np.nan) if scores is None else undirected_scores(*scores, a, b)
     # chains are cut at their weakest pairs: by the second stage's score where there is one
     # (a pair only a union accepted counts as weakest), else by the fused similarity
     strength = similarity if scores is None else np.nan_to_num(score, nan=-1.0)
@@ -107,8 +107,8 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
     return Deduped(clusters, pairs, candidate.name, max_cluster)
 
 
-def _pair_scores(i: np.ndarray, j: np.ndarray, scores: np.ndarray, a: np.ndarray,
-                 b: np.ndarray) -> np.ndarray:
+def undirected_scores(i: np.ndarray, j: np.ndarray, scores: np.ndarray, a: np.ndarray,
+                      b: np.ndarray) -> np.ndarray:
     """The score of each pair ``(a, b)`` (``a < b``): the higher of its two directions, NaN
     for a pair the second stage never scored (one added by a union)."""
     by_pair = (pd.DataFrame({"a": np.minimum(i, j), "b": np.maximum(i, j), "score": scores})

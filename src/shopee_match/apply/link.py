@@ -74,7 +74,7 @@ def link_catalogs(a: pd.DataFrame, b: pd.DataFrame, candidate, one_to_one: bool 
                   recall: float = RECALL_TARGET) -> Links:
     """Every candidate pair between catalogs ``a`` and ``b`` (loaded postings) under
     ``candidate`` (a :class:`~shopee_match.apply.candidates.Candidate`), scored and decided."""
-    from shopee_match.apply.dedupe import _pair_scores
+    from shopee_match.apply.dedupe import undirected_scores
     from shopee_match.apply.pipeline import apply_candidate
     from shopee_match.match.decision import candidate_pair_features
     from shopee_match.match.fusion import fused_vectors
@@ -103,8 +103,8 @@ def link_catalogs(a: pd.DataFrame, b: pd.DataFrame, candidate, one_to_one: bool 
     accepted = (np.asarray(matches[a_rows, b_rows]).ravel()
                 | np.asarray(matches[b_rows, a_rows]).ravel()).astype(bool)
     scored = applied.scored_pairs()
-    score = (np.full(len(table), np.nan) if scored is None
-             else _pair_scores(*scored, np.minimum(a_rows, b_rows), np.maximum(a_rows, b_rows)))
+    score = (np.full(len(table), np.nan) if scored is None else undirected_scores(
+        *scored, np.minimum(a_rows, b_rows), np.maximum(a_rows, b_rows)))
     similarity = pair_cosine(fused_vectors(applied.gallery.vectors,
                                            candidate.config.fusion_weights), a_rows, b_rows)
     ids = both[POSTING_ID].str.split(":", n=1).str[1].to_numpy()

@@ -20,7 +20,6 @@ import pandas as pd
 
 from shopee_match.data.schema import LABEL_GROUP, POSTING_ID, SOURCE, TITLE
 
-AMAZON_GOOGLE = "amazon-google"
 ZINGG_WHEEL = "zingg==0.5.0"
 _MEMBERS = {"amazon": "Amazon.csv.gz", "google": "GoogleProducts.csv.gz",
             "pairs": "Amzon_GoogleProducts_perfectMapping.csv.gz"}

@@ -199,14 +199,15 @@ def load_postings(
     return df, report
 
 
-def read_csv_rows(path: Path) -> pd.DataFrame:
+def read_csv_rows(path: Path, empty_ok: bool = False) -> pd.DataFrame:
     """Every field of a CSV as text (``NA`` stays ``"NA"``), one row per record, plus ``line``.
 
     Read with the ``csv`` module so that a record with more or fewer fields than the
     header is an error naming its lines (pandas would shift columns or take the first
     one as an index), and line numbers stay right after quoted multi-line titles. UTF-8
     (with or without BOM) is expected; a file that is not falls back to cp1252 / latin-1
-    with a warning saying how to convert it.
+    with a warning saying how to convert it. A header without records is an error unless
+    ``empty_ok`` (then no rows).
     """
     import csv
     import io
@@ -242,7 +243,7 @@ def read_csv_rows(path: Path) -> pd.DataFrame:
             f"{path}: {len(bad)} line(s) do not have the header's {len(header)} fields "
             f"({', '.join(header)}): {'; '.join(bad[:_EXAMPLES])}. A title holding a comma "
             "must be quoted (\"a, b\"); fix those lines and load again.")
-    if not rows:
+    if not rows and not empty_ok:
         raise ShopeeDataError(f"{path} has a header but no postings; nothing to match.")
     df = pd.DataFrame(rows, columns=[h.strip() for h in header], dtype=object)
     df[LINE] = lines

@@ -43,11 +43,9 @@ def search_lists(vectors, k: int, recall: float = RECALL_TARGET, sources=None
 
     if sources is None:
         return self_knn(vectors, k=k, recall=recall)
-    from shopee_match.match.neighbors import exact_knn
-    from shopee_match.match.sources import cross_source_knn
+    from shopee_match.match.sources import exact_lists
 
-    return cross_source_knn(vectors, sources, k,
-                            lambda queries, gallery, width: exact_knn(queries, gallery, width))
+    return exact_lists(vectors, None, k, sources)
 
 
 def blending_rounds(fused: np.ndarray, k: int, rounds: int, top_n: int = 3,

@@ -150,15 +150,15 @@ def split_true_pairs(clusters: Sequence, labels: Sequence, sources: np.ndarray |
 
 
 def same_group_pairs(labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
-    """``(i, j)`` of every pair of rows (i < j) that share a label group."""
+    """``(i, j)`` of every pair of rows (i < j) that share a label group, group by group."""
     codes = np.unique(np.asarray(labels), return_inverse=True)[1].ravel()
     order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    pairs = [np.triu_indices(len(m), k=1) for m in np.split(order, bounds)]
-    members = np.split(order, bounds)
-    i = np.concatenate([m[a] for m, (a, _) in zip(members, pairs)] or [np.zeros(0, int)])
-    j = np.concatenate([m[b] for m, (_, b) in zip(members, pairs)] or [np.zeros(0, int)])
-    return i.astype(np.int64), j.astype(np.int64)
+    groups = [m for m in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+              if len(m) > 1]
+    pairs = [(m, np.triu_indices(len(m), k=1)) for m in groups]
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.concatenate([m[a] for m, (a, _) in pairs] or [empty]).astype(np.int64),
+            np.concatenate([m[b] for m, (_, b) in pairs] or [empty]).astype(np.int64))
 
 
 def blocking_misses(neighbors: np.ndarray, labels: Sequence, sources: np.ndarray | None = None
@@ -200,7 +200,7 @@ def ranking_scores(neighbors: np.ndarray, scores: np.ndarray, labels: Sequence,
     queries = n_true > 0
     discount = 1.0 / np.log2(np.arange(2, hit.shape[1] + 2))
     dcg = (hit * discount).sum(axis=1)
-    ideal = np.array([discount[:min(t, hit.shape[1])].sum() for t in n_true])
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])[np.minimum(n_true, hit.shape[1])]
     precision_at = np.cumsum(hit, axis=1) / np.arange(1, hit.shape[1] + 1)
     ap = (precision_at * hit).sum(axis=1) / np.maximum(np.minimum(n_true, hit.shape[1]), 1)
     if not queries.any():
@@ -211,8 +211,7 @@ def ranking_scores(neighbors: np.ndarray, scores: np.ndarray, labels: Sequence,
 
 def group_sizes(labels: Sequence[int]) -> np.ndarray:
     """Size of each row's label group (itself included)."""
-    _, inverse, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
-    return counts[inverse]
+    return scope_sizes(labels)
 
 
 def require_both_classes(is_match: Sequence[bool], what: str) -> None:
@@ -238,29 +237,39 @@ def pair_auc(scores: Sequence[float], is_match: Sequence[bool]) -> dict[str, flo
             "average_precision": float(average_precision_score(is_match, scores))}
 
 
+def precision_threshold(scores: Sequence[float], is_match: Sequence[bool],
+                        min_precision: float) -> float | None:
+    """The lowest score threshold at which the pairs scoring at least it are
+    ``min_precision`` correct (the most recall at that precision), or None when none is."""
+    from sklearn.metrics import precision_recall_curve
+
+    is_match = np.asarray(is_match, dtype=bool)
+    if not is_match.any():
+        return None
+    precision, _, thresholds = precision_recall_curve(is_match, np.asarray(scores, float))
+    reach = np.flatnonzero(precision[:-1] >= min_precision)  # thresholds ascend
+    return float(thresholds[reach[0]]) if len(reach) else None
+
+
 def operating_point(val_scores: Sequence[float], val_match: Sequence[bool],
                     test_scores: Sequence[float], test_match: Sequence[bool],
                     min_precision: float = 0.95) -> dict[str, float] | None:
-    """The high-precision operating point of a pair scorer, chosen on val: the lowest
-    threshold whose val pairs scoring at least it are ``min_precision`` correct (the most
-    recall at that precision), with val and test precision and recall there. None when no
-    threshold reaches it on val."""
-    val_scores, val_match = np.asarray(val_scores, float), np.asarray(val_match, bool)
-    test_scores, test_match = np.asarray(test_scores, float), np.asarray(test_match, bool)
+    """The high-precision operating point of a pair scorer, chosen on val
+    (:func:`precision_threshold`), with val and test precision and recall there. None when
+    no threshold reaches ``min_precision`` on val."""
+    t = precision_threshold(val_scores, val_match, min_precision)
+    if t is None:
+        return None
 
-    def at(scores, match, t):
-        accepted = scores >= t
+    def at(scores, match):
+        accepted, match = np.asarray(scores, float) >= t, np.asarray(match, bool)
         hits = int((accepted & match).sum())
         return (hits / accepted.sum() if accepted.any() else 0.0,
                 hits / match.sum() if match.any() else 0.0)
 
-    for t in np.unique(val_scores):  # ascending: the first that reaches it keeps most recall
-        p, r = at(val_scores, val_match, t)
-        if p >= min_precision:
-            tp, tr = at(test_scores, test_match, t)
-            return {"threshold": float(t), "val precision": p, "val recall": r,
-                    "test precision": tp, "test recall": tr}
-    return None
+    (vp, vr), (tp, tr) = at(val_scores, val_match), at(test_scores, test_match)
+    return {"threshold": t, "val precision": vp, "val recall": vr, "test precision": tp,
+            "test recall": tr}
 
 
 def retrieval_at_k(
@@ -349,19 +358,11 @@ def labelled_pairs(labels: Sequence[int], n_negative: int = 100_000, seed: int =
     ``n_negative`` random pairs are drawn and same-group or self draws dropped.
     """
     labels = np.unique(np.asarray(labels), return_inverse=True)[1]  # any label type -> codes
-    order = np.argsort(labels, kind="stable")
-    bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    pos_i, pos_j = [], []
-    for members in np.split(order, bounds):
-        if len(members) > 1:
-            a, b = np.triu_indices(len(members), k=1)
-            pos_i.append(members[a])
-            pos_j.append(members[b])
+    pos_i, pos_j = same_group_pairs(labels)
     rng = np.random.default_rng(seed)
     neg_i = rng.integers(0, len(labels), size=n_negative)
     neg_j = rng.integers(0, len(labels), size=n_negative)
     keep = labels[neg_i] != labels[neg_j]
-    i = np.concatenate([*pos_i, neg_i[keep]]).astype(np.int64)
-    j = np.concatenate([*pos_j, neg_j[keep]]).astype(np.int64)
-    n_pos = sum(len(p) for p in pos_i)
-    return i, j, np.arange(len(i)) < n_pos
+    i = np.concatenate([pos_i, neg_i[keep]]).astype(np.int64)
+    j = np.concatenate([pos_j, neg_j[keep]]).astype(np.int64)
+    return i, j, np.arange(len(i)) < len(pos_i)

@@ -112,12 +112,14 @@ class PairClassifier:
         names = getattr(self.model, "feature_names_in_", None)
         return None if names is None else list(names)
 
-    def _matrix(self, features: pd.DataFrame) -> np.ndarray:
+    def _matrix(self, features: pd.DataFrame):
+        """What the model reads: its columns by name, or (a model saved before names were
+        kept) the features without the title ones, by position, as it was fitted then."""
         if self.columns is not None:
             return features[self.columns]
-        from shopee_match.match.pairs import TITLE_FEATURES  # an older model: by position,
+        from shopee_match.match.pairs import TITLE_FEATURES
 
-        return features.drop(columns=[c for c in TITLE_FEATURES if c in features])  # as then
+        return features.drop(columns=[c for c in TITLE_FEATURES if c in features]).to_numpy()
 
     def probabilities(self, features: pd.DataFrame) -> np.ndarray:
         """Match probability of every row of ``features``, scored in chunks of
@@ -126,9 +128,7 @@ class PairClassifier:
         out = np.empty(len(features))
         table = self._matrix(features)
         for lo in range(0, len(table), SCORE_CHUNK):
-            chunk = table.iloc[lo:lo + SCORE_CHUNK]
-            if self.columns is None:
-                chunk = chunk.to_numpy()
+            chunk = table[lo:lo + SCORE_CHUNK]
             out[lo:lo + len(chunk)] = self.model.predict_proba(chunk)[:, 1]
         return out
 

@@ -163,9 +163,12 @@ class Galleries:
         self.metric = metric
         self.rows = {s: np.flatnonzero(split == s) for s in names}
         self.labels = {s: labels[r] for s, r in self.rows.items()}
-        self.sources = {s: None if sources is None else np.asarray(sources)[r]
-                        for s, r in self.rows.items()}
         self.splits = {s: whole.take(r) for s, r in self.rows.items()}
+
+    @property
+    def sources(self) -> dict:
+        """Each split's source codes (None where pairs are not linked across sources)."""
+        return {s: gallery.sources for s, gallery in self.splits.items()}
 
     def sizes(self) -> pd.DataFrame:
         """Listings and label groups per split."""

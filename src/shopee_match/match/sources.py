@@ -107,14 +107,15 @@ def cross_source_knn(vectors, sources: np.ndarray, k: int, search,
     return sims, idx
 
 
-def exact_lists(vectors, rows: np.ndarray, k: int, sources: np.ndarray | None = None
+def exact_lists(vectors, rows: np.ndarray | None, k: int, sources: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ``k``-column lists of some ``rows`` (each usually first in its own) among all
-    rows, or with ``sources`` among the other sources' rows (:func:`cross_source_knn`)."""
+    """Exact ``k``-column lists of ``rows`` (default all; each usually first in its own)
+    among all rows, or with ``sources`` among the other sources' rows
+    (:func:`cross_source_knn`)."""
     from shopee_match.match.neighbors import exact_knn
 
     if sources is None:
-        return exact_knn(vectors[rows], vectors, k=k)
+        return exact_knn(vectors if rows is None else vectors[rows], vectors, k=k)
     return cross_source_knn(vectors, sources, k, lambda q, g, w: exact_knn(q, g, w), rows)
 
 

@@ -249,13 +249,16 @@ def gray_band(scores: np.ndarray, is_match: np.ndarray, precision: float = 0.95,
     the matches are kept. Pairs scoring in ``[low, high)`` are the uncertain ones."""
     from sklearn.metrics import precision_recall_curve
 
+    from shopee_match.match.metrics import precision_threshold
+
     is_match = np.asarray(is_match, dtype=bool)
     if is_match.all() or not is_match.any():
         return float("nan"), float("nan")
-    p, r, t = precision_recall_curve(is_match, scores)
-    p, r = p[:-1], r[:-1]
-    high = t[np.argmax(p >= precision)] if (p >= precision).any() else float(np.max(scores))
-    low = t[np.flatnonzero(r >= recall).max()] if (r >= recall).any() else float(np.min(scores))
+    high = precision_threshold(scores, is_match, precision)
+    high = float(np.max(scores)) if high is None else high
+    _, r, t = precision_recall_curve(is_match, scores)
+    kept = np.flatnonzero(r[:-1] >= recall)
+    low = float(t[kept.max()]) if len(kept) else float(np.min(scores))
     return float(min(low, high)), float(high)
 
 
@@ -315,15 +318,10 @@ def read_gray_zone(path: str | Path) -> pd.DataFrame:
     if not path.read_bytes().strip():
         raise ValueError(f"{path} is empty: delete it (notebook 05 writes a new one) or put "
                          f"back its header line {','.join(GRAY_COLUMNS)}.")
-    if len([line for line in path.read_bytes().splitlines() if line.strip()]) == 1:
-        table = pd.DataFrame(columns=[*GRAY_COLUMNS, "line"], dtype=str)  # nothing offered
-        header = path.read_bytes().decode("utf-8-sig", "replace").strip().split(",")
-        table = table.reindex(columns=[*header, "line"])
-    else:
-        try:
-            table = read_csv_rows(path)
-        except ValueError as err:
-            raise ValueError(f"{err} (the gray-zone file of notebook 05)") from err
+    try:
+        table = read_csv_rows(path, empty_ok=True)  # a header alone: nothing was offered
+    except ValueError as err:
+        raise ValueError(f"{err} (the gray-zone file of notebook 05)") from err
     missing = sorted(set(GRAY_COLUMNS) - set(table.columns))
     if missing:
         raise ValueError(f"{path} lacks column(s) {missing}; it should be a file written by "
