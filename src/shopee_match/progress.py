@@ -18,20 +18,23 @@ def progress_bar(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-def silence_widget_warning() -> None:
-    """Import ``tqdm.auto`` once with its "IProgress not found" warning silenced.
+def quiet_model_libraries() -> None:
+    """Import ``tqdm.auto`` once with its "IProgress not found" warning silenced, and turn off
+    transformers' "Loading weights" bar.
 
-    Model libraries (transformers, sentence-transformers) import it; without
-    ipywidgets it warns into every notebook. Python caches the import, so the
-    warning never comes back in this process.
+    Model libraries (transformers, sentence-transformers) import ``tqdm.auto``; without
+    ipywidgets it warns into every notebook. Python caches the import, so the warning never
+    comes back in this process. Call it before loading any model.
     """
     import warnings
 
     from tqdm import TqdmWarning
+    from transformers.utils import logging as transformers_logging
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TqdmWarning)
         import tqdm.auto  # noqa: F401
+    transformers_logging.disable_progress_bar()
 
 
 class _KitLines(logging.StreamHandler):

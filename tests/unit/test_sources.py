@@ -393,4 +393,32 @@ def test_operating_point_by_hand():
     assert got == pytest.approx({"threshold": 0.8, "val precision": 1.0, "val recall": 2 / 3,
                                  "test precision": 0.5, "test recall": 1 / 3})
     assert operating_point(val, ~val_match, test, test_match, 0.95) is None
+    assert all(type(v) is float for v in got.values())  # plain numbers, for records and print
     assert operating_point(val, val_match, test, test_match, 0.7)["threshold"] == 0.6
+
+
+def test_pair_scores_are_what_the_configuration_thresholds():
+    from shopee_match.match.config import SecondStage
+    from shopee_match.match.decision import candidate_pair_features
+    from shopee_match.match.second_stage import PairClassifier
+
+    rng = np.random.default_rng(8)
+    labels = np.repeat(np.arange(40), 3)
+    x = (rng.normal(size=(40, 16))[labels] + 0.4 * rng.normal(size=(120, 16))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    galleries = Galleries({"title": x}, labels)
+    config = MatchConfig(encoders={"title": "x"}, fusion_weights={"title": 1.0}, k=4, value=0.6)
+    scores, is_match = galleries.pair_scores(config, "val")
+    pairs = candidate_pair_features(galleries.splits["val"], config)
+    assert np.allclose(scores, (x[galleries.rows["val"]][pairs.i]
+                                * x[galleries.rows["val"]][pairs.j]).sum(axis=1), atol=1e-5)
+    val_labels = galleries.labels["val"]
+    assert (is_match == (val_labels[pairs.i] == val_labels[pairs.j])).all()
+    # accepting the pairs scoring >= the threshold is the configuration's own decision
+    accepted = galleries.predict(config, "val")
+    assert ((scores >= 0.6) == np.asarray(accepted[pairs.i, pairs.j]).ravel()).all()
+    features, match = galleries.pair_training_data("train", config)
+    model = PairClassifier.fit(features, match)
+    staged = config.replace(second_stage=SecondStage("pair_classifier", 0.5, "m.joblib"))
+    scores, _ = galleries.pair_scores(staged, "val", model)
+    assert np.allclose(scores, model.probabilities(pairs.features))

@@ -23,10 +23,10 @@ class CrossEncoderModel:
     def __init__(self, folder: str | Path, device: str | None = None, engine: str = "auto",
                  batch_size: int = 64, int8: bool = False):
         from shopee_match.embed.engines import INT8_BATCH, resolve_engine
-        from shopee_match.progress import silence_widget_warning
+        from shopee_match.progress import quiet_model_libraries
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        silence_widget_warning()
+        quiet_model_libraries()
         from sentence_transformers.cross_encoder import CrossEncoder
 
         self.folder = Path(folder)

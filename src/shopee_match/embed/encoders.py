@@ -203,9 +203,9 @@ def make_encoder(spec: str | EncoderSpec, modality: str, image_size: int = 224,
     torch here); ``threads`` sets onnxruntime's intra-op threads (0: its choice).
     """
     from shopee_match.embed.engines import INT8_BATCH, resolve_engine
-    from shopee_match.progress import silence_widget_warning
+    from shopee_match.progress import quiet_model_libraries
 
-    silence_widget_warning()
+    quiet_model_libraries()
     spec = EncoderSpec.parse(spec)
     device = device or pick_device()
     reads = input_kind(spec, modality)
@@ -280,9 +280,7 @@ def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | No
                    engine: str, int8: bool, threads: int) -> TextEncoder:
     import torch
     from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # no "Loading weights" bar in every notebook
     model = SentenceTransformer(sbert_path(name), device=device).eval()
     if max_tokens:
         model.max_seq_length = max_tokens

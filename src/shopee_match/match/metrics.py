@@ -264,8 +264,8 @@ def operating_point(val_scores: Sequence[float], val_match: Sequence[bool],
     def at(scores, match):
         accepted, match = np.asarray(scores, float) >= t, np.asarray(match, bool)
         hits = int((accepted & match).sum())
-        return (hits / accepted.sum() if accepted.any() else 0.0,
-                hits / match.sum() if match.any() else 0.0)
+        return (float(hits / accepted.sum()) if accepted.any() else 0.0,
+                float(hits / match.sum()) if match.any() else 0.0)
 
     (vp, vr), (tp, tr) = at(val_scores, val_match), at(test_scores, test_match)
     return {"threshold": t, "val precision": vp, "val recall": vr, "test precision": tp,

@@ -199,8 +199,15 @@ class Galleries:
         return predict_matches(self.splits[split], config, scorer)
 
     def evaluate(self, config: MatchConfig, split: str, scorer=None) -> float:
-        """The chosen metric (mean row-wise F1, or pair F1) of ``config`` on one split."""
-        return self.scores(config, split, scorer)[self.metric]
+        """The chosen metric (mean row-wise F1, or pair F1) of ``config`` on one split (only
+        it: every knob's every value is evaluated)."""
+        from shopee_match.match.metrics import matrix_pair_scores, matrix_row_f1
+
+        matches = self.predict(config, split, scorer)
+        labels, sources = self.labels[split], self.sources[split]
+        if self.metric == "pair_f1":
+            return matrix_pair_scores(matches, labels, sources)["f1"]
+        return float(matrix_row_f1(matches, labels, sources).mean())
 
     def scores(self, config: MatchConfig, split: str, scorer=None) -> dict[str, float]:
         """Every metric of ``config`` on one split: mean row-wise F1, pair precision / recall /
@@ -228,6 +235,26 @@ class Galleries:
     def evaluator(self, scorer=None) -> Evaluate:
         """``evaluate(config, split)`` with a fixed second stage."""
         return lambda config, split: self.evaluate(config, split, scorer)
+
+    def pair_scores(self, config: MatchConfig, split: str, scorer=None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, is_match)`` of one split's candidate pairs as ``config`` scores them: its
+        second stage's score (``scorer``), or the fused similarity its threshold reads."""
+        from shopee_match.match.decision import (
+            candidate_pair_features,
+            neighbor_lists,
+            scored_pairs,
+        )
+        from shopee_match.match.neighbors import real_neighbors
+
+        gallery, labels = self.splits[split], self.labels[split]
+        if config.second_stage is not None:
+            pairs, scores = scored_pairs(gallery, config, scorer)
+        else:
+            pairs = candidate_pair_features(gallery, config)
+            sims, idx = neighbor_lists(gallery, config)
+            scores = sims[real_neighbors(idx)]  # in the order candidate_pairs lists them
+        return np.asarray(scores, dtype=float), labels[pairs.i] == labels[pairs.j]
 
     def pair_training_data(self, split: str, config: MatchConfig
                            ) -> tuple[pd.DataFrame, np.ndarray]:

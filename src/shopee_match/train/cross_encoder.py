@@ -183,7 +183,7 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
     from shopee_match.data.paths import models_dir
     from shopee_match.embed.backbones import pick_device
     from shopee_match.embed.specs import sbert_path
-    from shopee_match.progress import silence_widget_warning
+    from shopee_match.progress import quiet_model_libraries
     from shopee_match.train.finetune import deterministic_torch, seed_training
 
     digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
@@ -196,7 +196,7 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
     if pairs["label"].nunique() < 2:
         raise ValueError("cross-encoder training needs matching and non-matching pairs")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    silence_widget_warning()
+    quiet_model_libraries()
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
         CrossEncoder,

@@ -495,9 +495,9 @@ def train_text(titles: Sequence[str], labels: Sequence[int], split: np.ndarray,
     from shopee_match.embed.backbones import pick_device
     from shopee_match.embed.specs import sbert_path
     from shopee_match.match.selection import best_static_f1
-    from shopee_match.progress import silence_widget_warning
+    from shopee_match.progress import quiet_model_libraries
 
-    silence_widget_warning()
+    quiet_model_libraries()
     from sentence_transformers import SentenceTransformer
 
     base = EncoderSpec.parse(base_spec)
