@@ -29,11 +29,11 @@ def quiet_model_libraries() -> None:
     import warnings
 
     from tqdm import TqdmWarning
-    from transformers.utils import logging as transformers_logging
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # transformers imports tqdm.auto too: after it, inside
         warnings.simplefilter("ignore", TqdmWarning)
         import tqdm.auto  # noqa: F401
+        from transformers.utils import logging as transformers_logging
     transformers_logging.disable_progress_bar()
 
 
