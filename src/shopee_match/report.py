@@ -203,7 +203,8 @@ def _leaderboard_section(runs: list[NotebookRun], out_dir: Path) -> str:
         style = " style='font-weight:bold'" if row.get("used") else ""
         cells.append(
             f"<tr{style}><td>{html.escape(str(row['candidate']))}</td>"
-            f"<td>{_f1(row['val F1'])}</td><td>{_f1(row['test F1 (fair)'])}</td>"
+            f"<td>{_version(row.get('version'))}</td><td>{_f1(row['val F1'])}</td>"
+            f"<td>{_f1(row['test F1 (fair)'])}</td>"
             f"<td>{'yes' if row['usable'] else 'no'}</td>"
             f"<td><small>{html.escape(str(row.get('reason') or ''))}</small></td></tr>")
     return (
@@ -214,8 +215,12 @@ def _leaderboard_section(runs: list[NotebookRun], out_dir: Path) -> str:
         "used to choose.</p>"
         "<img src='leaderboard.png' alt='val and fair test F1 per candidate' "
         "style='max-width:760px'>"
-        "<table><tr><th>candidate</th><th>val F1</th><th>test F1 (fair)</th><th>usable</th>"
-        "<th>reason</th></tr>" + "".join(cells) + "</table>")
+        "<table><tr><th>candidate</th><th>version</th><th>val F1</th><th>test F1 (fair)</th>"
+        "<th>usable</th><th>reason</th></tr>" + "".join(cells) + "</table>")
+
+
+def _version(value: Any) -> str:
+    return "" if value is None or value != value else f"v{int(value)}"
 
 
 def _f1(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -189,3 +190,74 @@ def test_submit_skips_candidates_that_are_unsafe_broken_or_mistyped(tiny_env, tm
         line = next(row for row in board.splitlines() if row.strip().startswith(name))
         assert reason in line, line
     assert (tmp_path / "s.csv").stat().st_mode & 0o777 == 0o644
+
+
+def test_versions_are_saved_beside_each_other_and_ranked_on_val(tmp_path):
+    from shopee_match.apply.candidates import next_version
+
+    first = save(tmp_path, "05_rerank", 0.80, 0.78)
+    assert first.version == 1 and first.parent is None
+    assert next_version("05_rerank", tmp_path) == ("05_rerank.v2", 2)
+    name, version = next_version("05_rerank", tmp_path)
+    second = save(tmp_path, name, 0.83, 0.79, version=version, parent="05_rerank")
+    assert (second.version, second.parent) == (2, "05_rerank")
+    assert next_version("05_rerank.v2", tmp_path) == ("05_rerank.v3", 3)
+    relabelled = save(tmp_path, "05_rerank.v3", 0.82, 0.8, version=3, parent="05_rerank",
+                      labels="abc")
+    assert relabelled.labels == "abc"
+    # retrained again from the same parent on the same labels: that version is replaced
+    assert next_version("05_rerank", tmp_path, "05_rerank", "abc") == ("05_rerank.v3", 3)
+    assert next_version("05_rerank", tmp_path, "05_rerank", "other") == ("05_rerank.v4", 4)
+    shutil.rmtree(relabelled.folder)
+    (tmp_path / "05_rerank.v7").mkdir()  # not a saved candidate: does not count
+    assert next_version("05_rerank", tmp_path)[1] == 3
+    board = leaderboard("fp1", 0, tmp_path)
+    assert board[["candidate", "version"]].values.tolist()[:2] == [["05_rerank.v2", 2],
+                                                                   ["05_rerank", 1]]
+    assert pick_candidate("fp1", 0, root=tmp_path)[0].name == "05_rerank.v2"
+    meta = json.loads((second.folder / "candidate.json").read_text())
+    meta["version"] = "two"
+    (second.folder / "candidate.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="version is 'two'"):
+        load_candidate(second.folder)
+
+
+def test_each_version_is_logged_to_mlflow(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from shopee_match.apply.tracking import is_logged, log_version, logged_versions
+
+    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = save(tmp_path / "c", "05_rerank", 0.80, 0.78)
+    (first.folder / "model.bin").write_bytes(b"weights")
+    second = save(tmp_path / "c", "05_rerank.v2", 0.83, 0.79, version=2, parent="05_rerank")
+    runs = [log_version(c, params={"labels": n}, metrics={"labels_used": n})
+            for c, n in ((first, 0), (second, 40))]
+    table = logged_versions()
+    assert is_logged(table, second) and not is_logged(table, load_candidate(
+        save(tmp_path / "c", "05_rerank.v3", 0.8, 0.7, version=3, labels="x").folder))
+    assert table["run"].tolist() == runs
+    assert table[["candidate", "version", "val_f1"]].values.tolist() == [
+        ["05_rerank", 1, 0.80], ["05_rerank.v2", 2, 0.83]]
+    store = tmp_path / "artifacts" / "mlruns"
+    assert (store / "mlflow.db").is_file()
+    logged = list(store.glob("artifacts/*/artifacts/candidate/model.bin"))
+    assert [p.read_bytes() for p in logged] == [b"weights"]
+
+
+def test_without_mlflow_a_version_is_saved_and_not_logged(tmp_path, monkeypatch, caplog):
+    import builtins
+
+    from shopee_match.apply.tracking import log_version
+
+    real_import = builtins.__import__
+
+    def no_mlflow(name, *args, **kwargs):
+        if name == "mlflow" or name.startswith("mlflow."):
+            raise ImportError("no mlflow here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mlflow)
+    c = save(tmp_path, "05_rerank", 0.8, 0.7)
+    assert log_version(c) is None
+    assert "MLflow is not installed" in caplog.text

@@ -10,6 +10,10 @@ classifier, fine-tuned encoders, cross-encoders). Encoder folders under
 candidate folder can be moved (e.g. into a Kaggle dataset) and still loads. Submission, dedupe
 and the service take the candidate with the best **val** F1 among those made
 from the same data and split (:func:`pick_candidate`), never the best test F1.
+
+A candidate retrained on people's labels (notebook 07) is saved as a new **version** beside
+the old one: ``05_rerank`` is version 1, ``05_rerank.v2`` the next (:func:`next_version`),
+each with its own figures and its ``parent``; the leaderboard lists every version.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ class Candidate:
     test_f1_upper: float | None = None
     metric: str = "row_f1"  # what val_f1 and test_f1 are: mean row-wise F1, or pair F1
     link: str = "auto"  # how listings with a source column were linked (match.sources)
+    version: int = 1  # 1 for a notebook's own candidate; 2, 3, ... retrained on labels
+    parent: str | None = None  # the candidate a version was retrained from
+    labels: str | None = None  # digest of the labels a version was retrained on
     files: list[str] = field(default_factory=list)
     hashes: dict[str, str] = field(default_factory=dict)  # file -> content digest at saving
     folder: Path | None = None
@@ -105,7 +112,8 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
                    dataset: str, fingerprint: str, split_seed: int, notebook: str,
                    test_f1_upper: float | None = None, files: Mapping[str, Any] | None = None,
                    root: str | Path | None = None, metric: str = "row_f1",
-                   link: str = "auto") -> Candidate:
+                   link: str = "auto", version: int = 1, parent: str | None = None,
+                   labels: str | None = None) -> Candidate:
     """Write (or replace) candidate ``name``; returns it as :func:`load_candidate` would.
 
     ``files`` maps a file name inside the folder to an existing path (copied; a
@@ -113,8 +121,9 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
     :mod:`shopee_match.apply.second_stages`). The second stage's ``file`` must be among
     them. ``metric`` names what the F1 figures are (``row_f1`` or ``pair_f1``) and ``link``
     how a catalog with sources was linked (``submit``/``dedupe``/``link`` apply it the same
-    way). The folder is written beside and renamed into place, so a reader never sees half
-    a candidate.
+    way). ``version``, ``parent`` and ``labels`` (a digest of the labels) mark a retrained
+    version (:func:`next_version`). The
+    folder is written beside and renamed into place, so a reader never sees half a candidate.
     """
     from shopee_match.files import content_digest
 
@@ -155,6 +164,7 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
             "test_f1_upper": None if test_f1_upper is None else float(test_f1_upper),
             "dataset": dataset, "fingerprint": fingerprint, "split_seed": int(split_seed),
             "notebook": notebook, "created": utc_now(), "metric": metric, "link": link,
+            "version": int(version), "parent": parent, "labels": labels,
             "files": sorted(files),
             "hashes": {f: content_digest(staging / f) for f in sorted(files)}}
     (staging / CANDIDATE_FILE).write_text(json.dumps(meta, indent=2))
@@ -236,7 +246,8 @@ _FIELD_TYPES = {"name": (str,), "val_f1": (numbers.Real,), "test_f1": (numbers.R
                 "test_f1_upper": (numbers.Real, type(None)), "dataset": (str,),
                 "fingerprint": (str,), "split_seed": (int,), "notebook": (str,),
                 "created": (str,), "files": (list,), "hashes": (dict,), "metric": (str,),
-                "link": (str,)}
+                "link": (str,), "version": (int,), "parent": (str, type(None)),
+                "labels": (str, type(None))}
 
 
 def _check_types(meta: dict, path: Path) -> None:
@@ -275,7 +286,8 @@ def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
                      ) if root.is_dir() else []
     for folder in folders:
-        row = {"candidate": folder.name, "val F1": None, "test F1 (fair)": None,
+        row = {"candidate": folder.name, "version": None, "val F1": None,
+               "test F1 (fair)": None,
                "metric": "", "notebook": "", "dataset": "", "created": "", "usable": False,
                "reason": ""}
         try:
@@ -283,7 +295,8 @@ def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
         except (OSError, ValueError, TypeError) as err:
             rows.append({**row, "reason": f"cannot be read: {err}"})
             continue
-        row |= {"val F1": c.val_f1, "test F1 (fair)": c.test_f1, "metric": c.metric,
+        row |= {"version": c.version, "val F1": c.val_f1, "test F1 (fair)": c.test_f1,
+                "metric": c.metric,
                 "notebook": c.notebook,
                 "dataset": c.dataset, "created": c.created}
         missing = c.missing_files() + c.missing_encoders()
@@ -301,11 +314,36 @@ def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
         else:
             row["usable"] = True
         rows.append(row)
-    table = pd.DataFrame(rows, columns=["candidate", "val F1", "test F1 (fair)", "metric",
+    table = pd.DataFrame(rows, columns=["candidate", "version", "val F1", "test F1 (fair)",
+                                        "metric",
                                         "notebook", "dataset", "created", "usable", "reason"])
     order = table.assign(_v=table["val F1"].astype(float).fillna(-1.0)).sort_values(
         ["usable", "_v", "candidate"], ascending=[False, False, True], kind="stable")
     return order.drop(columns="_v").reset_index(drop=True)
+
+
+def next_version(name: str, root: str | Path | None = None, parent: str | None = None,
+                 labels: str | None = None) -> tuple[str, int]:
+    """``(folder name, version)`` for the next version of candidate ``name`` (itself version
+    1, or a version name such as ``05_rerank.v2``): one above the highest saved; or, when a
+    saved version was retrained from ``parent`` on the same ``labels`` (digest), that one
+    (retraining it again gives it again: it is replaced, not duplicated)."""
+    root = Path(root) if root else candidates_dir()
+    base = re.sub(r"\.v\d+$", "", name)
+    versions = [1]
+    for folder in root.glob(f"{base}.v*") if root.is_dir() else []:
+        found = re.fullmatch(rf"{re.escape(base)}\.v(\d+)", folder.name)
+        if found and (folder / CANDIDATE_FILE).is_file():
+            versions.append(int(found.group(1)))
+            if labels is not None:
+                try:
+                    meta = json.loads((folder / CANDIDATE_FILE).read_text())
+                except ValueError:  # a broken file: the leaderboard says so; not this one
+                    continue
+                if meta.get("labels") == labels and meta.get("parent") == parent:
+                    return folder.name, int(found.group(1))
+    version = max(versions) + 1
+    return f"{base}.v{version}", version
 
 
 def pick_candidate(fingerprint: str, split_seed: int, name: str | None = None,
