@@ -118,11 +118,19 @@ def main(argv: list[str] | None = None) -> int:
                        help="exact (flat) index up to this many listings, HNSW above")
     _catalog_options(serve)
 
+    labels = commands.add_parser(
+        "labels", help="count the reviewed pairs (notebook 07's labels file), or import Label "
+        "Studio's answers into it")
+    labels.add_argument("--file", help="labels file (default: artifacts/labels/labels.csv)")
+    labels.add_argument("--import-label-studio", metavar="EXPORT_JSON",
+                        help="append the answers of a Label Studio JSON export of the tasks "
+                        "notebook 07 wrote")
+
     args = parser.parse_args(argv)
     show_logs("stderr")
     try:
         commands = {"demo": _demo, "download": _download, "report": _report, "submit": _submit,
-                    "dedupe": _dedupe, "link": _link, "serve": _serve}
+                    "dedupe": _dedupe, "link": _link, "serve": _serve, "labels": _labels}
         return commands[args.command](args)
     except Exception as err:  # one clear line for the user, not a traceback
         print(f"shopee-match {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
@@ -160,6 +168,22 @@ def _download(args) -> int:
 
     dest = download_shopee(dest, force=args.force)
     print(f"Shopee data ready in {dest}")
+    return 0
+
+
+def _labels(args) -> int:
+    from shopee_match.train.labels import LabelLog, label_counts
+
+    log = LabelLog(args.file)
+    if args.import_label_studio:
+        from shopee_match.train.label_studio import import_annotations
+
+        done = import_annotations(args.import_label_studio, log)
+        print(f"imported {done['imported']} answer(s) from {args.import_label_studio} "
+              f"({done['unanswered']} task(s) without one) into {log.path}")
+    counts = label_counts(log.current())
+    print(f"{log.path}: {counts['labelled']} labelled pair(s) ({counts['same']} same, "
+          f"{counts['different']} different), {counts['skipped']} skipped")
     return 0
 
 

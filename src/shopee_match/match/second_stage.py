@@ -107,6 +107,14 @@ class PairClassifier:
         return cls(model.fit(chosen, np.asarray(is_match, dtype=bool)))
 
     @property
+    def kind(self) -> str:
+        """``boosted`` (gradient-boosted trees) or ``logistic``."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return ("boosted" if isinstance(self.model[-1], HistGradientBoostingClassifier)
+                else "logistic")
+
+    @property
     def columns(self) -> list[str] | None:
         """The feature names it reads (None for a model saved before they were kept)."""
         names = getattr(self.model, "feature_names_in_", None)
