@@ -10,7 +10,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 PROFILE ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup report test test-fast bench lint lab kernel clean-reports
+.PHONY: setup browser report test test-fast bench lint lab kernel clean-reports
 
 setup: $(STAMP)
 
@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml
 report: setup
 	$(BIN)/shopee-match report --profile $(PROFILE)
 
-test: setup
+# Debian's Chromium + ChromeDriver for the browser test (skipped, with a note, where apt cannot)
+browser:
+	@bash .ci/install-browser
+
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
