@@ -20,13 +20,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from shopee_match.train.labels import LabelLog, label_counts, pair_key
+from shopee_match.train.labels import (
+    SCORE_COLUMNS,
+    LabelLog,
+    label_counts,
+    pair_key,
+    shown_scores,
+)
 
 #: key typed in the key box -> what it does
 KEYS = {"s": "same", "d": "different", "k": "skip", "u": "undo"}
-#: score columns of a queue shown under the pair, with their names
-SCORE_NAMES = {"bi_encoder": "bi-encoder similarity", "cross_encoder": "cross-encoder",
-               "score": "candidate's score"}
+#: how the score columns of a queue are named under the pair
+SCORE_NAMES = dict(zip(SCORE_COLUMNS, ("bi-encoder similarity", "cross-encoder",
+                                       "candidate's score")))
 
 
 class PairLabeller:
@@ -49,8 +55,6 @@ class PairLabeller:
         self.thumbnail = thumbnail
         self.keys = [pair_key(a, b) for a, b in zip(self.queue["posting_id_1"],
                                                     self.queue["posting_id_2"])]
-        # the answers already in the file, oldest first: undo walks back through them too
-        self.history = list(log.current()["key"])
         self.position = self._next_open(0)
         self.drawing = True
         self._build()
@@ -63,22 +67,17 @@ class PairLabeller:
         if self.position is None:
             return
         row = self.queue.iloc[self.position]
-        scores = {k: row[k] for k in SCORE_NAMES if k in row and pd.notna(row[k])}
         self.log.answer(row["posting_id_1"], row["posting_id_2"], label,
                         queue=str(row.get("queue", "")), candidate=self.candidate,
-                        title_1=row["title_1"], title_2=row["title_2"], scores=scores)
-        key = self.keys[self.position]
-        self.history.append(key)
+                        title_1=row["title_1"], title_2=row["title_2"],
+                        scores=shown_scores(row))
         self.position = self._next_open(self.position + 1)
         self.show()
 
     def undo(self) -> None:
-        """Withdraw the latest answer (written to the file as an ``undo``) and show its pair
-        again when it is in this queue."""
-        if not self.history:
-            return
-        self.log.undo()
-        key = self.history.pop()
+        """Withdraw the latest answer (written to the file as an ``undo``; also one of an
+        earlier session) and show its pair again when it is in this queue."""
+        key = self.log.undo()
         if key in self.keys:
             self.position = self.keys.index(key)
         self.show()

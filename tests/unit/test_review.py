@@ -94,11 +94,11 @@ def test_a_file_without_the_columns_is_an_error(tmp_path):
 
 
 def naive_boundary(scores, accepted):
-    """Every midpoint tried in turn (the reference for best_boundary)."""
+    """Most verdicts any threshold agrees with, every midpoint tried in turn (the reference
+    for best_boundary)."""
     cuts = sorted(set(scores))
     candidates = [cuts[0] - 1] + [(x + y) / 2 for x, y in zip(cuts, cuts[1:])] + [cuts[-1]]
-    agree = [np.sum((np.asarray(scores) >= c) == accepted) for c in candidates]
-    return max(agree), candidates
+    return max(np.sum((np.asarray(scores) >= c) == accepted) for c in candidates)
 
 
 def test_best_boundary_agrees_with_the_most_verdicts():
@@ -107,7 +107,7 @@ def test_best_boundary_agrees_with_the_most_verdicts():
         scores = rng.random(30)
         accepted = (scores + rng.normal(0, 0.2, 30)) > 0.5
         t = best_boundary(scores, accepted)
-        best, _ = naive_boundary(scores, accepted)
+        best = naive_boundary(scores, accepted)
         assert np.sum((scores >= t) == accepted) == best
     assert best_boundary(np.array([0.9, 0.8, 0.2]), np.array([True, True, False])) == 0.5
 
@@ -168,7 +168,7 @@ def test_queues_leave_answered_pairs_out_and_order_by_doubt():
     assert sorted(zip(random["a"], random["b"])) == sorted(zip(table["a"], table["b"]))
     assert (random["queue"] == "random").all()
     with pytest.raises(ValueError, match="no gray band"):
-        review_queue(table, "gray_zone", 5, threshold=0.5)
+        review_queue(table, "gray_zone", 5, threshold=0.5, posting_ids=ids)
 
 
 def test_service_queue_reads_the_gray_log(tmp_path):
@@ -373,8 +373,11 @@ def test_labelling_curve_fits_a_classifier_on_the_labels_alone():
     assert curve["labels"].tolist() == [0, 20, 60]
     base = galleries.scores(config, "test")
     assert curve["test row F1"].iloc[0] == pytest.approx(base["row_f1"])  # its own rule
-    for column in ("test row F1", "test pair precision", "test pair recall", "val F1"):
-        assert curve[column].between(0, 1).all()
+    again = labelling_curve(galleries, config, None, [0, 20, 60], "uncertainty",
+                            grid=[0.3, 0.5])
+    pd.testing.assert_frame_equal(curve, again)  # the same picks and fits every time
+    random = labelling_curve(galleries, config, None, [0, 20, 60], "random", grid=[0.3, 0.5])
+    assert random["test row F1"].iloc[0] == curve["test row F1"].iloc[0]
 
 
 def test_a_batch_of_answers_from_code_is_drawn_once(tmp_path):
@@ -426,7 +429,7 @@ def test_a_projection_head_is_trained_again_on_corrected_groups(tiny_env):
     a, b = train[0], next(r for r in train if data.labels[r] != data.labels[train[0]])
     answers = pd.DataFrame({"posting_id_1": [ids[a]], "posting_id_2": [ids[b]],
                             "label": ["same"], "key": [tuple(sorted((ids[a], ids[b])))]})
-    tuned, galleries, notes = retrain_head(candidate, data, answers, thresholds=[0.4, 0.6, 0.8])
+    tuned, notes = retrain_head(candidate, data, answers, thresholds=[0.4, 0.6, 0.8])
     assert notes["joined"] == 1 and notes["conflicts"] == 0
     new_spec = tuned.config.encoders["joint"]
     assert new_spec != candidate.config.encoders["joint"] and new_spec.startswith("finetuned:")

@@ -346,6 +346,20 @@ def next_version(name: str, root: str | Path | None = None, parent: str | None =
     return f"{base}.v{version}", version
 
 
+def save_version(parent: Candidate, tuned, files: Mapping[str, Any], labels: str,
+                 notebook: str, root: str | Path | None = None) -> Candidate:
+    """Save ``tuned`` (a :class:`~shopee_match.match.selection.Tuned`: configuration and
+    figures) with its ``files`` as the next version of ``parent``, retrained on the labels
+    whose digest is ``labels`` (:func:`next_version`: the same labels again replace that
+    version)."""
+    name, version = next_version(parent.name, root, parent=parent.name, labels=labels)
+    return save_candidate(
+        name, tuned.config, tuned.val_f1, tuned.test_f1, test_f1_upper=tuned.test_f1_upper,
+        dataset=parent.dataset, fingerprint=parent.fingerprint, split_seed=parent.split_seed,
+        notebook=notebook, metric=parent.metric, link=parent.link, files=files, root=root,
+        version=version, parent=parent.name, labels=labels)
+
+
 def pick_candidate(fingerprint: str, split_seed: int, name: str | None = None,
                    root: str | Path | None = None) -> tuple[Candidate, pd.DataFrame]:
     """The usable candidate with the best val F1 (or the one named), and the leaderboard.

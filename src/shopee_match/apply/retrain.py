@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from shopee_match.apply.review import decision_threshold
-from shopee_match.train.labels import label_pairs, pair_key
+from shopee_match.train.labels import decided, label_pairs, pair_key
 
 
 @dataclass
@@ -39,30 +39,27 @@ def route_labels(answers: pd.DataFrame, posting_ids, split_rows: dict) -> Routed
     """Route the same/different answers of ``answers`` (:func:`~shopee_match.train.labels.
     current_labels`) by the split of their two postings (``split_rows``: split -> rows of
     ``posting_ids``)."""
-    ids = np.asarray(posting_ids, dtype=object)
-    split_of = np.full(len(ids), "", dtype=object)
-    for split, rows in split_rows.items():
-        split_of[rows] = split
-    a, b, label = label_pairs(answers, ids)
-    first, second = split_of[a], split_of[b]
-    held = np.isin(first, ["val", "test"]) | np.isin(second, ["val", "test"])
+    ids = np.asarray(posting_ids, dtype=object).astype(str)
+    split_of = {ids[r]: split for split, rows in split_rows.items() for r in rows}
+    chosen = decided(answers)
+    first = chosen["posting_id_1"].map(split_of).fillna("")
+    second = chosen["posting_id_2"].map(split_of).fillna("")
+    held = first.isin(["val", "test"]) | second.isin(["val", "test"])
     to_ce = (first == "train") & (second == "train")
     to_stack = (first == "stack") & (second == "stack")
-    decided = int(answers["label"].isin(["same", "different"]).sum())
-    titles = answers.set_index("key")
-    keys = [pair_key(ids[x], ids[y]) for x, y in zip(a, b)]
-    ce = pd.DataFrame({"sentence1": [titles.at[k, "title_1"] for k, m in zip(keys, to_ce) if m],
-                       "sentence2": [titles.at[k, "title_2"] for k, m in zip(keys, to_ce) if m],
-                       "label": label[to_ce]})
-    stack = {k: float(y) for k, y, m in zip(keys, label, to_stack) if m}
+    same = (chosen["label"] == "same").astype(float)
+    ce = pd.DataFrame({"sentence1": chosen["title_1"][to_ce].to_numpy(),
+                       "sentence2": chosen["title_2"][to_ce].to_numpy(),
+                       "label": same[to_ce].to_numpy()})
+    stack = dict(zip(chosen["key"][to_stack], same[to_stack]))
     return RoutedLabels(ce, stack, int(held.sum()),
-                        decided - int(held.sum()) - int(to_ce.sum()) - int(to_stack.sum()))
+                        int((~held & ~to_ce & ~to_stack).sum()))
 
 
 def retrain_reranker(reranker, galleries, config, routed: RoutedLabels, posting_ids,
                      ce_config, seed: int = 0):
-    """A new reranker: the cross-encoder trained further (from its own weights, with
-    ``ce_config``'s epochs and learning rate) on the labelled ``train`` pairs, and its
+    """A new reranker: the cross-encoder trained further (from its own weights and length
+    limit, with ``ce_config``'s epochs and learning rate) on the labelled ``train`` pairs, and its
     classifier refitted on the ``stack`` pairs with the new cross-encoder's probabilities and
     the labels people gave there. Without labels for a part, that part is kept as it was.
     Returns ``(reranker, notes)``, or ``(None, notes)`` when the labels changed nothing."""
@@ -75,7 +72,8 @@ def retrain_reranker(reranker, galleries, config, routed: RoutedLabels, posting_
     cross_encoder = reranker.cross_encoder
     if routed.cross_encoder["label"].nunique() == 2:
         trained = train_cross_encoder(routed.cross_encoder, replace(
-            ce_config, base=str(cross_encoder.folder), seed=seed))
+            ce_config, base=str(cross_encoder.folder), seed=seed,
+            max_length=cross_encoder.model.max_seq_length))
         cross_encoder = trained.load(int8=cross_encoder.int8)
         notes["cross_encoder"] = f"trained further on {len(routed.cross_encoder)} labelled pairs"
     else:
@@ -128,11 +126,10 @@ def labelling_curve(galleries, config, cross_encoder, steps, strategy: str = "un
                       ).duplicated().to_numpy()  # each pair once, not in both directions
     features, truth = features[once].reset_index(drop=True), truth[once]
     kind = "rerank" if cross_encoder is not None else "pair_classifier"
-    weights = config.fusion_weights
-    fused = sum(w * features[f"sim_{m}"].to_numpy() for m, w in weights.items()) / sum(
-        weights.values())
-    accepted = np.asarray(decide(galleries.splits["stack"], config)[pairs.i, pairs.j]
-                          ).ravel()[once] if cross_encoder is None else None
+    if cross_encoder is None:  # the configuration's own score and verdict of each pair
+        own = galleries.pair_scores(config, "stack")[0][once]
+        accepted = np.asarray(decide(galleries.splits["stack"], config)[pairs.i, pairs.j]
+                              ).ravel()[once].astype(bool)
 
     def fit_and_score(labelled):
         answers = truth[labelled]
@@ -147,13 +144,12 @@ def labelling_curve(galleries, config, cross_encoder, steps, strategy: str = "un
             pool_scores = features["cross_encoder"].to_numpy()
             tuned = tune(galleries.evaluator(scorer), config, "second_stage",
                          [SecondStage("cross_encoder", t, "second_stage") for t in grid])
-        else:  # no cross-encoder: the configuration's own rule on the fused similarity
+        else:  # no cross-encoder: the configuration's own rule
             scorer, tuned = None, tune(galleries.evaluator(), config, "strategy",
                                        [config.strategy])
-            pool_scores = fused
+            pool_scores = own
         stage = tuned.config.second_stage
-        threshold = (stage.threshold if stage else
-                     decision_threshold(config, fused, accepted.astype(bool)))
+        threshold = stage.threshold if stage else decision_threshold(config, own, accepted)
         test = galleries.scores(tuned.config, "test", scorer)
         return pool_scores, threshold, {
             "val F1": tuned.val_f1, "test row F1": test["row_f1"],
@@ -191,8 +187,8 @@ def retrain_head(candidate, data, answers: pd.DataFrame, thresholds=None, progre
     ``train`` postings of 04's split (:func:`corrected_groups`); the new head's vectors
     replace the old ones and a static threshold is chosen on val again. ``data`` is the
     :class:`~shopee_match.apply.tuning.TuningSet` of the candidate's encoders. Returns
-    ``(tuned, galleries, notes)``, or None when the candidate decides without a head (or its
-    second stage decides)."""
+    ``(tuned, notes)``, or None when the candidate decides without a head (or its second stage
+    decides)."""
     from shopee_match.data.splits import split_by_group
     from shopee_match.embed.finetuned import read_meta
     from shopee_match.embed.specs import EncoderSpec
@@ -237,4 +233,37 @@ def retrain_head(candidate, data, answers: pd.DataFrame, thresholds=None, progre
     notes["head"] = (f"{head}: trained again on the corrected groups (best val F1 "
                      f"{trained.history.best_val_f1:.4f} at epoch "
                      f"{trained.history.best_epoch + 1})")
-    return tuned, galleries, notes
+    return tuned, notes
+
+
+def retrain_candidate(candidate, scorer, data, galleries, answers: pd.DataFrame, ce_config,
+                      grid_points: int = 48):
+    """Train again what in ``candidate`` learns from labels: notebook 05's reranker
+    (``scorer``; :func:`route_labels`, :func:`retrain_reranker`, its threshold chosen on val
+    again) or notebook 04's projection head (:func:`retrain_head`). Returns
+    ``(tuned, files, notes)`` for :func:`~shopee_match.apply.candidates.save_version`, with
+    ``tuned`` None when nothing was retrained (``notes`` say why)."""
+    from shopee_match.apply.second_stages import Reranker
+    from shopee_match.match.config import SecondStage
+    from shopee_match.match.selection import tune
+
+    config = candidate.config
+    if isinstance(scorer, Reranker):
+        ids = data.postings["posting_id"]
+        routed = route_labels(answers, ids, galleries.rows)
+        retrained, notes = retrain_reranker(scorer, galleries, config, routed, ids, ce_config,
+                                            candidate.split_seed)
+        if retrained is None:
+            return None, {}, notes
+        stage = config.second_stage
+        tuned = tune(galleries.evaluator(retrained), config, "second_stage",
+                     [SecondStage(stage.kind, t, stage.file)
+                      for t in np.linspace(0.02, 0.98, grid_points)])
+        return tuned, {stage.file: retrained}, notes
+    head = retrain_head(candidate, data, answers, np.linspace(0.05, 0.99, grid_points))
+    if head is None:
+        return None, {}, {"candidate": f"{candidate.name} has no cross-encoder, classifier or "
+                          "projection head that learns from labels (notebooks 04 and 05 save "
+                          "those): the labels stay in the file"}
+    tuned, notes = head
+    return tuned, {}, notes

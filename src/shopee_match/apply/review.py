@@ -37,13 +37,13 @@ def scored_pair_table(galleries, split: str, config, scorer=None, parts: bool = 
     second stage's score, else the fused similarity), ``accepted`` (the candidate's verdict,
     either direction) and ``is_match`` (same label group)."""
     from shopee_match.match.decision import candidate_pair_features, decide
+    from shopee_match.match.fusion import fused_vectors
+    from shopee_match.match.neighbors import pair_cosine
 
     gallery = galleries.splits[split]
     scores, is_match = galleries.pair_scores(config, split, scorer)
     pairs = candidate_pair_features(gallery, config)
-    weights = config.fusion_weights
-    fused = sum(w * pairs.features[f"sim_{m}"].to_numpy() for m, w in weights.items())
-    fused = fused / sum(weights.values())
+    fused = pair_cosine(fused_vectors(gallery.vectors, config.fusion_weights), pairs.i, pairs.j)
     scored = scorer.parts(pairs) if parts and scorer is not None and config.second_stage else {}
     ce = scored.get("cross_encoder", np.full(len(pairs), np.nan))
     matches = decide(gallery, config, scorer)
@@ -87,9 +87,9 @@ def best_boundary(scores: np.ndarray, accepted: np.ndarray) -> float:
     return float(s[t - 1] if t == len(s) else (s[t - 1] + s[t]) / 2)
 
 
-def review_queue(table: pd.DataFrame, kind: str, n: int, *, threshold: float,
+def review_queue(table: pd.DataFrame, kind: str, n: int, *, threshold: float, posting_ids,
                  gray_band: tuple[float, float] | None = None, answered: Collection = (),
-                 posting_ids=None, random_share: float = 0.2, seed: int = 0) -> pd.DataFrame:
+                 random_share: float = 0.2, seed: int = 0) -> pd.DataFrame:
     """Up to ``n`` rows of :func:`scored_pair_table` to review, in order, with a ``queue``
     column; pairs whose :func:`~shopee_match.train.labels.pair_key` is in ``answered``
     (``posting_ids`` gives the ids of rows ``a``/``b``) are left out."""
@@ -99,7 +99,7 @@ def review_queue(table: pd.DataFrame, kind: str, n: int, *, threshold: float,
     if kind not in QUEUES or kind == "service":
         raise ValueError(f"queue {kind!r}: choose one of {QUEUES[:-1]} here (the service's "
                          "requests come from service_queue)")
-    ids = np.asarray(posting_ids if posting_ids is not None else table.index, dtype=object)
+    ids = np.asarray(posting_ids, dtype=object)
     answered = set(answered)
     free = np.array([pair_key(ids[a], ids[b]) not in answered
                      for a, b in zip(table["a"], table["b"])], dtype=bool)
@@ -132,10 +132,8 @@ def service_queue(path: str | Path, n: int | None = None) -> pd.DataFrame:
     that is not JSON is an error naming it."""
     path = Path(path)
     rows = []
-    if not path.is_file():
-        return pd.DataFrame(columns=["posting_id_1", "posting_id_2", "title_1", "title_2",
-                                     "score", "cross_encoder", "queue"])
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

@@ -31,14 +31,32 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{local_store() / 'mlflow.db'}"
 
 
+def _client(experiment: str, create: bool):
+    """An MLflow client on :func:`tracking_uri` and the experiment's id (created when
+    ``create``, else None when there is none yet)."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None or not create:
+        return client, None if found is None else found.experiment_id
+    location = ((local_store() / "artifacts").resolve().as_uri()
+                if "MLFLOW_TRACKING_URI" not in os.environ else None)
+    return client, client.create_experiment(experiment, artifact_location=location)
+
+
 def log_version(candidate, params: Mapping | None = None, metrics: Mapping | None = None,
                 experiment: str = EXPERIMENT) -> str | None:
     """One MLflow run for a saved candidate version: its parameters (``params`` plus the
-    candidate's metric, link and dataset), val/test figures (``metrics`` added), tags
-    (candidate, version, parent, fingerprint, notebook) and its folder as artifacts under
-    ``candidate/``. Returns the run id, or None (logged) when MLflow is not installed."""
+    candidate's metric, link and split seed), val/test figures (``metrics`` added), tags
+    (candidate, version, parent, labels digest, fingerprint, notebook, dataset) and its folder
+    as artifacts under ``candidate/``. A version already logged (same name, version and
+    labels) is not logged again: its run id is returned. None (logged) when MLflow is not
+    installed."""
     try:
-        from mlflow import MlflowClient
         from mlflow.entities import Metric, Param, RunTag
     except ImportError:
         logger.warning("MLflow is not installed: version %s of %s is saved but not logged "
@@ -47,23 +65,17 @@ def log_version(candidate, params: Mapping | None = None, metrics: Mapping | Non
         return None
     import time
 
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        experiment_id = found.experiment_id
-    else:
-        location = ((local_store() / "artifacts").resolve().as_uri()
-                    if "MLFLOW_TRACKING_URI" not in os.environ else None)
-        experiment_id = client.create_experiment(experiment, artifact_location=location)
+    runs = logged_versions(experiment)
+    same = runs[(runs["candidate"] == candidate.name) & (runs["version"] == candidate.version)
+                & (runs["labels"] == (candidate.labels or ""))]
+    if len(same):
+        return str(same["run"].iloc[0])
+    client, experiment_id = _client(experiment, create=True)
     tags = {"candidate": candidate.name, "version": str(candidate.version),
             "parent": candidate.parent or "", "fingerprint": candidate.fingerprint,
             "notebook": candidate.notebook, "dataset": candidate.dataset,
             "labels": candidate.labels or ""}
-    run = client.create_run(experiment_id, run_name=f"{candidate.name}", tags=tags)
-    run_id = run.info.run_id
+    run_id = client.create_run(experiment_id, run_name=candidate.name, tags=tags).info.run_id
     now = int(time.time() * 1000)
     figures = {"val_f1": candidate.val_f1, "test_f1": candidate.test_f1,
                **({"test_f1_upper": candidate.test_f1_upper}
@@ -78,26 +90,18 @@ def log_version(candidate, params: Mapping | None = None, metrics: Mapping | Non
     return run_id
 
 
-def is_logged(runs, candidate) -> bool:
-    """Whether ``runs`` (:func:`logged_versions`) hold this version of the candidate, trained
-    on the same labels."""
-    return bool(((runs["candidate"] == candidate.name) & (runs["version"] == candidate.version)
-                 & (runs["labels"] == (candidate.labels or ""))).any())
-
-
 def logged_versions(experiment: str = EXPERIMENT):
-    """The runs logged so far (a DataFrame: candidate, version, labels digest, val/test F1),
-    oldest first; None when MLflow is not installed."""
+    """The runs logged so far (a DataFrame: run, candidate, version, labels digest, val/test
+    F1), oldest first; None when MLflow is not installed."""
     try:
-        from mlflow import MlflowClient
+        import mlflow  # noqa: F401
     except ImportError:
         return None
     import pandas as pd
 
-    client = MlflowClient(tracking_uri=tracking_uri())
-    found = client.get_experiment_by_name(experiment)
-    runs = [] if found is None else client.search_runs([found.experiment_id],
-                                                       order_by=["attributes.start_time ASC"])
+    client, experiment_id = _client(experiment, create=False)
+    runs = [] if experiment_id is None else client.search_runs(
+        [experiment_id], order_by=["attributes.start_time ASC"])
     return pd.DataFrame([{"run": r.info.run_id, "candidate": r.data.tags.get("candidate"),
                           "version": int(r.data.tags.get("version", 0)),
                           "labels": r.data.tags.get("labels", ""),

@@ -25,6 +25,7 @@ import pandas as pd
 
 from shopee_match.data.schema import IMAGE, POSTING_ID, TITLE
 from shopee_match.embed.cross_encoder import CrossEncoderModel
+from shopee_match.train.labels import names_any
 
 #: marketplace filler that says nothing about the product (added to positives for invariance)
 FILLERS = ("ORIGINAL", "100% ORI", "READY STOCK", "COD", "Murah", "Free Ongkir", "[PROMO]",
@@ -300,8 +301,9 @@ def write_gray_zone(path: str | Path, postings: pd.DataFrame, a: np.ndarray, b: 
 
 def _pair_keys(table: pd.DataFrame) -> list[tuple[str, str]]:
     """Each row's pair of posting ids, in a fixed order (a pair is the same either way)."""
-    return [tuple(sorted(ids)) for ids in zip(table["posting_id_1"].astype(str),
-                                              table["posting_id_2"].astype(str))]
+    from shopee_match.train.labels import pair_key
+
+    return [pair_key(a, b) for a, b in zip(table["posting_id_1"], table["posting_id_2"])]
 
 
 def read_gray_zone(path: str | Path) -> pd.DataFrame:
@@ -340,7 +342,7 @@ def read_labelled(path: str | Path, exclude_ids: Sequence[str] = ()) -> pd.DataF
     ``exclude_ids`` (stack, val or test postings: training on them would leak) are left out
     with a logged count (:func:`held_out_labels` gives them). A missing file gives no rows."""
     labelled = _labelled(read_gray_zone(path))
-    leaks = _names_any(labelled, exclude_ids)
+    leaks = names_any(labelled, exclude_ids)
     if leaks.any():
         logger.warning("%s: %d labelled pair(s) name stack, val or test postings: kept as "
                        "evaluation labels, not used for training (they would leak into the "
@@ -355,13 +357,8 @@ def held_out_labels(path: str | Path, held_out_ids: Sequence[str]) -> pd.DataFra
     """The labelled rows of a gray-zone file that name a held-out posting: evaluation
     labels, kept in the file and never trained on."""
     labelled = _labelled(read_gray_zone(path))
-    return labelled[_names_any(labelled, held_out_ids)].reset_index(drop=True)
+    return labelled[names_any(labelled, held_out_ids)].reset_index(drop=True)
 
 
 def _labelled(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["label"].str.strip().isin(["0", "1"])]
-
-
-def _names_any(table: pd.DataFrame, ids: Sequence[str]) -> pd.Series:
-    ids = set(map(str, ids))
-    return table["posting_id_1"].isin(ids) | table["posting_id_2"].isin(ids)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from shopee_match.train.labels import LabelLog
+from shopee_match.train.labels import LabelLog, shown_scores
 
 #: Label Studio's labelling interface for a pair (paste it in the project's settings)
 LABEL_CONFIG = """<View>
@@ -71,13 +71,12 @@ def export_tasks(queue: pd.DataFrame, path: str | Path, document_root: str | Pat
 
     tasks = []
     for row in queue.to_dict("records"):
-        scores = {k: float(row[k]) for k in ("bi_encoder", "cross_encoder", "score")
-                  if k in row and pd.notna(row[k])}
         tasks.append({"data": {
             "posting_id_1": str(row["posting_id_1"]), "posting_id_2": str(row["posting_id_2"]),
             "title_1": str(row["title_1"]), "title_2": str(row["title_2"]),
             "image_1": url(row.get("image_1")), "image_2": url(row.get("image_2")),
-            "queue": str(row.get("queue", "")), "candidate": candidate, "scores": scores}})
+            "queue": str(row.get("queue", "")), "candidate": candidate,
+            "scores": shown_scores(row)}})
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "w") as f:
         json.dump(tasks, f, ensure_ascii=False, indent=1)

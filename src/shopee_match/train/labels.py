@@ -26,6 +26,8 @@ ANSWERS = ("same", "different", "skip")
 UNDO = "undo"
 LABEL_COLUMNS = ["time", "posting_id_1", "posting_id_2", "label", "queue", "candidate",
                  "title_1", "title_2", "scores"]
+#: the scores of a queue row shown to the labeller (and kept with its answer)
+SCORE_COLUMNS = ("bi_encoder", "cross_encoder", "score")
 
 
 def labels_path() -> Path:
@@ -43,11 +45,14 @@ def pair_key(a: str, b: str) -> tuple[str, str]:
 
 class LabelLog:
     """The labels file, opened for appending: :meth:`answer` and :meth:`undo` write one line
-    each, flushed and synced to disk before they return."""
+    each, flushed and synced to disk before they return. The file is read once, when it is
+    opened; the answers standing are then kept up to date in memory (one writer at a
+    time)."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else labels_path()
-        read_label_lines(self.path)  # a broken file is an error now, not after a click
+        self._lines = read_label_lines(self.path)[LABEL_COLUMNS].values.tolist()
+        self._standing = _standing(row[3] for row in self._lines)
 
     def answer(self, posting_id_1: str, posting_id_2: str, label: str, *, queue: str = "",
                candidate: str = "", title_1: str = "", title_2: str = "",
@@ -58,29 +63,36 @@ class LabelLog:
         if str(posting_id_1) == str(posting_id_2):
             raise ValueError(f"a pair needs two different postings, got {posting_id_1!r} twice")
         shown = {k: round(float(v), 4) for k, v in (scores or {}).items() if v is not None}
+        self._standing.append(len(self._lines))
         self._append([time or _now(), posting_id_1, posting_id_2, label, queue, candidate,
                       title_1, title_2, json.dumps(shown, sort_keys=True)])
 
-    def undo(self, time: str | None = None) -> None:
-        """Append an ``undo``: the latest answer not yet withdrawn is withdrawn."""
+    def undo(self, time: str | None = None) -> tuple[str, str] | None:
+        """Append an ``undo``: the latest answer not yet withdrawn is withdrawn. Returns that
+        answer's pair (:func:`pair_key`), or None when there was none."""
+        withdrawn = self._lines[self._standing.pop()] if self._standing else None
         self._append([time or _now(), "", "", UNDO, "", "", "", "", ""])
+        return None if withdrawn is None else pair_key(withdrawn[1], withdrawn[2])
 
     def current(self) -> pd.DataFrame:
-        """The answers that stand now (:func:`current_labels` of the file)."""
-        return current_labels(self.path)
+        """The answers that stand now (as :func:`current_labels` reads them from the file)."""
+        return _latest_per_pair(pd.DataFrame([self._lines[p] for p in self._standing],
+                                             columns=LABEL_COLUMNS))
 
     def _append(self, row: list) -> None:
         import os
 
+        row = [str(v) for v in row]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.is_file() or self.path.stat().st_size == 0
         with self.path.open("a", encoding="utf-8", newline="") as f:
             writer = csv.writer(f)
             if new:
                 writer.writerow(LABEL_COLUMNS)
-            writer.writerow([str(v) for v in row])
+            writer.writerow(row)
             f.flush()
             os.fsync(f.fileno())
+        self._lines.append(row)
 
 
 def _now() -> str:
@@ -138,18 +150,41 @@ def current_labels(path: str | Path) -> pd.DataFrame:
     per pair (``skip`` included), in the order they were last answered; ``key`` is the
     pair's :func:`pair_key`."""
     lines = read_label_lines(path)
+    return _latest_per_pair(lines.iloc[_standing(lines["label"])])
+
+
+def _standing(labels) -> list[int]:
+    """Positions of the answers an ``undo`` has not withdrawn, in order."""
     kept: list[int] = []
-    for position, label in enumerate(lines["label"]):
-        if label == UNDO:
-            if kept:
-                kept.pop()
-        else:
+    for position, label in enumerate(labels):
+        if label != UNDO:
             kept.append(position)
-    answers = lines.iloc[kept].copy()
+        elif kept:
+            kept.pop()
+    return kept
+
+
+def _latest_per_pair(answers: pd.DataFrame) -> pd.DataFrame:
+    answers = answers.copy()
     answers["key"] = [pair_key(a, b) for a, b in zip(answers["posting_id_1"],
                                                    answers["posting_id_2"])]
-    answers = answers.drop_duplicates("key", keep="last")
-    return answers.reset_index(drop=True)
+    return answers.drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+def decided(answers: pd.DataFrame) -> pd.DataFrame:
+    """The ``same`` and ``different`` answers (skips left out)."""
+    return answers[answers["label"].isin(["same", "different"])]
+
+
+def names_any(table: pd.DataFrame, ids: Sequence[str]) -> pd.Series:
+    """Rows of a pair table (``posting_id_1``, ``posting_id_2``) naming any of ``ids``."""
+    ids = set(map(str, ids))
+    return table["posting_id_1"].isin(ids) | table["posting_id_2"].isin(ids)
+
+
+def shown_scores(row) -> dict[str, float]:
+    """The scores of :data:`SCORE_COLUMNS` a queue row has (written with each answer)."""
+    return {k: float(row[k]) for k in SCORE_COLUMNS if k in row and pd.notna(row[k])}
 
 
 def label_counts(answers: pd.DataFrame, queue_size: int | None = None) -> dict[str, int]:
@@ -169,9 +204,9 @@ def labels_digest(answers: pd.DataFrame) -> str:
     version retrained on the same labels gets the same digest."""
     import hashlib
 
-    decided = answers[answers["label"].isin(["same", "different"])]
-    text = "\n".join(sorted(f"{a}\t{b}\t{y}" for (a, b), y in zip(decided["key"],
-                                                                   decided["label"])))
+    chosen = decided(answers)
+    text = "\n".join(sorted(f"{a}\t{b}\t{y}" for (a, b), y in zip(chosen["key"],
+                                                                   chosen["label"])))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -180,11 +215,9 @@ def training_labels(answers: pd.DataFrame, held_out_ids: Sequence[str]
     """``(train, set_aside)``: the same/different answers as pairs with a 0/1 ``label``;
     those naming a posting of ``held_out_ids`` (val or test postings) are set aside,
     never trained on."""
-    decided = answers[answers["label"].isin(["same", "different"])].copy()
-    decided["label"] = (decided["label"] == "same").astype(float)
-    held = set(map(str, held_out_ids))
-    leaks = decided["posting_id_1"].isin(held) | decided["posting_id_2"].isin(held)
-    return decided[~leaks].reset_index(drop=True), decided[leaks].reset_index(drop=True)
+    chosen = decided(answers).assign(label=lambda t: (t["label"] == "same").astype(float))
+    leaks = names_any(chosen, held_out_ids)
+    return chosen[~leaks].reset_index(drop=True), chosen[leaks].reset_index(drop=True)
 
 
 def labelled_training_pairs(path: str | Path, exclude_ids: Sequence[str]
@@ -203,9 +236,8 @@ def label_pairs(answers: pd.DataFrame, posting_ids: Sequence[str]
     """``(a, b, label)``: row indices into ``posting_ids`` of each same/different answer
     whose postings are both there, with label 1.0 (same) or 0.0."""
     position = {str(p): i for i, p in enumerate(posting_ids)}
-    decided = answers[answers["label"].isin(["same", "different"])]
-    keep = decided["posting_id_1"].isin(position) & decided["posting_id_2"].isin(position)
-    decided = decided[keep]
-    return (decided["posting_id_1"].map(position).to_numpy(dtype=np.int64),
-            decided["posting_id_2"].map(position).to_numpy(dtype=np.int64),
-            (decided["label"] == "same").to_numpy(dtype=float))
+    chosen = decided(answers)
+    chosen = chosen[chosen["posting_id_1"].isin(position) & chosen["posting_id_2"].isin(position)]
+    return (chosen["posting_id_1"].map(position).to_numpy(dtype=np.int64),
+            chosen["posting_id_2"].map(position).to_numpy(dtype=np.int64),
+            (chosen["label"] == "same").to_numpy(dtype=float))
