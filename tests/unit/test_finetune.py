@@ -148,6 +148,7 @@ def test_training_the_same_thing_twice_loads_the_saved_model(tmp_path):
     again = train_head(*args, k=5, root=tmp_path, device="cpu", progress=False)
     assert first.trained and not again.trained
     assert again.spec == first.spec and again.history.epochs == first.history.epochs
+    assert not (first.folder / "checkpoint").exists()  # a finished model keeps no resume state
     other = train_head(*args[:3], TrainConfig(p=4, k=2, epochs=2, out_dim=8, seed=1), *args[4:],
                        k=5, root=tmp_path, device="cpu", progress=False)
     assert other.trained and other.folder != first.folder  # another seed is another model

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -391,8 +392,12 @@ def _folder(config: TrainConfig, base: dict, fingerprint: str, split_seed: int, 
 
 def _save(folder: Path, model, meta: dict, history: History) -> str:
     """Save a trained model with its history (as a
-    :class:`~shopee_match.embed.finetuned.FineTunedModel`); returns its encoder spec."""
-    return FineTunedModel(model, {**meta, "history": asdict(history)}).save(folder)
+    :class:`~shopee_match.embed.finetuned.FineTunedModel`); returns its encoder spec. The
+    resume checkpoint (weights, optimizer state and best epoch: ~4x the model) goes once the
+    model is saved: a finished model is loaded, never resumed."""
+    spec = FineTunedModel(model, {**meta, "history": asdict(history)}).save(folder)
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+    return spec
 
 
 def train_head(vectors: dict[str, np.ndarray], labels: Sequence[int], split: np.ndarray,
