@@ -119,3 +119,27 @@ def test_max_tokens_truncates_and_keys_the_cache(tmp_path):
     other = embed_dataset(df, "offline", modalities=["text"], max_tokens=16, cache_dir=tmp_path,
                           progress=False)
     assert not first["text"].from_cache and not other["text"].from_cache
+
+
+def test_photos_in_object_storage_are_read_through_fsspec(tmp_path):
+    """A catalog whose image column holds URLs (fsspec's memory:// stands in for s3:// or
+    gs://) needs no images folder; the photos are read when embedded, and a missing one is
+    flagged there (zero row, not ok), not fatal."""
+    import io
+
+    import fsspec
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (80, 60), (200, 30, 30)).save(buffer, "JPEG")
+    with fsspec.open("memory://shop/photos/red.jpg", "wb") as f:
+        f.write(buffer.getvalue())
+    urls = ["memory://shop/photos/red.jpg", "memory://shop/photos/gone.jpg"]
+    pd.DataFrame({"posting_id": ["a", "b"], "title": ["red mug", "blue mug"], "image": urls,
+                  "label_group": [1, 2]}).to_csv(tmp_path / "catalog.csv", index=False)
+    postings, _ = load_postings(tmp_path / "catalog.csv", progress=False)
+    assert postings["image_path"].tolist() == urls
+    encoder = make_encoder("timm:test_efficientnet:none", "image", image_size=32,
+                           device="cpu")
+    vectors, ok = encoder.encode(postings["image_path"].tolist())
+    assert ok.tolist() == [True, False]
+    assert np.isclose(np.linalg.norm(vectors[0]), 1.0) and not vectors[1].any()

@@ -393,19 +393,24 @@ def _check_images(
 
     from shopee_match.progress import progress_bar
 
-    if not folder.is_dir():
+    names = df[IMAGE].fillna("").astype(str).str.strip()
+    remote = names.str.contains("://", regex=False).to_numpy()
+    if not folder.is_dir() and not remote[names != ""].all():
         raise ShopeeDataError(
             f"Images folder {folder} not found but the CSV has an image column. Put the "
             "images there, or drop the image column to use the titles only."
         )
-    names = df[IMAGE].fillna("").astype(str).str.strip()
-    paths = [str(folder / name) if name else "" for name in names]
+    paths = [name if far else str(folder / name) if name else ""
+             for name, far in zip(names, remote)]
     inside = folder.resolve()
     ok = np.zeros(len(df), dtype=bool)
     rows = progress_bar(enumerate(zip(df[POSTING_ID], paths, df[LINE])), total=len(df),
                         desc="checking images", disable=not progress or how == "none",
                         leave=False)
     for i, (pid, path, line) in rows:
+        if remote[i]:  # object storage (s3://, gs://, ...): read, and counted, when embedded
+            ok[i] = True
+            continue
         try:
             outside = (path and not allow_outside
                        and not Path(path).resolve().is_relative_to(inside))

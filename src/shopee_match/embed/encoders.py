@@ -11,6 +11,7 @@ positive threshold on that modality, and it is counted and shown, never dropped.
 from __future__ import annotations
 
 import functools
+import io
 import os
 
 import numpy as np
@@ -136,15 +137,23 @@ class ImageFiles:
 
         try:
             return self.transform(open_rgb(self.paths[i], self.image_size)), True
+        except ImportError:  # e.g. s3fs missing for s3:// photos: every photo would fail
+            raise
         except Exception:  # missing, truncated or not an image: flagged, not fatal
             return torch.zeros(3, self.image_size, self.image_size), False
 
 
-def open_rgb(path: str, size: int | None = None):
-    """An image file as upright 8-bit RGB: EXIF orientation applied, 16-bit images scaled
-    (not clipped to white); a JPEG is decoded at the smallest scale >= ``size`` (draft mode)."""
+def open_rgb(path, size: int | None = None):
+    """An image file (a path, or a URL fsspec opens: ``s3://``, ``gs://``, ...) as upright
+    8-bit RGB: EXIF orientation applied, 16-bit images scaled (not clipped to white); a JPEG
+    is decoded at the smallest scale >= ``size`` (draft mode)."""
     from PIL import Image, ImageOps
 
+    if isinstance(path, str) and "://" in path:
+        import fsspec
+
+        with fsspec.open(path, "rb") as f:
+            return open_rgb(io.BytesIO(f.read()), size)
     with Image.open(path) as im:
         if size:
             im.draft("RGB", (size, size))
