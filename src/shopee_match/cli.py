@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     _catalog_options(submit)
     _recall_option(submit)
     _within_source_option(submit)
+    _ray_options(submit)
 
     dedupe = commands.add_parser(
         "dedupe", help="cluster an unlabelled catalog's duplicates with a saved candidate")
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     _catalog_options(dedupe)
     _recall_option(dedupe)
     _within_source_option(dedupe)
+    _ray_options(dedupe)
 
     link = commands.add_parser(
         "link", help="link two catalogs: every listing of A with its matching listings of B")
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="keep each listing's best mutual match only (price comparison)")
     _catalog_options(link)
     _recall_option(link)
+    _ray_options(link)
 
     serve = commands.add_parser(
         "serve", help="answer 'is this listing a duplicate, and of what?' over HTTP")
@@ -229,9 +232,12 @@ def _submit(args) -> int:
           f"fair test F1 {candidate.test_f1:.4f}")
     test = catalog_csv(args.test, ("test.csv",)) if args.test else None
     postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns, test)
-    applied = apply_candidate(postings, candidate, engine=args.engine, recall=args.recall,
-                              link="all" if args.within_source else None)
-    out = write_submission(applied.match_sets(), Path(args.out) if args.out
+    with _executor(args) as executor:
+        applied = apply_candidate(postings, candidate, engine=args.engine, recall=args.recall,
+                                  link="all" if args.within_source else None,
+                                  executor=executor)
+        matches = applied.match_sets()
+    out = write_submission(matches, Path(args.out) if args.out
                            else artifacts_dir() / "submission.csv")
     print(f"{len(postings)} postings -> {out} (validated)")
     if (folder / "solution.csv").is_file():
@@ -271,7 +277,9 @@ def _link(args) -> int:
                                  titles_only=not all(photos.values()))
     print(f"using candidate {candidate.name} ({candidate.notebook}, val "
           f"{candidate.metric} {candidate.val_f1:.4f} on {candidate.dataset})")
-    links = link_catalogs(a, b, candidate, args.one_to_one, args.engine, recall=args.recall)
+    with _executor(args) as executor:
+        links = link_catalogs(a, b, candidate, args.one_to_one, args.engine, recall=args.recall,
+                              executor=executor)
     out = Path(args.out) if args.out else artifacts_dir() / "links.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
@@ -294,6 +302,29 @@ def _catalog_options(command) -> None:
     command.add_argument("--engine", default="auto", choices=["auto", "torch", "onnx"],
                          help="run the encoders in torch or onnxruntime (auto: onnxruntime "
                          "on CPU, torch on GPUs)")
+
+
+def _ray_options(command) -> None:
+    command.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                         help="embed, search and score on a Ray cluster: 'auto' (the default "
+                         "with no ADDRESS) joins the one 'ray start' runs, 'local' starts one "
+                         "for this run, 'ray://HOST:10001' connects a client")
+    command.add_argument("--ray-actors", type=int, metavar="N",
+                         help="with --ray: encoder/scorer actors (default: one per CPU, or "
+                         "per GPU with --ray-gpus)")
+    command.add_argument("--ray-gpus", type=float, default=0.0, metavar="G",
+                         help="with --ray: GPUs per actor (e.g. 1: models in torch + CUDA)")
+
+
+def _executor(args):
+    """A context giving the :class:`RayExecutor` ``--ray`` asks for, else None."""
+    import contextlib
+
+    if args.ray is None:
+        return contextlib.nullcontext()
+    from shopee_match.distributed.executor import RayExecutor
+
+    return RayExecutor(args.ray, actors=args.ray_actors, gpus_per_actor=args.ray_gpus)
 
 
 def _recall_option(command) -> None:
@@ -324,8 +355,10 @@ def _dedupe(args) -> int:
     print(report.summary())
     candidate = choose_candidate(postings, args.trained_on, args.split_seed, args.candidate,
                                  args.columns)
-    result = dedupe(postings, candidate, engine=args.engine, max_cluster=args.max_cluster,
-                    recall=args.recall, link="all" if args.within_source else None)
+    with _executor(args) as executor:
+        result = dedupe(postings, candidate, engine=args.engine, max_cluster=args.max_cluster,
+                        recall=args.recall, link="all" if args.within_source else None,
+                        executor=executor)
     print(result.summary(postings))
     out = Path(args.out) if args.out else artifacts_dir() / "dedupe" / "clusters.csv"
     clusters, pairs = write_deduped(result, out)

@@ -19,7 +19,7 @@ LAYERS = {"files": 0, "progress": 0,
           "data": 1,
           "match": 2, "embed": 2,
           "train": 3,
-          "apply": 4,
+          "apply": 4, "distributed": 4,
           "cli": 5, "serve": 5, "report": 5, "notebook": 5, "plots": 5, "widgets": 5}
 #: parts of one layer that must not import each other (either way)
 APART = {frozenset({"match", "embed"})}

@@ -73,11 +73,13 @@ class Deduped:
 def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
            max_cluster: int = MAX_CLUSTER, progress: bool = True,
            cache_dir: str | Path | None = None, recall: float = RECALL_TARGET,
-           link: str | None = None) -> Deduped:
+           link: str | None = None, executor=None) -> Deduped:
     """Run ``candidate`` (a :class:`~shopee_match.apply.candidates.Candidate`) on ``postings``
     and cluster its accepted pairs (embeddings cached in ``cache_dir``, default
     ``artifacts/embeddings``; ``recall``: of the search above 200,000 listings; ``link``: how a
-    catalog with a source column is linked, default as the candidate was tuned)."""
+    catalog with a source column is linked, default as the candidate was tuned; ``executor``:
+    a :class:`~shopee_match.distributed.executor.RayExecutor` for the heavy steps, clusters
+    made here)."""
     from scipy import sparse
 
     from shopee_match.apply.pipeline import apply_candidate
@@ -85,7 +87,8 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
     from shopee_match.match.fusion import fused_vectors
     from shopee_match.match.neighbors import pair_cosine
 
-    applied = apply_candidate(postings, candidate, cache_dir, progress, engine, recall, link)
+    applied = apply_candidate(postings, candidate, cache_dir, progress, engine, recall, link,
+                              executor)
     scores = applied.scored_pairs()
     matches = applied.matches.multiply(applied.matches.T).tocsr()  # mutual: from both sides
     ids = postings[POSTING_ID].astype(str).to_numpy()

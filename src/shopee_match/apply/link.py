@@ -71,9 +71,10 @@ def side_by_side(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 def link_catalogs(a: pd.DataFrame, b: pd.DataFrame, candidate, one_to_one: bool = False,
                   engine: str = "auto", progress: bool = True,
                   cache_dir: str | Path | None = None,
-                  recall: float = RECALL_TARGET) -> Links:
+                  recall: float = RECALL_TARGET, executor=None) -> Links:
     """Every candidate pair between catalogs ``a`` and ``b`` (loaded postings) under
-    ``candidate`` (a :class:`~shopee_match.apply.candidates.Candidate`), scored and decided."""
+    ``candidate`` (a :class:`~shopee_match.apply.candidates.Candidate`), scored and decided
+    (embedded and scored on ``executor``'s cluster when there is one)."""
     from shopee_match.apply.dedupe import undirected_scores
     from shopee_match.apply.pipeline import apply_candidate
     from shopee_match.match.decision import candidate_pair_features
@@ -84,7 +85,7 @@ def link_catalogs(a: pd.DataFrame, b: pd.DataFrame, candidate, one_to_one: bool 
         raise ValueError(f"both catalogs need listings to link; got {len(a)} and {len(b)}")
     both = side_by_side(a, b)
     applied = apply_candidate(both, candidate, cache_dir, progress, engine, recall,
-                              link="across")
+                              link="across", executor=executor)
     pairs = candidate_pair_features(applied.gallery, candidate.config)
     n_a = len(a)
     first = pairs.i < n_a  # A's listing queried: (i, j) = (a, b); else (b, a)

@@ -24,16 +24,18 @@ from shopee_match.match.ivf import RECALL_TARGET
 
 
 def embed_for(postings: pd.DataFrame, config: MatchConfig, cache_dir: str | Path | None = None,
-              progress: bool = True, engine: str = "auto") -> dict[str, Embeddings]:
+              progress: bool = True, engine: str = "auto", executor=None
+              ) -> dict[str, Embeddings]:
     """The embeddings of every modality ``config`` uses, made as it was tuned (the same
-    models, checked by identity, int8 title models if it was tuned with them)."""
+    models, checked by identity, int8 title models if it was tuned with them; on
+    ``executor``'s cluster when there is one)."""
     from shopee_match.embed.embeddings import embed_dataset
 
     embeddings = embed_dataset(postings, {m: s for m, s in config.encoders.items()
                                           if m != "tfidf"},
                                modalities=config.modalities, image_size=config.image_size,
                                cache_dir=cache_dir, progress=progress, engine=engine,
-                               int8=config.int8)
+                               int8=config.int8, executor=executor)
     for m, e in embeddings.items():
         chosen = config.models.get(m)
         if chosen and chosen != e.model_id:
@@ -48,17 +50,18 @@ def embed_for(postings: pd.DataFrame, config: MatchConfig, cache_dir: str | Path
 
 
 def gallery_of(postings: pd.DataFrame, vectors: dict, recall: float = RECALL_TARGET,
-               link: str = "auto") -> Gallery:
+               link: str = "auto", executor=None) -> Gallery:
     """The gallery of a catalog's listings: their vectors, photos' phash and titles
     (``recall``: of the search above 200,000 listings, :mod:`shopee_match.match.ivf`), linked
     across its ``source`` column as ``link`` says
-    (:func:`~shopee_match.match.sources.link_sources`)."""
+    (:func:`~shopee_match.match.sources.link_sources`); searched on ``executor``'s cluster
+    when there is one."""
     from shopee_match.match.sources import link_sources
 
     phash = postings[IMAGE_PHASH].to_numpy() if IMAGE_PHASH in postings else None
     sources = link_sources(postings[SOURCE] if SOURCE in postings else None, link)
     return Gallery(vectors, phash, postings[TITLE].fillna("").astype(str).to_numpy(),
-                   recall=recall, sources=sources)
+                   recall=recall, sources=sources, executor=executor)
 
 
 @dataclass
@@ -99,13 +102,19 @@ class Applied:
 def apply_candidate(postings: pd.DataFrame, candidate: Candidate,
                     cache_dir: str | Path | None = None, progress: bool = True,
                     engine: str = "auto", recall: float = RECALL_TARGET,
-                    link: str | None = None) -> Applied:
+                    link: str | None = None, executor=None) -> Applied:
     """Embed ``postings`` as ``candidate`` needs (embeddings cached in ``cache_dir``, default
     ``artifacts/embeddings``; ``engine`` runs the encoders) and load its second stage; a
     catalog above 200,000 listings is searched for ``recall`` of the exact neighbours, and one
-    with a ``source`` column linked as ``link`` says (default: as the candidate was tuned)."""
-    embeddings = embed_for(postings, candidate.config, cache_dir, progress, engine)
+    with a ``source`` column linked as ``link`` says (default: as the candidate was tuned).
+    With an ``executor`` (:class:`~shopee_match.distributed.executor.RayExecutor`) embedding,
+    search and second-stage scoring run on its cluster, with the same results."""
+    embeddings = embed_for(postings, candidate.config, cache_dir, progress, engine, executor)
     gallery = gallery_of(postings, {m: e.vectors for m, e in embeddings.items()}, recall,
-                         candidate.link if link is None else link)
+                         candidate.link if link is None else link, executor)
     gallery.exact_scores = False  # one threshold: pairs that cannot reach it need no scoring
-    return Applied(postings, candidate, embeddings, gallery, candidate.load_scorer())
+    scorer = candidate.load_scorer()
+    if executor is not None and scorer is not None:
+        stage = candidate.config.second_stage
+        scorer = executor.scorer(stage.kind, candidate.folder / stage.file, scorer)
+    return Applied(postings, candidate, embeddings, gallery, scorer)

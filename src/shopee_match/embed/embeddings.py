@@ -78,6 +78,7 @@ def embed_dataset(
     progress: bool = True,
     engine: str = "auto",
     int8: bool = False,
+    executor=None,
 ) -> dict[str, Embeddings]:
     """Embeddings of every modality of ``profile`` plus ``tfidf`` (or of ``modalities`` among
     them: an empty list embeds nothing), in posting order.
@@ -90,6 +91,8 @@ def embed_dataset(
     the vectors agree to ~1e-5, so the cache is shared. ``int8`` runs the text models as their
     quantized ONNX graphs (on the CPU, whatever the engine): faster, slightly different
     vectors, cached apart. A fine-tuned head embeds its inputs as it was trained (int8 or not).
+    With an ``executor`` (:class:`~shopee_match.distributed.executor.RayExecutor`) what is not
+    cached is embedded by its actors, into the same cache entry.
     """
     from shopee_match.embed import engines
     from shopee_match.embed.backbones import pick_device
@@ -110,7 +113,7 @@ def embed_dataset(
     fingerprint = dataset_fingerprint(postings)
     ids = postings[POSTING_ID].astype(str).tolist()
     device = device or pick_device()
-    engine = resolve_engine(engine, device)
+    asked_engine, engine = engine, resolve_engine(engine, device)
     out: dict[str, Embeddings] = {}
     for modality in wanted:
         start = time.perf_counter()
@@ -128,7 +131,7 @@ def embed_dataset(
             continue
         if reads == "joint":  # a fine-tuned head over other modalities' (cached) embeddings
             out[modality] = _embed_head(postings, spec, modality, cache_dir, device, progress,
-                                        engine)
+                                        asked_engine, executor)
             continue
         items = (postings[IMAGE_PATH] if reads == "image" else postings[TITLE])
         items = items.fillna("").astype(str).tolist()
@@ -142,6 +145,13 @@ def embed_dataset(
             out[modality] = Embeddings(modality, *found, meta["model_id"],
                                        time.perf_counter() - start, True)
             continue
+        if executor is not None:  # each worker resolves the engine for its own device
+            vectors, ok = _embed_on_ray(executor, cache, meta, ids, items, {
+                "spec": str(spec), "modality": modality, "image_size": image_size,
+                "max_tokens": max_tokens, "engine": asked_engine, "int8": int8})
+            out[modality] = Embeddings(modality, vectors, ok, meta["model_id"],
+                                       time.perf_counter() - start, False)
+            continue
         encoder = make_encoder(spec, modality, image_size=image_size, device=device,
                                max_tokens=max_tokens, engine=engine, int8=int8)
         with progress_bar(total=len(items), desc=f"{modality} ({spec})", disable=not progress,
@@ -154,8 +164,25 @@ def embed_dataset(
     return out
 
 
+def _embed_on_ray(executor, cache: EmbeddingCache, meta: dict, ids: list[str],
+                  items: list[str], encoder: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A cache entry embedded by ``executor`` (its ``embed``, e.g. the Ray executor's:
+    shards beside the entry while it is made, gone once it is saved)."""
+    import shutil
+
+    from shopee_match.embed.cache import cache_key
+
+    shards = cache.root / f"{cache_key(meta)}.shards"
+    vectors, ok = executor.embed(ids, items, encoder, shards, meta,
+                                 f"{meta['params']['modality']} on Ray ({encoder['spec']})")
+    cache.save(meta, ids, vectors, ok)
+    if cache.path(meta).is_file():  # kept as shards where the entry could not be written
+        shutil.rmtree(shards, ignore_errors=True)
+    return vectors, ok
+
+
 def _embed_head(postings: pd.DataFrame, spec: EncoderSpec, modality: str, cache_dir, device,
-                progress: bool, engine: str) -> Embeddings:
+                progress: bool, engine: str, executor=None) -> Embeddings:
     """Embeddings of a fine-tuned projection head: its inputs through the cache (int8 titles
     if it was trained on them), then the head (a modality the postings lack, e.g. images,
     enters as zero vectors)."""
@@ -167,7 +194,8 @@ def _embed_head(postings: pd.DataFrame, spec: EncoderSpec, modality: str, cache_
     meta = head.meta
     inner = embed_dataset(postings, meta["inputs"], modalities=list(meta["inputs"]),
                           image_size=meta["image_size"], cache_dir=cache_dir, device=device,
-                          progress=progress, engine=engine, int8=meta.get("int8", False))
+                          progress=progress, engine=engine, int8=meta.get("int8", False),
+                          executor=executor)
     inputs = {m: inner[m].vectors if m in inner else
               np.zeros((len(postings), meta["input_dims"][m]), np.float32)
               for m in meta["inputs"]}

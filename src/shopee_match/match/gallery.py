@@ -24,6 +24,8 @@ class Gallery:
     decided among the other sources' listings only. Without ``exact_scores`` (a
     catalog decided at one threshold, as ``submit`` and ``dedupe`` do), a second stage may
     skip the work of scoring pairs that cannot reach its threshold; tuning needs them exact.
+    ``executor`` (a :class:`~shopee_match.distributed.executor.RayExecutor`) runs the
+    self-search on a cluster.
     """
 
     vectors: dict
@@ -33,6 +35,7 @@ class Gallery:
     recall: float = RECALL_TARGET
     exact_scores: bool = True
     sources: np.ndarray | None = None
+    executor: object = None
     cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -45,7 +48,7 @@ class Gallery:
         from shopee_match.match.fusion import fused_neighbors
 
         return fused_neighbors(self.vectors, weights, k, blend_rounds, blend_top_n, self.cache,
-                               self.recall, self.sources)
+                               self.recall, self.sources, self.executor)
 
     def take(self, rows: np.ndarray) -> Gallery:
         """The gallery of some of its rows (a split), with a cache of its own."""
@@ -54,4 +57,5 @@ class Gallery:
 
         return Gallery({m: v[rows] for m, v in self.vectors.items()}, pick(self.phash),
                        pick(self.titles), recall=self.recall,
-                       sources=None if self.sources is None else self.sources[rows])
+                       sources=None if self.sources is None else self.sources[rows],
+                       executor=self.executor)

@@ -88,12 +88,13 @@ def self_knn(vectors, k: int = 50, exact_max_rows: int = EXACT_MAX_ROWS,
 
 
 def ivf_knn(vectors: np.ndarray, k: int, recall: float = RECALL_TARGET,
-            nlist: int | None = None, nprobe: int | None = None, progress: bool = False
-            ) -> tuple[np.ndarray, np.ndarray, IvfPlan]:
+            nlist: int | None = None, nprobe: int | None = None, progress: bool = False,
+            scan=None) -> tuple[np.ndarray, np.ndarray, IvfPlan]:
     """``(sims, idx, plan)``: every row's ``k`` nearest rows by an IVF search with ``nlist``
     lists (default ~2 sqrt(n)) probing ``nprobe`` of them (default: the fewest whose recall on
     a sample reaches ``recall``, scanning at most ~:data:`MAX_SCAN_ROWS` rows a query),
-    ordered as :func:`exact_knn` orders them."""
+    ordered as :func:`exact_knn` orders them. ``scan`` runs the scan itself (default
+    :func:`grouped_search`; the Ray executor's scans blocks of queries on its workers)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(x)
     k = min(k, n)
@@ -115,8 +116,9 @@ def ivf_knn(vectors: np.ndarray, k: int, recall: float = RECALL_TARGET,
                                                     lists)[nprobe - 1]), False
     seconds["plan"] = time.perf_counter() - start
     start = time.perf_counter()
-    sims, idx = grouped_search(x, centroids, lists, k, nprobe, progress,
-                               ranked[:, :nprobe] if nprobe <= ranked.shape[1] else None)
+    sims, idx = (scan or grouped_search)(
+        x, centroids, lists, k, nprobe, progress,
+        ranked[:, :nprobe] if nprobe <= ranked.shape[1] else None)
     seconds["search"] = time.perf_counter() - start
     reached = neighbor_recall(idx[sample], exact)
     plan = IvfPlan(n, len(centroids), nprobe, recall, planned_recall, reached, len(sample),
@@ -193,19 +195,20 @@ def probe_recall(queries: np.ndarray, exact: np.ndarray, centroids: np.ndarray,
 
 
 def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: int,
-                   nprobe: int, progress: bool = False, probes: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's ``k`` nearest rows among the lists of its ``nprobe`` nearest centroids
-    (``probes``, when already known), list by list: the rows of a list against all the
-    queries that probe it is one matrix product, merged into each query's running top ``k``
-    (``-1`` pads what is not filled)."""
+                   nprobe: int, progress: bool = False, probes: np.ndarray | None = None,
+                   queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's (or the ``queries`` rows') ``k`` nearest rows among the lists of its
+    ``nprobe`` nearest centroids (``probes``, one row per query, when already known), list
+    by list: the rows of a list against all the queries that probe it is one matrix product,
+    merged into each query's running top ``k`` (``-1`` pads what is not filled)."""
     import torch
 
     from shopee_match.progress import progress_bar
 
     n = len(x)
+    asked = torch.from_numpy(np.arange(n) if queries is None else np.asarray(queries))
     if probes is None:
-        probes = _nearest_centroids(x, centroids, nprobe)
+        probes = _nearest_centroids(x[asked.numpy()], centroids, nprobe)
     by_list = np.argsort(probes.ravel(), kind="stable")  # (query, probe) slots, grouped by list
     probe_bounds = np.searchsorted(probes.ravel()[by_list], np.arange(len(centroids) + 1))
     members = np.argsort(lists, kind="stable")
@@ -213,18 +216,18 @@ def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: i
     with warnings.catch_warnings():  # a read-only memory map is only ever read here
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
         data = torch.from_numpy(x)
-    best_s = torch.full((n, k), -np.inf, dtype=torch.float32)
-    best_i = torch.full((n, k), -1, dtype=torch.int64)
+    best_s = torch.full((len(asked), k), -np.inf, dtype=torch.float32)
+    best_i = torch.full((len(asked), k), -1, dtype=torch.int64)
     for c in progress_bar(range(len(centroids)), desc="IVF grouped scan", disable=not progress,
                           leave=False):
         rows = torch.from_numpy(members[member_bounds[c]:member_bounds[c + 1]])
-        queries = by_list[probe_bounds[c]:probe_bounds[c + 1]] // nprobe
-        if not len(rows) or not len(queries):
+        probing = by_list[probe_bounds[c]:probe_bounds[c + 1]] // nprobe  # places in asked
+        if not len(rows) or not len(probing):
             continue
         block = data[rows].T.contiguous()
-        for lo in range(0, len(queries), QUERY_BLOCK):
-            q = torch.from_numpy(queries[lo:lo + QUERY_BLOCK])
-            scores = data[q] @ block
+        for lo in range(0, len(probing), QUERY_BLOCK):
+            q = torch.from_numpy(probing[lo:lo + QUERY_BLOCK])
+            scores = data[asked[q]] @ block
             top_s, top_j = torch.topk(scores, min(k, len(rows)), dim=1)
             merged_s = torch.cat([best_s[q], top_s], dim=1)
             merged_i = torch.cat([best_i[q], rows[top_j]], dim=1)
