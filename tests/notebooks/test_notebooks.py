@@ -16,8 +16,7 @@ pytestmark = pytest.mark.notebooks
 
 
 #: notebooks another test already runs on their own first (00: test_eda…, 01: test_embedding…,
-#: 03: test_threshold_sweep…; 05 after 03 alone in test_gray_zone…, which is 05 alone but for
-#: 03's row in its table): not run alone twice
+#: 03: test_threshold_sweep…, 05: test_gray_zone…): not run alone twice
 ALONE_ELSEWHERE = ("00_eda", "01_embed_clip_sbert", "03_threshold_f1_sweep",
                    "05_cross_encoder_rerank")
 
@@ -214,45 +213,6 @@ def test_fine_tuning_and_rerank_save_candidates_and_runs_from_scratch_agree(
             assert first.records.get(key) == second.records.get(key), (first.name, key)
 
 
-def test_the_whole_kit_runs_on_a_catalog_with_its_own_columns_and_text_groups(
-        tiny_env, tmp_path, monkeypatch, capsys):
-    """A team's labelled catalog: other column names (told by dataset.yaml) and string
-    groups. Every notebook runs unchanged, and the groups are used as written. Then the
-    artifacts move, and every candidate still submits from its own folder."""
-    import json
-    import shutil
-
-    from shopee_match.cli import main
-    from shopee_match.data.paths import artifacts_dir
-
-    source = tiny_env / "demo-tiny"
-    catalog = tmp_path / "catalog"
-    catalog.mkdir()
-    df = pd.read_csv(source / "train.csv")
-    df = df.rename(columns={"posting_id": "sku", "title": "name", "image": "photo",
-                            "label_group": "cluster"})
-    df["cluster"] = "f" + df["cluster"].astype(str)
-    df.to_csv(catalog / "train.csv", index=False)
-    shutil.copytree(source / "train_images", catalog / "train_images")
-    (catalog / "dataset.yaml").write_text(
-        "columns:\n  id: sku\n  title: name\n  image: photo\n  group: cluster\n")
-    runs = run_ok(tmp_path, overrides={"DATASET": str(catalog)})
-    records = {r.name[:2]: r.records for r in runs}
-    assert records["00"]["n_groups"] == df["cluster"].nunique()
-    assert 0.0 < records["03"]["best_test_f1"] <= 1.0
-    assert records["06"]["candidate"]
-    assert records["07"]["labels"]["labelled"] == 8  # the oracle answered 8 pairs
-    moved = tmp_path / "moved-artifacts"
-    shutil.move(artifacts_dir(), moved)
-    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(moved))
-    for name in ("03_thresholds", "04_finetuned", "05_rerank"):
-        stored = json.loads((moved / "candidates" / name / "candidate.json").read_text())
-        assert not [s for s in stored["config"]["encoders"].values() if str(tmp_path) in s]
-        assert main(["submit", "--dataset", str(catalog), "--candidate", name,
-                     "--out", str(tmp_path / f"{name}.csv")]) == 0, capsys.readouterr().err
-        assert f"using candidate {name}" in capsys.readouterr().out
-
-
 def small_copy(source: Path, dest: Path, rows: int, labels=None) -> Path:
     """The first ``rows`` listings of a dataset (optionally relabelled) with their photos."""
     import shutil
@@ -267,14 +227,43 @@ def small_copy(source: Path, dest: Path, rows: int, labels=None) -> Path:
     return dest
 
 
-def test_thirty_listings_run_every_notebook_with_k_and_p_clamped(tiny_env, tmp_path):
-    """Every notebook with a neighbour count, a sample or a batch shape larger than 30
-    listings allow (06 only applies the candidates)."""
-    data = small_copy(tiny_env / "demo-tiny", tmp_path / "thirty", 30)
-    runs = run_ok(tmp_path, ["00", "01", "02", "03", "04", "05", "07"],
-                  overrides={"DATASET": str(data)})
-    recall = next(r for r in runs if r.name.startswith("02")).records["recall_at_k"]
-    assert all(int(k) < 30 for by_k in recall.values() for k in by_k)
+def test_the_whole_kit_runs_on_thirty_listings_with_their_own_columns_and_text_groups(
+        tiny_env, tmp_path, monkeypatch, capsys):
+    """A team's small labelled catalog: 30 listings (fewer than every neighbour count, sample
+    and batch shape the notebooks ask for: they clamp them), other column names (told by
+    dataset.yaml) and string groups. Every notebook runs unchanged, and the groups are used
+    as written. Then the artifacts move, and every candidate still submits from its own
+    folder. (One run for both: each notebook sequence costs CI a minute and a half.)"""
+    import json
+    import shutil
+
+    from shopee_match.cli import main
+    from shopee_match.data.paths import artifacts_dir
+
+    catalog = small_copy(tiny_env / "demo-tiny", tmp_path / "catalog", 30)
+    df = pd.read_csv(catalog / "train.csv")
+    df = df.rename(columns={"posting_id": "sku", "title": "name", "image": "photo",
+                            "label_group": "cluster"})
+    df["cluster"] = "f" + df["cluster"].astype(str)
+    df.to_csv(catalog / "train.csv", index=False)
+    (catalog / "dataset.yaml").write_text(
+        "columns:\n  id: sku\n  title: name\n  image: photo\n  group: cluster\n")
+    runs = run_ok(tmp_path, overrides={"DATASET": str(catalog)})
+    records = {r.name[:2]: r.records for r in runs}
+    assert records["00"]["n_groups"] == df["cluster"].nunique()
+    assert all(int(k) < 30 for by_k in records["02"]["recall_at_k"].values() for k in by_k)
+    assert 0.0 < records["03"]["best_test_f1"] <= 1.0
+    assert records["06"]["candidate"]
+    assert records["07"]["labels"]["labelled"] > 0  # the oracle answered its queue
+    moved = tmp_path / "moved-artifacts"
+    shutil.move(artifacts_dir(), moved)
+    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(moved))
+    for name in ("03_thresholds", "04_finetuned", "05_rerank"):
+        stored = json.loads((moved / "candidates" / name / "candidate.json").read_text())
+        assert not [s for s in stored["config"]["encoders"].values() if str(tmp_path) in s]
+        assert main(["submit", "--dataset", str(catalog), "--candidate", name,
+                     "--out", str(tmp_path / f"{name}.csv")]) == 0, capsys.readouterr().err
+        assert f"using candidate {name}" in capsys.readouterr().out
 
 
 def test_listings_without_duplicates_stop_with_one_clear_message(tiny_env, tmp_path):
@@ -306,7 +295,8 @@ def test_a_photo_in_a_symlink_loop_and_an_invisible_title_are_flagged_not_fatal(
 
 
 def test_gray_zone_labels_are_never_lost_and_a_broken_file_is_named(tiny_env, tmp_path):
-    """Notebook 05, 07 (its oracle labels retrain the reranker into version 2), then 05 again:
+    """Notebook 05 on its own, 07 (its oracle labels retrain the reranker into version 2),
+    then 05 again:
     labels given between the runs (in the gray-zone file and in 07's labels file) are kept,
     train-side ones are trained on, held-out ones kept as evaluation labels; then a hand-edited
     line with an extra field stops it with the file and line named, and the file is left as it
@@ -319,9 +309,9 @@ def test_gray_zone_labels_are_never_lost_and_a_broken_file_is_named(tiny_env, tm
     from shopee_match.data.splits import split_by_group
     from shopee_match.train.labels import LabelLog, labels_path
 
-    runs = run_ok(tmp_path, ["03", "05", "07"], overrides={
+    runs = run_ok(tmp_path, ["05", "07"], overrides={
         "CANDIDATE": "05_rerank", "QUEUE_SIZE": 40, "ORACLE_ANSWERS": 40})
-    review = runs[2].records  # 07: the oracle answered 40 pairs, the reranker was retrained
+    review = runs[1].records  # 07: the oracle answered 40 pairs, the reranker was retrained
     assert review["candidate"] == "05_rerank" and review["labels"]["labelled"] == 40
     assert sum(review["labels_routed"].values()) == 40
     assert review["retrained"]["cross_encoder"].startswith("trained further on")
