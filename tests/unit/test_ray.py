@@ -162,7 +162,7 @@ def test_a_killed_actor_costs_a_retry_and_a_rerun_resumes_from_written_shards(cl
     are kept and only the listings without one are embedded again; a shards folder made
     for another model is started over."""
     from shopee_match.distributed.executor import RayExecutor
-    from shopee_match.distributed.ray_embed import open_shards, read_shards
+    from shopee_match.distributed.ray_embed import open_shards, read_shards, shard_ids
     from shopee_match.embed.embeddings import embed_dataset
 
     postings, _ = tiny
@@ -197,27 +197,21 @@ def test_a_killed_actor_costs_a_retry_and_a_rerun_resumes_from_written_shards(cl
 
     shards = sorted(folder.glob("part-*.parquet"))
     lost = shards[:3]  # the driver died before these were written
-    missing = sum(len(read_shards_of(p)) for p in lost)
+    missing = sum(len(shard_ids(p)) for p in lost)
     for path in lost:
         path.unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in shards[3:]}
     again, ok_again = executor.embed(ids, photos, encoder, folder, meta)
     now = sorted(folder.glob("part-*.parquet"))
     assert {p.name: p.stat().st_mtime_ns for p in now if p.name in kept} == kept
-    assert sum(len(read_shards_of(p)) for p in now if p.name not in kept) == missing
+    assert sum(len(shard_ids(p)) for p in now if p.name not in kept) == missing
     assert (ok_again == ok).all() and np.abs(again - vectors).max() == 0
     assert open_shards(folder, {"model": "b"}) == []  # made for another model: started over
     assert read_shards(folder)[0] == [] and json.loads((folder / "meta.json").read_text()) == {
         "model": "b"}
 
 
-def read_shards_of(path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path, columns=["posting_id"]).column("posting_id").to_pylist()
-
-
-def test_search_on_ray_equals_the_local_search_exact_ivf_and_sparse(cluster, tiny, monkeypatch):
+def test_search_on_ray_equals_the_local_search_exact_ivf_and_sparse(cluster, tiny):
     """Blocks of queries searched on the cluster give the local lists: exact search, the
     IVF search above the exact limit (same lists, same plan) and sparse TF-IDF."""
     from shopee_match.distributed import ray_search
@@ -235,8 +229,7 @@ def test_search_on_ray_equals_the_local_search_exact_ivf_and_sparse(cluster, tin
         sims, idx = ray_search.ray_self_knn(executor, vectors, 10)
         want_s, want_i = self_knn(vectors, 10)
         assert (idx == want_i).all() and np.abs(sims - want_s).max() < 1e-6
-    monkeypatch.setattr(ray_search, "EXACT_MAX_ROWS", 1000)
-    sims, idx = ray_search.ray_self_knn(executor, x, 10, recall=0.9)
+    sims, idx = ray_search.ray_self_knn(executor, x, 10, recall=0.9, exact_max_rows=1000)
     assert_same_lists(sims, idx, *self_knn(x, 10, exact_max_rows=1000, recall=0.9))
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shopee_match.distributed.runtime import import_ray
 
@@ -50,7 +50,7 @@ class RayExecutor:
     query_rows: int = 4096
     score_rows: int = 8192
     progress: bool = True
-    _started: bool = False
+    _started: bool = field(default=False, init=False, repr=False)  # start() connected Ray
 
     def start(self) -> RayExecutor:
         """Connect to (or start) Ray unless this process is already connected; quiet Ray

@@ -79,12 +79,19 @@ def read_shards(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return ids, np.concatenate(vectors), np.concatenate(ok)
 
 
+def shard_ids(path: Path) -> list[str]:
+    """The posting ids of one shard (its vectors are not read)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["posting_id"]).column("posting_id").to_pylist()
+
+
 def open_shards(folder: Path, meta: dict) -> list[str]:
     """The ids already embedded in ``folder`` for ``meta``; a folder made for anything else
     (another model, data or parameters) is emptied first."""
     stored = folder / META_FILE
     if stored.is_file() and json.loads(stored.read_text()) == meta:
-        return read_shards(folder)[0]
+        return [i for path in sorted(folder.glob(SHARD_GLOB)) for i in shard_ids(path)]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     stored.write_text(json.dumps(meta, sort_keys=True))
@@ -108,8 +115,7 @@ def embed_on_ray(executor, ids: list[str], items: list[str], encoder: dict, fold
     if todo:
         frame = pd.DataFrame({"posting_id": [ids[r] for r in todo],
                               "item": [items[r] for r in todo]})
-        blocks = max(1, -(-len(frame) // executor.shard_rows))
-        data = ray.data.from_pandas(in_blocks(frame, blocks)).map_batches(
+        data = ray.data.from_pandas(in_blocks(frame, executor.shard_rows)).map_batches(
             EncodeBatches, batch_size=executor.shard_rows, batch_format="numpy",
             fn_constructor_kwargs={"encoder": encoder, "threads": executor.threads()},
             **executor.actor_options())

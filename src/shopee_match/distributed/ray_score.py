@@ -37,21 +37,16 @@ class ScorePairs:
         gallery = Gallery({}, titles=titles, order=rows)
         pairs = CandidatePairs(gallery, np.arange(m), np.arange(m, 2 * m), batch)
         scores = self.scorer.score(pairs, None if np.isnan(accept_at) else float(accept_at))
-        return pd.DataFrame({"_order": order, "score": np.asarray(scores, dtype=np.float64)})
+        return pd.DataFrame({"_order": order, "score": scores})  # in the stage's float type
 
 
 class RayScorer:
     """A :class:`~shopee_match.match.second_stage.PairScorer` that scores on Ray with the
     second stage saved at ``path`` (of ``kind``); ``local`` is the same stage loaded here,
-    for what is read off it beside the scores (``parts``)."""
+    for the scores shown beside its own (``parts``)."""
 
     def __init__(self, executor, kind: str, path: str | Path, local):
         self.executor, self.kind, self.path, self.local = executor, kind, str(path), local
-
-    def __getattr__(self, name):  # gray_band, classifier, ...: the stage's own
-        if name == "local":  # not set yet: no recursion
-            raise AttributeError(name)
-        return getattr(self.local, name)
 
     def parts(self, pairs) -> dict[str, np.ndarray]:
         return self.local.parts(pairs)
@@ -73,20 +68,18 @@ class RayScorer:
         frame["_title_a"], frame["_title_b"] = titles[pairs.i], titles[pairs.j]
         frame["_order"] = np.arange(len(frame))
         frame["_accept_at"] = np.nan if accept_at is None else float(accept_at)
-        blocks = max(1, -(-len(frame) // self.executor.score_rows))
-        data = ray.data.from_pandas(in_blocks(frame, blocks)).map_batches(
+        data = ray.data.from_pandas(in_blocks(frame, self.executor.score_rows)).map_batches(
             ScorePairs, batch_size=self.executor.score_rows, batch_format="pandas",
             fn_constructor_kwargs={"kind": self.kind, "path": self.path,
                                    "threads": self.executor.threads()},
             **self.executor.actor_options())
-        scores = np.empty(len(frame))
+        order, scores = [], []
         with progress_bar(total=len(frame), desc=f"{self.kind} on Ray",
                           disable=not self.executor.progress, leave=False) as bar:
             for batch in data.iter_batches(batch_size=None, batch_format="pandas"):
-                scores[batch["_order"].to_numpy()] = batch["score"].to_numpy()
+                order.append(batch["_order"].to_numpy())
+                scores.append(batch["score"].to_numpy())
                 bar.update(len(batch))
-        return scores.astype(self._dtype(pairs))
-
-    def _dtype(self, pairs):
-        """The float type the stage scores in locally (decisions compare in it)."""
-        return np.float32 if self.kind == "cross_encoder" else np.float64
+        out = np.empty_like(np.concatenate(scores))  # the stage's own float type
+        out[np.concatenate(order)] = np.concatenate(scores)
+        return out

@@ -13,35 +13,25 @@ queries (:func:`~shopee_match.match.ivf.grouped_search`). Same lists as the loca
 from __future__ import annotations
 
 import functools
-import logging
 
 import numpy as np
 
 from shopee_match.distributed.runtime import import_ray
 from shopee_match.match.ivf import EXACT_MAX_ROWS, RECALL_TARGET
 
-logger = logging.getLogger(__name__)
-
 #: FAISS searches fewer queries than this with another kernel (not BLAS): no block is smaller
 MIN_BLOCK = 32
 
 
-def ray_self_knn(executor, vectors, k: int = 50, recall: float = RECALL_TARGET
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def ray_self_knn(executor, vectors, k: int = 50, recall: float = RECALL_TARGET,
+                 exact_max_rows: int = EXACT_MAX_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """Self-search lists ``(sims, idx)`` as :func:`~shopee_match.match.ivf.self_knn` gives
-    them, the scan spread over ``executor``'s cluster."""
-    from scipy import sparse
+    them, its exact search or IVF scan spread over ``executor``'s cluster."""
+    from shopee_match.match.ivf import self_knn
 
-    from shopee_match.match.ivf import ivf_knn
-
-    n = vectors.shape[0]
-    if sparse.issparse(vectors) or n <= EXACT_MAX_ROWS:
-        return _gather(executor, _exact_block, vectors, query_blocks(n, executor.query_rows),
-                       k, "exact kNN on Ray")
-    sims, idx, plan = ivf_knn(vectors, k, recall,
-                              scan=functools.partial(_ray_scan, executor))
-    logger.log(logging.WARNING if plan.capped else logging.INFO, "%s", plan)
-    return sims, idx
+    return self_knn(vectors, k, exact_max_rows, recall,
+                    exact=functools.partial(_ray_exact, executor),
+                    scan=functools.partial(_ray_scan, executor))
 
 
 def query_blocks(n: int, rows: int) -> list[tuple[int, int]]:
@@ -53,12 +43,15 @@ def query_blocks(n: int, rows: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _ray_scan(executor, x, centroids, lists, k, nprobe, progress=False, probes=None):
-    """:func:`~shopee_match.match.ivf.grouped_search` of blocks of queries on Ray tasks."""
-    from shopee_match.match.ivf import _nearest_centroids
+def _ray_exact(executor, x, k):
+    """:func:`~shopee_match.match.neighbors.exact_knn` of blocks of queries on Ray tasks."""
+    return _gather(executor, _exact_block, x, query_blocks(x.shape[0], executor.query_rows),
+                   k, "exact kNN on Ray")
 
-    if probes is None:
-        probes = _nearest_centroids(x, centroids, nprobe)
+
+def _ray_scan(executor, x, centroids, lists, k, nprobe, progress=False, probes=None):
+    """:func:`~shopee_match.match.ivf.grouped_search` of blocks of queries on Ray tasks
+    (each finds its queries' probes itself when they are not given)."""
     return _gather(executor, _scan_block, x, query_blocks(len(x), executor.query_rows), k,
                    "IVF scan on Ray", centroids, lists, nprobe, probes)
 
@@ -97,7 +90,8 @@ def _scan_block(lo: int, hi: int, k: int, threads: int, x, centroids, lists, npr
     _limit_threads(threads)
     from shopee_match.match.ivf import grouped_search
 
-    return grouped_search(x, centroids, lists, k, nprobe, probes=probes[lo:hi],
+    return grouped_search(x, centroids, lists, k, nprobe,
+                          probes=None if probes is None else probes[lo:hi],
                           queries=np.arange(lo, hi))
 
 

@@ -14,7 +14,6 @@ def import_ray():
     return ray
 
 
-def in_blocks(frame, blocks: int) -> list:
-    """``frame`` cut into ``blocks`` consecutive parts (Ray Data blocks)."""
-    bounds = [len(frame) * b // blocks for b in range(blocks + 1)]
-    return [frame.iloc[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+def in_blocks(frame, rows: int) -> list:
+    """``frame`` cut into consecutive parts of at most ``rows`` rows (Ray Data blocks)."""
+    return [frame.iloc[lo:lo + rows] for lo in range(0, len(frame), rows)]

@@ -72,17 +72,20 @@ class IvfPlan:
 
 
 def self_knn(vectors, k: int = 50, exact_max_rows: int = EXACT_MAX_ROWS,
-             recall: float = RECALL_TARGET, progress: bool = False
+             recall: float = RECALL_TARGET, progress: bool = False, exact=None, scan=None
              ) -> tuple[np.ndarray, np.ndarray]:
     """Self-search lists ``(sims, idx)`` of ``k`` columns: :func:`exact_knn` up to
     ``exact_max_rows`` rows (and for sparse vectors); above that the recall-targeted IVF
-    search (:func:`ivf_knn`), whose plan is logged."""
+    search (:func:`ivf_knn`), whose plan is logged. ``exact(vectors, k)`` and ``scan`` replace
+    the exact search and the IVF scan (the Ray executor's run them on its workers)."""
     from scipy import sparse
 
     n = vectors.shape[0]
     if sparse.issparse(vectors) or n <= exact_max_rows:
+        if exact is not None:
+            return exact(vectors, k)
         return exact_knn(vectors, k=k, progress=progress)
-    sims, idx, plan = ivf_knn(vectors, k, recall, progress=progress)
+    sims, idx, plan = ivf_knn(vectors, k, recall, progress=progress, scan=scan)
     logger.log(logging.WARNING if plan.capped else logging.INFO, "%s", plan)
     return sims, idx
 
