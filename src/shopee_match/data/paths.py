@@ -10,6 +10,8 @@ CI can point the kit at their own folders without editing code:
 ``SHOPEE_MATCH_REPORTS``   executed notebooks and HTML (default ``<home>/reports``)
 ``SHOPEE_MATCH_ONNX``      exported ONNX graphs (default ``<artifacts>/onnx``; they depend on
                            the weights only, so several projects or test runs may share one)
+``SHOPEE_MATCH_EMBEDDINGS`` the embedding cache (default ``<artifacts>/embeddings``; entries
+                           are keyed by data, model and parameters, so it may be shared too)
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ def onnx_dir() -> Path:
     """Where exported ONNX graphs are kept (see :mod:`shopee_match.embed.engines`)."""
     env = os.environ.get("SHOPEE_MATCH_ONNX")
     return Path(env).expanduser() if env else artifacts_dir() / "onnx"
+
+
+def embeddings_dir() -> Path:
+    """Where embeddings are cached (see :mod:`shopee_match.embed.cache`)."""
+    env = os.environ.get("SHOPEE_MATCH_EMBEDDINGS")
+    return Path(env).expanduser() if env else artifacts_dir() / "embeddings"
 
 
 def models_dir() -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from shopee_match.data.datasets import dataset_fingerprint
-from shopee_match.data.paths import artifacts_dir
+from shopee_match.data.paths import embeddings_dir
 from shopee_match.data.schema import IMAGE_PATH, POSTING_ID, TITLE
 from shopee_match.embed.cache import EmbeddingCache, cache_meta
 from shopee_match.embed.specs import EncoderSpec
@@ -85,14 +85,15 @@ def embed_dataset(
 
     Image rows need ``image_path`` (as :func:`shopee_match.data.postings.load_postings`
     adds); a dataset without images simply has no ``image`` modality. Results
-    are cached under ``artifacts/embeddings`` by model, data and parameters
-    (``image_size`` for images, ``max_tokens`` for SBERT titles). ``engine`` runs the models
-    in torch or onnxruntime (``auto``: onnxruntime on CPU, see :mod:`shopee_match.embed.engines`);
-    the vectors agree to ~1e-5, so the cache is shared. ``int8`` runs the text models as their
-    quantized ONNX graphs (on the CPU, whatever the engine): faster, slightly different
-    vectors, cached apart. A fine-tuned head embeds its inputs as it was trained (int8 or not).
-    With an ``executor`` (:class:`~shopee_match.distributed.executor.RayExecutor`) what is not
-    cached is embedded by its actors, into the same cache entry.
+    are cached under ``artifacts/embeddings`` (or ``$SHOPEE_MATCH_EMBEDDINGS``) by model, data
+    and parameters (``image_size`` for images, ``max_tokens`` for SBERT titles). ``engine``
+    runs the models in torch or onnxruntime (``auto``: onnxruntime on CPU, see
+    :mod:`shopee_match.embed.engines`); the vectors agree to ~1e-5, so the cache is shared.
+    ``int8`` runs the text models as their quantized ONNX graphs (on the CPU, whatever the
+    engine): faster, slightly different vectors, cached apart. A fine-tuned head embeds its
+    inputs as it was trained (int8 or not). With an ``executor``
+    (:class:`~shopee_match.distributed.executor.RayExecutor`) what is not cached is embedded
+    by its actors, into the same cache entry.
     """
     from shopee_match.embed import engines
     from shopee_match.embed.backbones import pick_device
@@ -109,7 +110,7 @@ def embed_dataset(
     if unknown:
         raise ValueError(f"Profile has no modality {sorted(unknown)}; it has {sorted(specs)}.")
     has_images = IMAGE_PATH in postings and bool(postings[IMAGE_PATH].astype(bool).any())
-    cache = EmbeddingCache(Path(cache_dir) if cache_dir else artifacts_dir() / "embeddings")
+    cache = EmbeddingCache(Path(cache_dir) if cache_dir else embeddings_dir())
     fingerprint = dataset_fingerprint(postings)
     ids = postings[POSTING_ID].astype(str).tolist()
     device = device or pick_device()
