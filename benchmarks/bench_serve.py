@@ -80,10 +80,10 @@ def run_load(port: int, requests: list[dict], clients: int) -> tuple[np.ndarray,
 
 
 def build_requests(dataset: str, n: int, photos: bool, seed: int = 0) -> list[dict]:
-    from shopee_match.data.datasets import catalog_csv
+    from shopee_match.data.datasets import catalog_path
     from shopee_match.data.postings import load_postings
 
-    postings, _ = load_postings(catalog_csv(dataset, ("train.csv", "test.csv")),
+    postings, _ = load_postings(catalog_path(dataset, ("train", "test")),
                                 check_images="none", progress=False)
     rows = np.random.default_rng(seed).choice(len(postings), n, replace=len(postings) < n)
     out = []

@@ -65,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
 
     dedupe = commands.add_parser(
         "dedupe", help="cluster an unlabelled catalog's duplicates with a saved candidate")
-    dedupe.add_argument("catalog", help="a CSV (photos in <name>_images/ beside it, if any), "
-                        "or a dataset folder or name (its test.csv, else train.csv)")
+    dedupe.add_argument("catalog", help="a CSV or Parquet file (photos in <name>_images/ "
+                        "beside it, if any), or a dataset folder or name (its test.csv, else "
+                        "train.csv; .parquet where there is no CSV)")
     dedupe.add_argument("--candidate", help="use this candidate instead of the best on val")
     dedupe.add_argument("--trained-on", default="demo",
                         help="labelled dataset whose candidates to use (default: demo)")
     dedupe.add_argument("--split-seed", type=int, default=0,
                         help="split seed the candidates were chosen with (default: 0)")
-    dedupe.add_argument("--out", help="clusters.csv to write, pairs.csv beside it "
+    dedupe.add_argument("--out", help="clusters.csv to write, pairs.csv beside it; "
+                        "clusters.parquet writes both as Parquet "
                         "(default: artifacts/dedupe/clusters.csv)")
     dedupe.add_argument("--max-cluster", type=int, default=50,
                         help="cut larger clusters at their weakest pairs (default: 50)")
@@ -83,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 
     link = commands.add_parser(
         "link", help="link two catalogs: every listing of A with its matching listings of B")
-    link.add_argument("catalog_a", help="A's CSV (photos in <name>_images/ beside it, if any)")
-    link.add_argument("catalog_b", help="B's CSV, the catalog searched for A's products")
+    link.add_argument("catalog_a", help="A's CSV or Parquet file (photos in <name>_images/ "
+                      "beside it, if any)")
+    link.add_argument("catalog_b", help="B's CSV or Parquet file, the catalog searched for "
+                      "A's products")
     link.add_argument("--candidate", help="use this candidate instead of the best on val")
     link.add_argument("--trained-on", default="demo",
                       help="labelled dataset whose candidates to use (default: demo)")
@@ -219,7 +223,7 @@ def _submit(args) -> int:
     from shopee_match.apply.candidates import pick_candidate
     from shopee_match.apply.pipeline import apply_candidate
     from shopee_match.apply.submission import read_submission, write_submission
-    from shopee_match.data.datasets import catalog_csv, load_test_postings, train_fingerprint
+    from shopee_match.data.datasets import catalog_path, load_test_postings, train_fingerprint
     from shopee_match.data.paths import artifacts_dir
     from shopee_match.data.schema import POSTING_ID
     from shopee_match.match.metrics import pairwise_scores, row_f1, scope_sets
@@ -230,9 +234,10 @@ def _submit(args) -> int:
     how = "as asked" if args.candidate else "best val F1"
     print(f"using candidate {candidate.name} ({how}): val F1 {candidate.val_f1:.4f}, "
           f"fair test F1 {candidate.test_f1:.4f}")
-    test = catalog_csv(args.test, ("test.csv",)) if args.test else None
-    postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns, test)
+    test = catalog_path(args.test, ("test",)) if args.test else None
     with _executor(args) as executor:
+        postings, folder = load_test_postings(args.dataset, args.split_seed, args.columns, test,
+                                              read_rows=_reader(executor))
         applied = apply_candidate(postings, candidate, engine=args.engine, recall=args.recall,
                                   link="all" if args.within_source else None,
                                   executor=executor)
@@ -263,21 +268,23 @@ def _link(args) -> int:
     from shopee_match.data.schema import IMAGE_OK
     from shopee_match.files import atomic_path
 
-    a, report_a = load_postings(args.catalog_a, columns=args.columns)
-    b, report_b = load_postings(args.catalog_b, columns=args.columns)
-    print(report_a.summary())
-    print(report_b.summary())
-    photos = {side: IMAGE_OK in table and bool(table[IMAGE_OK].any())
-              for side, table in (("A", a), ("B", b))}
-    if not all(photos.values()):  # similarities against zero photo vectors mean nothing
-        print(f"{' and '.join(s for s, has in photos.items() if not has)} without photos: "
-              "linking with a candidate that reads titles only")
-    candidate = choose_candidate(side_by_side(a, b), args.trained_on, args.split_seed,
-                                 args.candidate, args.columns,
-                                 titles_only=not all(photos.values()))
-    print(f"using candidate {candidate.name} ({candidate.notebook}, val "
-          f"{candidate.metric} {candidate.val_f1:.4f} on {candidate.dataset})")
     with _executor(args) as executor:
+        a, report_a = load_postings(args.catalog_a, columns=args.columns,
+                                    read_rows=_reader(executor))
+        b, report_b = load_postings(args.catalog_b, columns=args.columns,
+                                    read_rows=_reader(executor))
+        print(report_a.summary())
+        print(report_b.summary())
+        photos = {side: IMAGE_OK in table and bool(table[IMAGE_OK].any())
+                  for side, table in (("A", a), ("B", b))}
+        if not all(photos.values()):  # similarities against zero photo vectors mean nothing
+            print(f"{' and '.join(s for s, has in photos.items() if not has)} without "
+                  "photos: linking with a candidate that reads titles only")
+        candidate = choose_candidate(side_by_side(a, b), args.trained_on, args.split_seed,
+                                     args.candidate, args.columns,
+                                     titles_only=not all(photos.values()))
+        print(f"using candidate {candidate.name} ({candidate.notebook}, val "
+              f"{candidate.metric} {candidate.val_f1:.4f} on {candidate.dataset})")
         links = link_catalogs(a, b, candidate, args.one_to_one, args.engine, recall=args.recall,
                               executor=executor)
     out = Path(args.out) if args.out else artifacts_dir() / "links.csv"
@@ -306,7 +313,8 @@ def _catalog_options(command) -> None:
 
 def _ray_options(command) -> None:
     command.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
-                         help="embed, search and score on a Ray cluster: 'auto' (the default "
+                         help="read a Parquet catalog, embed, search and score on a Ray "
+                         "cluster: 'auto' (the default "
                          "with no ADDRESS) joins the one 'ray start' runs, 'local' starts one "
                          "for this run, 'ray://HOST:10001' connects a client")
     command.add_argument("--ray-actors", type=int, metavar="N",
@@ -325,6 +333,11 @@ def _executor(args):
     from shopee_match.distributed.executor import RayExecutor
 
     return RayExecutor(args.ray, actors=args.ray_actors, gpus_per_actor=args.ray_gpus)
+
+
+def _reader(executor):
+    """How a catalog's records are read: by ``executor``'s cluster, or here (None)."""
+    return None if executor is None else executor.read_rows
 
 
 def _recall_option(command) -> None:
@@ -346,16 +359,16 @@ def _dedupe(args) -> int:
 
     from shopee_match.apply.choosing import choose_candidate
     from shopee_match.apply.dedupe import dedupe, write_deduped
-    from shopee_match.data.datasets import catalog_csv
+    from shopee_match.data.datasets import catalog_path
     from shopee_match.data.paths import artifacts_dir
     from shopee_match.data.postings import load_postings
 
-    postings, report = load_postings(catalog_csv(args.catalog, ("test.csv", "train.csv")),
-                                     columns=args.columns)
-    print(report.summary())
-    candidate = choose_candidate(postings, args.trained_on, args.split_seed, args.candidate,
-                                 args.columns)
     with _executor(args) as executor:
+        postings, report = load_postings(catalog_path(args.catalog, ("test", "train")),
+                                         columns=args.columns, read_rows=_reader(executor))
+        print(report.summary())
+        candidate = choose_candidate(postings, args.trained_on, args.split_seed,
+                                     args.candidate, args.columns)
         result = dedupe(postings, candidate, engine=args.engine, max_cluster=args.max_cluster,
                         recall=args.recall, link="all" if args.within_source else None,
                         executor=executor)
@@ -371,7 +384,7 @@ def _serve(args) -> int:
 
     from shopee_match.apply.choosing import choose_candidate
     from shopee_match.apply.service import GrayBand, load_service
-    from shopee_match.data.datasets import catalog_csv
+    from shopee_match.data.datasets import catalog_path
     from shopee_match.data.paths import artifacts_dir
     from shopee_match.data.postings import load_postings
     from shopee_match.serve import Limits, create_app
@@ -382,7 +395,7 @@ def _serve(args) -> int:
         if not sep:
             raise ValueError(f"--gray-band needs LOW,HIGH, got {args.gray_band!r}")
         band = GrayBand(float(low), float(high))
-    postings, report = load_postings(catalog_csv(args.dataset, ("train.csv", "test.csv")),
+    postings, report = load_postings(catalog_path(args.dataset, ("train", "test")),
                                      columns=args.columns)
     print(report.summary())
     trained_on = args.trained_on or args.dataset

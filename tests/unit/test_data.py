@@ -312,3 +312,61 @@ def test_data_that_cannot_be_matched_stops_with_one_clear_message(labels, messag
     with pytest.raises(ShopeeDataError, match=message):
         require_duplicates(postings, "my-data")
     require_duplicates(pd.DataFrame({"label_group": [1, 1, 2]}))  # enough: no error
+
+
+def test_a_parquet_catalog_loads_as_its_csv_does_block_by_block(tmp_path, monkeypatch):
+    """The same listings as Parquet (typed columns, a null title, photos beside it) load
+    to the same postings as from CSV, also when read in blocks of two rows; only ``line``
+    differs (a Parquet file's rows count from 1)."""
+    import shopee_match.data.postings as postings_module
+    from shopee_match.data.datasets import catalog_path, load_dataset
+
+    jpg = jpeg_bytes(tmp_path)
+    data = rows(5, title=["Kopi 1", None, "Caf\\xc3\\xa9 2", "Teh 3", "Gula 4"],
+                posting_id=["007", "8", "9", "10", "11"])
+    csv = write_dataset(tmp_path / "csv", data, {f"{i}.jpg": jpg for i in range(5)})
+    folder = write_dataset(tmp_path / "pq", data, {f"{i}.jpg": jpg for i in range(5)}).parent
+    (folder / "train.csv").unlink()
+    typed = pd.DataFrame(data).astype({"posting_id": str, "label_group": "int64"})
+    typed.to_parquet(folder / "train.parquet", index=False)
+    monkeypatch.setattr(postings_module, "PARQUET_BLOCK_ROWS", 2)
+    assert catalog_path(folder, ("test", "train")) == folder / "train.parquet"
+    from_csv, csv_report = load_postings(csv, progress=False)
+    from_parquet, report = load_dataset(str(folder))
+    assert from_parquet["line"].tolist() == [1, 2, 3, 4, 5]
+    assert from_csv["line"].tolist() == [2, 3, 4, 5, 6]
+    keep = ["posting_id", "title", "title_raw", "title_ok", "image_ok", "label_group"]
+    pd.testing.assert_frame_equal(from_parquet[keep], from_csv[keep])
+    assert from_parquet["posting_id"][0] == "007"  # an id stays text, zeros kept
+    assert "row 2: 8" in report.summary() and "line 3: 8" in csv_report.summary()
+
+
+def test_a_bad_parquet_catalog_names_the_file_row_and_column(tmp_path):
+    path = tmp_path / "catalog.parquet"
+    pd.DataFrame({"posting_id": ["a", ""], "title": ["x", "y"]}).to_parquet(path)
+    with pytest.raises(ShopeeDataError, match=r"catalog.parquet: empty posting_id on row\(s\) 2"):
+        load_postings(path)
+    pd.DataFrame({"posting_id": ["a", "b"], "title": ["x", "y"], "tags": [[1], [2]]}
+                 ).to_parquet(path)
+    with pytest.raises(ShopeeDataError, match=r"column 'tags' holds list<.*not text or num"):
+        load_postings(path)
+    path.write_text("posting_id,title\na,x\n")  # a CSV under a Parquet name
+    with pytest.raises(ShopeeDataError, match=r"catalog.parquet is not a readable Parquet"):
+        load_postings(path)
+    pd.DataFrame({"posting_id": [], "title": []}).to_parquet(path)
+    with pytest.raises(ShopeeDataError, match=r"catalog.parquet has no rows"):
+        load_postings(path)
+    with pytest.raises(ShopeeDataError, match=r"file:///.*/nope.parquet not found"):
+        load_postings((tmp_path / "nope.parquet").as_uri())  # a URL (s3://, ...) read by fsspec
+
+
+def test_a_catalog_at_a_url_has_its_photos_beside_it_as_urls(tmp_path):
+    jpg = jpeg_bytes(tmp_path)
+    csv = write_dataset(tmp_path / "d", rows(3), {f"{i}.jpg": jpg for i in range(3)})
+    local, _ = load_postings(csv, progress=False)
+    remote, report = load_postings(csv.as_uri(), progress=False)
+    assert remote["image_path"].tolist() == [f"{(csv.parent / 'train_images').as_uri()}/{i}.jpg"
+                                             for i in range(3)]
+    assert remote["image_ok"].all() and report.source == csv.as_uri()
+    pd.testing.assert_frame_equal(remote.drop(columns="image_path"),
+                                  local.drop(columns="image_path"))

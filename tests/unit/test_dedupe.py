@@ -162,3 +162,27 @@ def test_a_column_mapping_naming_a_column_the_file_lacks_stops_with_its_name(dat
     assert main(["dedupe", str(csv), "--columns", "image=photo"]) == 2
     err = capsys.readouterr().err
     assert "names ['photo'], which the file does not have (for ['image'])" in err
+
+
+def test_a_parquet_catalog_dedupes_as_its_csv_into_parquet_files(data_root, labelled,
+                                                                 tmp_path, monkeypatch):
+    """The same catalog as Parquet, deduped with ``--out clusters.parquet``: the clusters and
+    pairs of the CSV run, as Parquet files (typed columns)."""
+    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path / "artifacts"))
+    csv, _ = unlabelled_catalog(data_root, tmp_path / "catalog", photos=False)
+    parquet = csv.with_suffix(".parquet")
+    pd.read_csv(csv, dtype=str, keep_default_na=False).to_parquet(parquet, index=False)
+    common = ["--trained-on", str(labelled)]
+    assert main(["dedupe", str(csv), *common, "--out", str(tmp_path / "csv" / "clusters.csv")
+                 ]) == 0
+    assert main(["dedupe", str(parquet), *common,
+                 "--out", str(tmp_path / "pq" / "clusters.parquet")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == ["clusters.parquet",
+                                                                   "pairs.parquet"]
+    ids = {c: str for c in ("posting_id", "posting_id_a", "posting_id_b")}
+    for name in ("clusters", "pairs"):
+        want = pd.read_csv(tmp_path / "csv" / f"{name}.csv", dtype=ids)
+        got = pd.read_parquet(tmp_path / "pq" / f"{name}.parquet")
+        assert len(got) > 10
+        pd.testing.assert_frame_equal(got.astype({c: str for c in ids if c in got}), want,
+                                      check_dtype=False)  # similarity: float32 in Parquet

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -108,16 +109,21 @@ def test_dedupe_and_submit_through_ray_equal_the_local_path(cluster, candidate, 
                                                             tmp_path, monkeypatch):
     """demo-tiny's listings, unlabelled, deduped and submitted (as a test set: ``--test``,
     so the submit reads the vectors the dedupe cached) by the CLI with and without
-    ``--ray``: the same files."""
+    ``--ray``: the same files. The Ray runs read the catalog as Parquet, in blocks, with
+    Ray Data's reader; the local runs read it as CSV."""
     catalog = tmp_path / "catalog.csv"
-    pd.read_csv(data_root / "demo-tiny" / "train.csv").drop(columns="label_group").to_csv(
-        catalog, index=False)
+    table = pd.read_csv(data_root / "demo-tiny" / "train.csv", dtype=str,
+                        keep_default_na=False).drop(columns="label_group")
+    table.to_csv(catalog, index=False)
+    table.to_parquet(catalog.with_suffix(".parquet"), row_group_size=64)  # blocks of 64
     (tmp_path / "catalog_images").symlink_to(data_root / "demo-tiny" / "train_images")
     dataset = str(data_root / "demo-tiny")
     outputs = {}
     # one actor a stage: each starts in seconds here; the kill and search tests spread wide
     for run, extra in (("local", []), ("ray", ["--ray", cluster.address, "--ray-actors", "1"])):
         out = tmp_path / run
+        if run == "ray":
+            catalog = catalog.with_suffix(".parquet")
         run_cli(["dedupe", str(catalog), "--trained-on", dataset, "--candidate", CANDIDATE,
                  "--out", str(out / "clusters.csv"), *extra], candidate[run], monkeypatch)
         run_cli(["submit", "--dataset", dataset, "--candidate", CANDIDATE, "--test",
@@ -242,6 +248,38 @@ def assert_same_lists(sims, idx, want_s, want_i, tol: float = 1e-6) -> None:
         near = np.abs(want_s[r] - want_s[r, p]) < tol
         assert near.sum() > 1 and idx[r, p] in want_i[r][near], (r, idx[r], want_i[r])
     assert len(rows) < idx.size / 100  # near-ties only
+
+
+def test_a_parquet_catalog_read_by_ray_data_is_the_local_read_in_file_order(cluster,
+                                                                            data_root, tmp_path):
+    """A Parquet catalog at a URL (``file://``: every node sees it) in many small row
+    groups: Ray Data's read tasks finish in any order, the rows come back as pyarrow reads
+    them here, in file order, and load as the local file does; a file on the driver's disk
+    and a CSV are read here."""
+    from shopee_match.data.postings import load_postings, read_csv_rows, read_parquet_rows
+    from shopee_match.distributed.executor import RayExecutor
+
+    path = tmp_path / "catalog.parquet"
+    table = pd.read_csv(data_root / "demo-tiny" / "train.csv", dtype=str)
+    table.to_parquet(path, row_group_size=7)
+    executor = RayExecutor(cluster.address, progress=False)
+    read_here = mock.Mock(wraps=read_parquet_rows)
+    with mock.patch("shopee_match.data.postings.read_parquet_rows", read_here):
+        on_ray = executor.read_rows(path.as_uri())
+        assert read_here.call_args.args[1] is not None  # blocks came from Ray Data
+        pd.testing.assert_frame_equal(executor.read_rows(path), read_parquet_rows(path))
+        assert read_here.call_args.args[1:] == ()  # a file on this disk: pyarrow, here
+    pd.testing.assert_frame_equal(on_ray, read_parquet_rows(path))
+    assert on_ray["posting_id"].tolist() == table["posting_id"].tolist()
+    pd.testing.assert_frame_equal(executor.read_rows(data_root / "demo-tiny" / "train.csv"),
+                                  read_csv_rows(data_root / "demo-tiny" / "train.csv"))
+    (tmp_path / "catalog_images").symlink_to(data_root / "demo-tiny" / "train_images")
+    local, _ = load_postings(path)
+    remote, _ = load_postings(path.as_uri(), read_rows=executor.read_rows)
+    assert remote["image_path"][0] == f"{path.as_uri()[:-8]}_images/{table['image'][0]}"
+    assert remote["image_ok"].all()  # URLs: opened, and counted, when embedded
+    keep = ["posting_id", "title", "title_raw", "label_group", "line"]
+    pd.testing.assert_frame_equal(remote[keep], local[keep])
 
 
 def test_query_blocks_cover_every_row_without_a_short_tail():

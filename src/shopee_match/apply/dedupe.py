@@ -120,14 +120,21 @@ def undirected_scores(i: np.ndarray, j: np.ndarray, scores: np.ndarray, a: np.nd
 
 
 def write_deduped(result: Deduped, out: str | Path) -> tuple[Path, Path]:
-    """Write ``clusters.csv`` at ``out`` and ``pairs.csv`` beside it, as one unit: both are
-    written in full beside their places first and renamed into place only then, so a failed
-    write (a full disk) leaves the previous run's two files as they were."""
+    """Write ``clusters.csv`` at ``out`` and ``pairs.csv`` beside it (``clusters.parquet`` and
+    ``pairs.parquet`` where ``out`` ends in ``.parquet``: smaller and typed, for catalogs with
+    millions of pairs), as one unit: both are written in full beside their places first and
+    renamed into place only then, so a failed write (a full disk) leaves the previous run's
+    two files as they were."""
+    from shopee_match.data.postings import PARQUET_SUFFIXES
     from shopee_match.files import atomic_path
 
     out = Path(out)
-    pairs = out.with_name("pairs.csv")
+    parquet = out.suffix.lower() in PARQUET_SUFFIXES
+    pairs = out.with_name("pairs" + (out.suffix if parquet else ".csv"))
     with atomic_path(out) as clusters_tmp, atomic_path(pairs) as pairs_tmp:
-        result.clusters.to_csv(clusters_tmp, index=False)
-        result.pairs.to_csv(pairs_tmp, index=False)
+        for frame, tmp in ((result.clusters, clusters_tmp), (result.pairs, pairs_tmp)):
+            if parquet:
+                frame.to_parquet(tmp, index=False)
+            else:
+                frame.to_csv(tmp, index=False)
     return out, pairs

@@ -1,5 +1,5 @@
 """Datasets by name: the generated demo sets, Kaggle's Shopee data or a folder, their
-fingerprints, their test postings, and the CSV a catalog argument names."""
+fingerprints, their test postings, and the file a catalog argument names."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pandas as pd
 
 from shopee_match.data.paths import DEMO_DATASETS, TWO_SHOP_DEMOS, dataset_dir
 from shopee_match.data.postings import (
+    PARQUET_SUFFIXES,
     ShopeeDataError,
     ValidationReport,
+    is_url,
     load_postings,
     write_test_layout,
 )
@@ -23,7 +25,8 @@ def load_dataset(
     name: str = "demo", split: str = "train", check_images: str = "header",
     columns: str | dict | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
-    """Load ``<split>.csv`` of a dataset given by name (see ``paths.dataset_dir``) or path.
+    """Load ``<split>.csv`` (or ``<split>.parquet``) of a dataset given by name (see
+    ``paths.dataset_dir``) or path.
 
     Demo datasets are generated on first use (and again when the generator
     changed), so a notebook never needs another one to have run before it.
@@ -34,7 +37,8 @@ def load_dataset(
         from shopee_match.data.demo import generate_demo
 
         generate_demo(folder, size=DEMO_DATASETS[name], shops=2 if name in TWO_SHOP_DEMOS else 1)
-    return load_postings(folder / f"{split}.csv", check_images=check_images, columns=columns)
+    return load_postings(split_file(folder, split), check_images=check_images,
+                         columns=columns)
 
 
 def dataset_fingerprint(postings: pd.DataFrame) -> str:
@@ -59,22 +63,25 @@ def train_fingerprint(dataset: str, columns: str | dict | None = None) -> str:
 
 
 def load_test_postings(dataset: str, split_seed: int = 0, columns: str | dict | None = None,
-                       test: str | Path | None = None) -> tuple[pd.DataFrame, Path]:
+                       test: str | Path | None = None,
+                       read_rows=None) -> tuple[pd.DataFrame, Path]:
     """Test postings of a dataset and their folder.
 
     ``test`` (a CSV in test layout) is used when given; else a dataset
     with a ``test.csv`` (Kaggle's) is used as it is, and a labelled-only dataset (the demo)
     gets its group-aware ``test`` split written in test layout to ``<data>/<name>-heldout/``
     (with ``solution.csv`` for scoring): the same split notebook 03 reports as test.
-    ``columns`` renames a catalog's columns.
+    ``columns`` renames a catalog's columns; ``read_rows`` reads a given test file
+    (:func:`~shopee_match.data.postings.load_postings`).
     """
     from shopee_match.data.splits import split_by_group
 
     if test is not None:
-        return load_postings(test, columns=columns)[0], Path(test).parent
+        return load_postings(test, columns=columns, read_rows=read_rows)[0], Path(test).parent
     folder = dataset_dir(dataset)
-    if (folder / "test.csv").is_file():
-        return load_postings(folder / "test.csv", columns=columns)[0], folder
+    if split_file(folder, "test").is_file():
+        return load_postings(split_file(folder, "test"), columns=columns,
+                             read_rows=read_rows)[0], folder
     postings, _ = load_dataset(dataset, "train", columns=columns)
     split = split_by_group(postings[LABEL_GROUP], seed=split_seed)
     if not (split == "test").any():
@@ -85,11 +92,20 @@ def load_test_postings(dataset: str, split_seed: int = 0, columns: str | dict | 
     return load_postings(held_out / "test.csv")[0], held_out
 
 
-def catalog_csv(catalog: str | Path, order: tuple[str, ...]) -> Path:
-    """The CSV a catalog argument names: a CSV path, or the first of ``order`` in a dataset
-    folder (or a dataset name's folder)."""
+def split_file(folder: Path, split: str) -> Path:
+    """``folder/<split>.csv``, or ``<split>.parquet`` where only that one exists."""
+    csv, parquet = folder / f"{split}.csv", folder / f"{split}.parquet"
+    return parquet if parquet.is_file() and not csv.is_file() else csv
+
+
+def catalog_path(catalog: str | Path, order: tuple[str, ...]) -> str | Path:
+    """The file a catalog argument names: a CSV or Parquet path or URL, or the first split of
+    ``order`` (``"test"``, ``"train"``) found in a dataset folder (or a dataset name's)."""
+    if is_url(catalog):  # a file in object storage (s3://, gs://, file://): as named
+        return catalog
     source = Path(catalog)
-    if source.suffix.lower() == ".csv":
+    if source.suffix.lower() in (".csv", *PARQUET_SUFFIXES):
         return source
     folder = source if source.is_dir() else dataset_dir(str(catalog))
-    return next((folder / f for f in order if (folder / f).is_file()), folder / order[0])
+    found = (split_file(folder, split) for split in order)
+    return next((f for f in found if f.is_file()), folder / f"{order[0]}.csv")

@@ -2,8 +2,9 @@
 
 A dataset folder holds ``train.csv`` (``posting_id, image, image_phash, title,
 label_group``) and ``train_images/``; ``test.csv`` has no ``label_group``. A
-titles-only dataset simply has no ``image`` column. Loading never drops a
-posting: problems are repaired where that is safe (byte escapes, mojibake) or
+titles-only dataset simply has no ``image`` column. A catalog may be a Parquet file
+instead of a CSV (``train.parquet``; read block by block, every column as text). Loading
+never drops a posting: problems are repaired where that is safe (byte escapes, mojibake) or
 flagged in a column (``image_ok``, ``title_ok``) and listed in a
 :class:`ValidationReport`. Problems that would make every later result wrong
 (missing columns, duplicate ids) raise :class:`ShopeeDataError`.
@@ -22,8 +23,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -51,6 +53,10 @@ _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 IMAGE_CHECKS = ("none", "exists", "header", "decode")
 _BYTE_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
 _EXAMPLES = 5
+#: file endings read as Parquet (anything else as CSV)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+#: rows per block read from a Parquet catalog
+PARQUET_BLOCK_ROWS = 65_536
 
 
 class ShopeeDataError(ValueError):
@@ -59,9 +65,11 @@ class ShopeeDataError(ValueError):
 
 @dataclass
 class ValidationReport:
-    """What loading found wrong with a file, row by row (rows are CSV line numbers)."""
+    """What loading found wrong with a file, row by row (a CSV's line numbers, a Parquet
+    file's row numbers: ``unit``)."""
 
     source: str
+    unit: str = "line"
     n_rows: int = 0
     has_images: bool = False
     has_labels: bool = False
@@ -81,15 +89,15 @@ class ValidationReport:
         """One row per kind of problem: count and a few examples."""
         rows = [
             ("empty or missing title", self.empty_titles,
-             lambda r: f"line {r[0]}: {r[1]}"),
+             lambda r: f"{self.unit} {r[0]}: {r[1]}"),
             ("title repaired (byte escapes / mojibake)", self.repaired_titles,
-             lambda r: f"line {r[0]}: {r[2]!r} -> {r[3]!r}"),
+             lambda r: f"{self.unit} {r[0]}: {r[2]!r} -> {r[3]!r}"),
             ("image file missing", self.missing_images,
-             lambda r: f"line {r[0]}: {r[2]}"),
+             lambda r: f"{self.unit} {r[0]}: {r[2]}"),
             ("image file unreadable", self.unreadable_images,
-             lambda r: f"line {r[0]}: {r[2]} ({r[3]})"),
+             lambda r: f"{self.unit} {r[0]}: {r[2]} ({r[3]})"),
             ("image path outside the images folder (refused)", self.outside_images,
-             lambda r: f"line {r[0]}: {r[2]}"),
+             lambda r: f"{self.unit} {r[0]}: {r[2]}"),
         ]
         return pd.DataFrame(
             [
@@ -139,64 +147,131 @@ def clean_title(text: object) -> str:
 
 
 def load_postings(
-    csv_path: str | Path,
+    path: str | Path,
     images_dir: str | Path | None = None,
     check_images: str = "header",
     progress: bool = True,
     columns: str | dict | None = None,
     allow_outside_images: bool = False,
+    read_rows: Callable[[Path], pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
-    """Read a Shopee-layout CSV, validate it and return ``(postings, report)``.
+    """Read a Shopee-layout CSV (or Parquet file), validate it and return ``(postings,
+    report)``.
 
     The frame keeps every row in file order and adds ``title_raw`` (as read),
     ``title`` (repaired), ``title_ok``, ``image_path``, ``image_ok`` and ``line`` (the CSV
-    line each row starts on). ``check_images`` is ``"none"``, ``"exists"``, ``"header"``
-    (open and verify the header, default) or ``"decode"`` (decode every pixel; slow on big
-    images; a truncated JPEG/PNG counts as unreadable either way). ``columns`` maps kit
-    columns to the file's (see :func:`parse_columns`); a ``dataset.yaml`` beside the CSV
-    gives the default mapping. An image name that leads outside the images folder
-    (``../x.jpg``, an absolute path) is refused unless ``allow_outside_images``.
+    line each row starts on; a Parquet file's row number, from 1). ``check_images`` is
+    ``"none"``, ``"exists"``, ``"header"`` (open and verify the header, default) or
+    ``"decode"`` (decode every pixel; slow on big images; a truncated JPEG/PNG counts as
+    unreadable either way). ``columns`` maps kit columns to the file's (see
+    :func:`parse_columns`); a ``dataset.yaml`` beside the CSV gives the default mapping. An
+    image name that leads outside the images folder (``../x.jpg``, an absolute path) is
+    refused unless ``allow_outside_images``. ``path`` may be a URL fsspec opens (``s3://``,
+    ``gs://``, ``file://``): its photos' names are then read beside it, in
+    ``<name>_images/``, when the embedding opens them. ``read_rows`` reads the file's records
+    as text (default :func:`read_catalog_rows`; a Ray executor's reads a Parquet file in
+    object storage in blocks on its cluster); the checks are the same.
     """
-    csv_path = Path(csv_path)
+    remote = is_url(path)
+    catalog = str(path) if remote else Path(path)  # a Path would fold s3:// into s3:/
     if check_images not in IMAGE_CHECKS:
         raise ValueError(f"check_images must be one of {IMAGE_CHECKS}, not {check_images!r}")
-    if not csv_path.is_file():
+    if not remote and not catalog.is_file():
         raise ShopeeDataError(
-            f"{csv_path} not found. Generate the demo data with `shopee-match demo`, "
+            f"{catalog} not found. Generate the demo data with `shopee-match demo`, "
             "download Shopee's with `shopee-match download` or the Amazon-Google benchmark "
             "with `shopee-match download amazon-google`."
         )
-    df = read_csv_rows(csv_path)
-    mapping = {**dataset_columns(csv_path.parent), **parse_columns(columns)}
+    try:
+        df = (read_rows or read_catalog_rows)(catalog)
+    except FileNotFoundError as err:
+        raise ShopeeDataError(f"{catalog} not found ({err}); check the URL.") from err
+    mapping = {**({} if remote else dataset_columns(catalog.parent)),
+               **parse_columns(columns)}
     absent = {ours: theirs for ours, theirs in mapping.items()  # required ones: see below
               if theirs not in df.columns and ours not in df.columns
               and ours not in REQUIRED_COLUMNS}
     if absent:
         raise ShopeeDataError(
-            f"{csv_path}: the column mapping names {sorted(absent.values())}, which the file "
+            f"{catalog}: the column mapping names {sorted(absent.values())}, which the file "
             f"does not have (for {sorted(absent)}); its columns are "
             f"{[c for c in df.columns if c != LINE]}. Fix --columns (COLUMNS in the "
             "notebooks, or dataset.yaml).")
     df = df.rename(columns={theirs: ours for ours, theirs in mapping.items()
                             if theirs in df.columns and ours not in df.columns})
-    report = ValidationReport(source=str(csv_path), n_rows=len(df))
-    _check_columns(df, csv_path, mapping)
-    _check_ids(df, csv_path)
+    report = ValidationReport(source=str(catalog), n_rows=len(df), unit=_unit(catalog))
+    _check_columns(df, catalog, mapping)
+    _check_ids(df, catalog)
     report.has_labels = LABEL_GROUP in df.columns
     if report.has_labels:
-        _check_labels(df, csv_path)
+        _check_labels(df, catalog)
     if SOURCE in df.columns:
-        _check_sources(df, csv_path)
+        _check_sources(df, catalog)
     _clean_titles(df, report)
     report.has_images = IMAGE in df.columns
     if report.has_images:
-        folder = Path(images_dir) if images_dir else csv_path.with_name(
-            csv_path.stem + "_images")
+        if images_dir:
+            folder = Path(images_dir)
+        elif remote:  # photos named beside a catalog in object storage: URLs beside it
+            base, name = catalog.rsplit("/", 1)
+            folder = f"{base}/{PurePosixPath(name).stem}_images"
+        else:
+            folder = catalog.with_name(catalog.stem + "_images")
         _check_images(df, folder, check_images, report, progress, allow_outside_images)
     else:
         df[IMAGE_PATH] = ""
         df[IMAGE_OK] = False
     return df, report
+
+
+def read_catalog_rows(path: Path) -> pd.DataFrame:
+    """Every record of a catalog as text, plus ``line``: a Parquet file
+    (:func:`read_parquet_rows`) by its ending, else a CSV (:func:`read_csv_rows`)."""
+    return read_parquet_rows(path) if is_parquet(path) else read_csv_rows(path)
+
+
+def read_parquet_rows(path: Path, blocks: Iterable | None = None) -> pd.DataFrame:
+    """Every column of a Parquet catalog as text (numbers as written, a null as empty), block
+    by block, plus ``line``: the row number, from 1. ``blocks``: the file's blocks in order
+    (pyarrow tables or batches) as another reader yields them, e.g. Ray Data's
+    (:meth:`~shopee_match.distributed.executor.RayExecutor.read_rows`); default: pyarrow's
+    own, :data:`PARQUET_BLOCK_ROWS` rows at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with _opened(path) as handle:
+            file = pq.ParquetFile(handle)  # its footer: a file that is not Parquet stops here
+            blocks = iter(file.iter_batches(batch_size=PARQUET_BLOCK_ROWS) if blocks is None
+                          else blocks)
+            columns = _text_columns(blocks, path)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ShopeeDataError(f"{path} is not a readable Parquet file ({err}). Write it again "
+                              "(pandas: df.to_parquet(path)) or give the catalog as CSV.") from err
+    df = pd.DataFrame(columns, dtype=object)
+    if df.empty:
+        raise ShopeeDataError(f"{path} has no rows; nothing to match.")
+    df[LINE] = np.arange(1, len(df) + 1)
+    return df
+
+
+def _text_columns(blocks: Iterable, path) -> dict[str, list]:
+    """Every column of ``blocks`` (pyarrow tables or batches) as text, joined."""
+    import pyarrow as pa
+
+    columns: dict[str, list] = {}
+    for block in blocks:
+        for name, column in zip(block.schema.names, block.columns):
+            try:
+                text = column.cast(pa.string()).fill_null("")
+            except pa.ArrowNotImplementedError as err:
+                raise ShopeeDataError(
+                    f"{path}: column {name!r} holds {column.type}, not text or numbers "
+                    f"({err}). Write it as text, or leave it out of the file.") from err
+            columns.setdefault(name, []).extend(text.to_pylist())
+    return columns
 
 
 def read_csv_rows(path: Path, empty_ok: bool = False) -> pd.DataFrame:
@@ -213,7 +288,8 @@ def read_csv_rows(path: Path, empty_ok: bool = False) -> pd.DataFrame:
     import io
     import warnings
 
-    raw = path.read_bytes()
+    with _opened(path) as handle:
+        raw = handle.read()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -283,6 +359,30 @@ def dataset_columns(folder: str | Path) -> dict[str, str]:
                               "read like:\ncolumns:\n  id: sku\n  title: name") from err
 
 
+def is_url(path: str | Path) -> bool:
+    """Whether ``path`` is a URL (``s3://``, ``gs://``, ``file://``), opened through fsspec."""
+    return "://" in str(path)
+
+
+def _opened(path: str | Path):
+    """``path`` opened for reading bytes: through fsspec if it is a URL."""
+    if is_url(path):
+        import fsspec
+
+        return fsspec.open(str(path), "rb")
+    return open(path, "rb")
+
+
+def is_parquet(path: str | Path) -> bool:
+    """Whether ``path`` names a Parquet file (by its ending)."""
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def _unit(path: Path) -> str:
+    """What a row is called in messages about ``path``: a CSV's line, a Parquet file's row."""
+    return "row" if is_parquet(path) else "line"
+
+
 def _check_columns(df: pd.DataFrame, path: Path, mapping: dict[str, str]) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
@@ -300,12 +400,13 @@ def _check_ids(df: pd.DataFrame, path: Path) -> None:
     empty = df.index[df[POSTING_ID] == ""]
     if len(empty):
         lines = ", ".join(str(df[LINE][i]) for i in empty[:_EXAMPLES])
-        raise ShopeeDataError(f"{path}: empty posting_id on line(s) {lines}; every row needs one.")
+        raise ShopeeDataError(f"{path}: empty posting_id on {_unit(path)}(s) {lines}; every row "
+                              "needs one.")
     dup = df[POSTING_ID].duplicated(keep=False)
     if dup.any():
         groups = df[dup].groupby(POSTING_ID).groups
         examples = "; ".join(
-            f"{pid!r} on lines {', '.join(str(df['line'][i]) for i in idx)}"
+            f"{pid!r} on {_unit(path)}s {', '.join(str(df[LINE][i]) for i in idx)}"
             for pid, idx in list(groups.items())[:_EXAMPLES]
         )
         raise ShopeeDataError(
@@ -339,8 +440,8 @@ def _filled(df: pd.DataFrame, column: str, path: Path, what_to_do: str) -> pd.Se
     bad = df.index[values == ""]
     if len(bad):
         lines = ", ".join(str(df[LINE][i]) for i in bad[:_EXAMPLES])
-        raise ShopeeDataError(f"{path}: {column} is empty on {len(bad)} line(s) (e.g. "
-                              f"{lines}). {what_to_do}")
+        raise ShopeeDataError(f"{path}: {column} is empty on {len(bad)} {_unit(path)}(s) "
+                              f"(e.g. {lines}). {what_to_do}")
     return values
 
 
@@ -386,7 +487,7 @@ def _clean_titles(df: pd.DataFrame, report: ValidationReport) -> None:
 
 
 def _check_images(
-    df: pd.DataFrame, folder: Path, how: str, report: ValidationReport, progress: bool,
+    df: pd.DataFrame, folder: Path | str, how: str, report: ValidationReport, progress: bool,
     allow_outside: bool = False,
 ) -> None:
     from PIL import Image
@@ -394,8 +495,12 @@ def _check_images(
     from shopee_match.progress import progress_bar
 
     names = df[IMAGE].fillna("").astype(str).str.strip()
+    if isinstance(folder, str):  # in object storage: each name becomes its photo's URL
+        beside = (names != "") & ~names.str.contains("://", regex=False)
+        names = names.where(~beside, folder + "/" + names)
+        folder = Path(folder)  # not opened: every photo is a URL now
     remote = names.str.contains("://", regex=False).to_numpy()
-    if not folder.is_dir() and not remote[names != ""].all():
+    if not remote[names != ""].all() and not folder.is_dir():
         raise ShopeeDataError(
             f"Images folder {folder} not found but the CSV has an image column. Put the "
             "images there, or drop the image column to use the titles only."

@@ -4,6 +4,8 @@
 ``EXECUTOR = "ray"``; both make a :class:`RayExecutor` and hand it down the same apply
 pipeline as the local path, which stays the default. With it:
 
+- a Parquet catalog in object storage is read in blocks by Ray Data's reader
+  (:mod:`shopee_match.distributed.ray_read`), then checked on the driver as locally;
 - photos and titles are embedded by actors of a Ray Data ``map_batches`` stage, each
   writing Parquet shards (ids beside vectors) that a rerun skips
   (:mod:`shopee_match.distributed.ray_embed`); the shards become the kit's embedding cache
@@ -107,6 +109,14 @@ class RayExecutor:
         return max(1, int(self.cpus_per_actor))
 
     # what the layers below call, without importing Ray or this package
+
+    def read_rows(self, path):
+        """A catalog's records as text, a Parquet file in object storage read in blocks by
+        Ray Data (:func:`~shopee_match.distributed.ray_read.read_rows_on_ray`)."""
+        from shopee_match.distributed.ray_read import read_rows_on_ray
+
+        self.start()  # connected (if not yet), Ray Data's own bars and logs quiet
+        return read_rows_on_ray(path)
 
     def embed(self, ids: list[str], items: list[str], encoder: dict, folder, meta: dict,
               desc: str = "embedding on Ray"):
