@@ -5,11 +5,15 @@
   (1 CPU each: one actor per node) of a local ``ray.cluster_utils.Cluster``; a fresh cache
   for every run (the ONNX graphs exported before any is timed), model loading and actor
   start-up included, the vectors checked equal to the local ones.
-- ``search-1m``: the self-search of 1,000,000 title-like vectors (384-d, groups of 1-8 as
-  ``bench_memory``'s ``dedupe-1m``; IVF planned for recall 0.99 of exact) through Ray on the
-  two-node cluster and locally: seconds, and peak resident memory of the driver and of the
-  largest Ray worker (sampled; the vectors sit once in the object store, counted in each
-  process that maps them).
+  Peak resident memory of the driver and of the largest encoder actor on two nodes.
+- ``dedupe-1m``: ``dedupe``'s steps after embedding on 1,000,000 title-like vectors (384-d,
+  groups of 1-8 as ``bench_memory``'s ``dedupe-1m``): the self-search (IVF planned for
+  recall 0.99 of exact) through Ray on the two-node cluster and locally, then threshold,
+  mutual pairs, clusters on the driver, ``clusters.parquet`` + ``pairs.parquet``: seconds,
+  and peak resident memory of the driver and of the largest Ray worker (sampled; the
+  vectors sit once in the object store, counted in each process that maps them). With the
+  ``embed`` stage's per-actor memory, this is the 1M-title dedupe through Ray; its
+  embedding (~1.5 h through Ray on 2 cores) is not run.
 
 On this machine (2 cores) Ray cannot add compute: every ratio shows its overhead (actor
 start-up, model loading per actor, moving batches through the object store), not a
@@ -17,7 +21,7 @@ speed-up. What to expect on a cluster: throughput grows with the actors, each ac
 embedding at about the per-actor rate printed here on one CPU (or at a GPU's rate with
 ``--ray-gpus 1``), while the overhead stays roughly constant per run.
 
-    python benchmarks/bench_ray.py [embed] [search-1m]
+    python benchmarks/bench_ray.py [embed] [dedupe-1m]
 """
 
 from __future__ import annotations
@@ -109,16 +113,18 @@ def bench_embed() -> None:
         for modality in SPECS:  # the ONNX graphs exported once, before any run is timed
             embed_dataset(postings.tail(8), SPECS, modalities=[modality],
                           image_size=IMAGE_SIZE, cache_dir=tmp / "warm-up", progress=False)
-        rates, local = {}, {}
+        rates, local, peaks = {}, {}, {}
         for run in ("local", "ray 1 node", "ray 2 nodes"):
             made = None if run == "local" else cluster(1 if "1 node" in run else 2)
             executor = None if made is None else RayExecutor(made.address, progress=False,
                                                              shard_rows=256)
             for modality, table in (("text", postings), ("image", photos)):
                 start = time.perf_counter()
-                got = embed_dataset(table, SPECS, modalities=[modality], image_size=IMAGE_SIZE,
-                                    cache_dir=tmp / run.replace(" ", "-"), progress=False,
-                                    executor=executor)[modality]
+                with PeakMemory() as peaks[run, modality]:
+                    got = embed_dataset(table, SPECS, modalities=[modality],
+                                        image_size=IMAGE_SIZE,
+                                        cache_dir=tmp / run.replace(" ", "-"), progress=False,
+                                        executor=executor)[modality]
                 seconds = time.perf_counter() - start
                 rates[run, modality] = len(table) / seconds
                 if run == "local":
@@ -138,36 +144,75 @@ def bench_embed() -> None:
         print("    per actor on one CPU (2 nodes): titles "
               f"{rates['ray 2 nodes', 'text'] / 2:.1f}/s, photos "
               f"{rates['ray 2 nodes', 'image'] / 2:.1f}/s")
+        for modality, unit in (("text", "titles"), ("image", "photos")):
+            peak = peaks["ray 2 nodes", modality]
+            print(f"    peak memory embedding {unit} on 2 nodes: driver {peak.driver:.2f} GB, "
+                  f"largest encoder actor {peak.worker:.2f} GB (local: "
+                  f"{peaks['local', modality].driver:.2f} GB)")
 
 
-def bench_search_1m() -> None:
+def dedupe_vectors(vectors: np.ndarray, executor, out: Path) -> tuple[float, pd.DataFrame]:
+    """``dedupe``'s steps after embedding, on ``vectors``: the self-search (k=20, IVF for
+    recall 0.99) and a static threshold (on ``executor``'s cluster, or here), mutual pairs,
+    clusters capped at 50 on this process, ``clusters.parquet`` + ``pairs.parquet`` written.
+    Seconds taken and the pairs."""
+    from scipy import sparse
+
+    from shopee_match.apply.dedupe import Deduped, write_deduped
+    from shopee_match.match.components import capped_components
+    from shopee_match.match.config import MatchConfig
+    from shopee_match.match.decision import predict_matches
+    from shopee_match.match.gallery import Gallery
+    from shopee_match.match.neighbors import pair_cosine
+
+    start = time.perf_counter()
+    config = MatchConfig({"text": "sbert:x"}, {"text": 1.0}, k=20, value=0.8)
+    matches = predict_matches(Gallery({"text": vectors}, executor=executor), config)
+    upper = sparse.triu(matches.multiply(matches.T).tocsr(), k=1).tocoo()
+    similarity = pair_cosine(vectors, upper.row, upper.col)  # in chunks, as dedupe does
+    cluster_of, _ = capped_components(upper.row, upper.col, similarity, len(vectors), 50)
+    ids = np.array([f"p{i}" for i in range(len(vectors))])
+    clusters = pd.DataFrame({"posting_id": ids, "cluster_id": cluster_of,
+                             "cluster_size": np.bincount(cluster_of)[cluster_of]})
+    pairs = pd.DataFrame({"posting_id_a": ids[upper.row], "posting_id_b": ids[upper.col],
+                          "similarity": similarity.round(4), "score": np.nan,
+                          "cluster_id": cluster_of[upper.row],
+                          "cut": cluster_of[upper.row] != cluster_of[upper.col]})
+    write_deduped(Deduped(clusters, pairs, "bench", 50), out / "clusters.parquet")
+    seconds = time.perf_counter() - start
+    write_deduped(Deduped(clusters, pairs, "bench", 50), out / "clusters.csv")  # to compare
+    return seconds, pairs
+
+
+def bench_dedupe_1m() -> None:
     from bench_memory import clustered
 
     from shopee_match.distributed.executor import RayExecutor
-    from shopee_match.distributed.ray_search import ray_self_knn
-    from shopee_match.match.ivf import self_knn
 
     vectors, _ = clustered(1_000_000, 384, seed=3)
-    made = cluster(2, object_store_gb=4.0)
-    executor = RayExecutor(made.address, progress=False, query_rows=65_536)
-    with PeakMemory() as ray_peak:
-        start = time.perf_counter()
-        sims, idx = ray_self_knn(executor, vectors, 51)
-        ray_seconds = time.perf_counter() - start
-    close(made)
-    with PeakMemory() as local_peak:
-        start = time.perf_counter()
-        want_s, want_i = self_knn(vectors, 51)
-        local_seconds = time.perf_counter() - start
-    same = float((idx == want_i).mean())
-    print(f"  1,000,000 x 384 self-search, k=51 (IVF, recall target 0.99): local "
+    with tempfile.TemporaryDirectory() as tmp:
+        made = cluster(2, object_store_gb=4.0)
+        executor = RayExecutor(made.address, progress=False, query_rows=65_536)
+        with PeakMemory() as ray_peak:
+            ray_seconds, ray_pairs = dedupe_vectors(vectors, executor, Path(tmp))
+        close(made)
+        with PeakMemory() as local_peak:
+            local_seconds, pairs = dedupe_vectors(vectors, None, Path(tmp))
+        size = {kind: sum(f.stat().st_size for f in Path(tmp).glob(f"*.{kind}")) / 2**20
+                for kind in ("parquet", "csv")}
+    key = ["posting_id_a", "posting_id_b"]
+    same = len(pairs.merge(ray_pairs[key], on=key)) / max(len(pairs), 1)
+    print(f"  dedupe of 1,000,000 x 384 title-like vectors after embedding (self-search k=20, "
+          f"IVF for recall 0.99, threshold, mutual pairs, clusters capped at 50 on the "
+          f"driver, {len(pairs)} pairs written as Parquet: {size['parquet']:.0f} MB, as "
+          f"CSV {size['csv']:.0f} MB): local "
           f"{local_seconds:.0f} s, peak {local_peak.driver:.1f} GB | Ray 2 nodes "
           f"{ray_seconds:.0f} s ({local_seconds / ray_seconds:.2f}x), driver peak "
-          f"{ray_peak.driver:.1f} GB, largest worker {ray_peak.worker:.1f} GB; "
-          f"{same:.4%} of list entries equal (the rest: near-ties)")
+          f"{ray_peak.driver:.1f} GB, largest worker {ray_peak.worker:.1f} GB; {same:.4%} of "
+          "the local pairs found through Ray too (the rest: near-ties)")
 
 
-STAGES = {"embed": bench_embed, "search-1m": bench_search_1m}
+STAGES = {"embed": bench_embed, "dedupe-1m": bench_dedupe_1m}
 
 
 def main(argv: list[str] | None = None) -> None:
