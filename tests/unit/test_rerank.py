@@ -169,11 +169,25 @@ def cross_encoder(tmp_path_factory):
     config = CrossEncoderConfig(epochs=2, batch_size=8, lr=1e-4, max_length=32)
     first = train_cross_encoder(pairs, config, root=root, progress=False)
     again = train_cross_encoder(pairs, config, root=root, progress=False)
-    return first, again
+    return first, again, pairs, config
+
+
+def test_training_the_cross_encoder_again_from_scratch_gives_the_same_model(cross_encoder,
+                                                                           tmp_path):
+    """Notebook 05 is reproducible: the same pairs and settings, trained again in another
+    folder (nothing loaded), score every pair as the first model does."""
+    from shopee_match.train.cross_encoder import train_cross_encoder
+
+    first, _, pairs, config = cross_encoder
+    fresh = train_cross_encoder(pairs, config, root=tmp_path, progress=False)
+    assert fresh.trained
+    left, right = pairs["sentence1"].tolist(), pairs["sentence2"].tolist()
+    np.testing.assert_allclose(fresh.load(engine="torch").score_titles(left, right),
+                               first.load(engine="torch").score_titles(left, right), atol=1e-5)
 
 
 def test_cross_encoder_trains_once_then_loads_and_separates_pairs(cross_encoder):
-    first, again = cross_encoder
+    first, again, _, _ = cross_encoder
     assert first.trained and not again.trained and again.folder == first.folder
     assert any("loss" in entry for entry in first.log)
     model = first.load()
