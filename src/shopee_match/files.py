@@ -1,5 +1,5 @@
-"""Files: writing them so that an interrupted run never leaves a half-written one behind, and
-naming a file or a folder by its contents."""
+"""Files: writing them so that an interrupted run never leaves a half-written one behind,
+naming a file or a folder by its contents, and reading one at a path or a URL."""
 
 from __future__ import annotations
 
@@ -74,3 +74,18 @@ def content_digest(path: str | Path) -> str:
         h.update(item.relative_to(path).as_posix().encode() + b"\0")
         h.update(file_digest(item).encode())
     return h.hexdigest()[:16]
+
+
+def is_url(path: str | Path) -> bool:
+    """Whether ``path`` is a URL (``s3://``, ``gs://``, ``file://``), read through fsspec."""
+    return "://" in str(path)
+
+
+def open_binary(path: str | Path):
+    """``path`` opened for reading bytes: through fsspec if it is a URL (a missing package,
+    e.g. s3fs for ``s3://``, is fsspec's ImportError)."""
+    if is_url(path):
+        import fsspec
+
+        return fsspec.open(str(path), "rb")
+    return open(path, "rb")

@@ -125,11 +125,11 @@ def write_deduped(result: Deduped, out: str | Path) -> tuple[Path, Path]:
     millions of pairs), as one unit: both are written in full beside their places first and
     renamed into place only then, so a failed write (a full disk) leaves the previous run's
     two files as they were."""
-    from shopee_match.data.postings import PARQUET_SUFFIXES
+    from shopee_match.data.postings import is_parquet
     from shopee_match.files import atomic_path
 
     out = Path(out)
-    parquet = out.suffix.lower() in PARQUET_SUFFIXES
+    parquet = is_parquet(out)
     pairs = out.with_name("pairs" + (out.suffix if parquet else ".csv"))
     with atomic_path(out) as clusters_tmp, atomic_path(pairs) as pairs_tmp:
         for frame, tmp in ((result.clusters, clusters_tmp), (result.pairs, pairs_tmp)):

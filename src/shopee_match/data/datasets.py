@@ -11,14 +11,14 @@ import pandas as pd
 
 from shopee_match.data.paths import DEMO_DATASETS, TWO_SHOP_DEMOS, dataset_dir
 from shopee_match.data.postings import (
-    PARQUET_SUFFIXES,
     ShopeeDataError,
     ValidationReport,
-    is_url,
+    is_parquet,
     load_postings,
     write_test_layout,
 )
 from shopee_match.data.schema import IMAGE_PATH, LABEL_GROUP, POSTING_ID, TITLE
+from shopee_match.files import is_url
 
 
 def load_dataset(
@@ -104,7 +104,7 @@ def catalog_path(catalog: str | Path, order: tuple[str, ...]) -> str | Path:
     if is_url(catalog):  # a file in object storage (s3://, gs://, file://): as named
         return catalog
     source = Path(catalog)
-    if source.suffix.lower() in (".csv", *PARQUET_SUFFIXES):
+    if source.suffix.lower() == ".csv" or is_parquet(source):
         return source
     folder = source if source.is_dir() else dataset_dir(str(catalog))
     found = (split_file(folder, split) for split in order)

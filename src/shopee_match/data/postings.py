@@ -43,6 +43,7 @@ from shopee_match.data.schema import (
     TITLE_OK,
     TITLE_RAW,
 )
+from shopee_match.files import is_url, open_binary
 
 REQUIRED_COLUMNS = (POSTING_ID, TITLE)
 #: names accepted on the left of a column mapping, and the kit column each one means
@@ -240,7 +241,7 @@ def read_parquet_rows(path: Path, blocks: Iterable | None = None) -> pd.DataFram
     import pyarrow.parquet as pq
 
     try:
-        with _opened(path) as handle:
+        with open_binary(path) as handle:
             file = pq.ParquetFile(handle)  # its footer: a file that is not Parquet stops here
             blocks = iter(file.iter_batches(batch_size=PARQUET_BLOCK_ROWS) if blocks is None
                           else blocks)
@@ -288,7 +289,7 @@ def read_csv_rows(path: Path, empty_ok: bool = False) -> pd.DataFrame:
     import io
     import warnings
 
-    with _opened(path) as handle:
+    with open_binary(path) as handle:
         raw = handle.read()
     try:
         text = raw.decode("utf-8-sig")
@@ -357,20 +358,6 @@ def dataset_columns(folder: str | Path) -> dict[str, str]:
     except (yaml.YAMLError, ValueError, AttributeError) as err:
         raise ShopeeDataError(f"{path} is not a valid dataset description ({err}). It should "
                               "read like:\ncolumns:\n  id: sku\n  title: name") from err
-
-
-def is_url(path: str | Path) -> bool:
-    """Whether ``path`` is a URL (``s3://``, ``gs://``, ``file://``), opened through fsspec."""
-    return "://" in str(path)
-
-
-def _opened(path: str | Path):
-    """``path`` opened for reading bytes: through fsspec if it is a URL."""
-    if is_url(path):
-        import fsspec
-
-        return fsspec.open(str(path), "rb")
-    return open(path, "rb")
 
 
 def is_parquet(path: str | Path) -> bool:

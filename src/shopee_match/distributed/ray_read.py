@@ -20,12 +20,8 @@ def read_rows_on_ray(path: str | Path):
     blocks by Ray Data, anything else here."""
     import ray.data
 
-    from shopee_match.data.postings import (
-        is_parquet,
-        is_url,
-        read_catalog_rows,
-        read_parquet_rows,
-    )
+    from shopee_match.data.postings import is_parquet, read_catalog_rows, read_parquet_rows
+    from shopee_match.files import is_url
 
     if not (is_url(path) and is_parquet(path)):
         return read_catalog_rows(path)

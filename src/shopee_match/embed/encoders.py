@@ -25,6 +25,7 @@ from shopee_match.embed.backbones import (
 )
 from shopee_match.embed.identity import input_kind, model_identity
 from shopee_match.embed.specs import TEXT_MODALITIES, EncoderSpec, EncoderSpecError, sbert_path
+from shopee_match.files import is_url, open_binary
 
 
 class Encoder:
@@ -149,10 +150,8 @@ def open_rgb(path, size: int | None = None):
     is decoded at the smallest scale >= ``size`` (draft mode)."""
     from PIL import Image, ImageOps
 
-    if isinstance(path, str) and "://" in path:
-        import fsspec
-
-        with fsspec.open(path, "rb") as f:
+    if isinstance(path, str) and is_url(path):
+        with open_binary(path) as f:
             return open_rgb(io.BytesIO(f.read()), size)
     with Image.open(path) as im:
         if size:
