@@ -153,35 +153,23 @@ def bench_embed() -> None:
 
 def dedupe_vectors(vectors: np.ndarray, executor, out: Path) -> tuple[float, pd.DataFrame]:
     """``dedupe``'s steps after embedding, on ``vectors``: the self-search (k=20, IVF for
-    recall 0.99) and a static threshold (on ``executor``'s cluster, or here), mutual pairs,
-    clusters capped at 50 on this process, ``clusters.parquet`` + ``pairs.parquet`` written.
-    Seconds taken and the pairs."""
-    from scipy import sparse
-
-    from shopee_match.apply.dedupe import Deduped, write_deduped
-    from shopee_match.match.components import capped_components
+    recall 0.99) and a static threshold (on ``executor``'s cluster, or here), then
+    ``cluster_matches`` on this process and ``clusters.parquet`` + ``pairs.parquet`` written.
+    Seconds taken and the pairs (a CSV copy is written after the clock stops, to compare)."""
+    from shopee_match.apply.dedupe import cluster_matches, write_deduped
     from shopee_match.match.config import MatchConfig
     from shopee_match.match.decision import predict_matches
     from shopee_match.match.gallery import Gallery
-    from shopee_match.match.neighbors import pair_cosine
 
     start = time.perf_counter()
     config = MatchConfig({"text": "sbert:x"}, {"text": 1.0}, k=20, value=0.8)
     matches = predict_matches(Gallery({"text": vectors}, executor=executor), config)
-    upper = sparse.triu(matches.multiply(matches.T).tocsr(), k=1).tocoo()
-    similarity = pair_cosine(vectors, upper.row, upper.col)  # in chunks, as dedupe does
-    cluster_of, _ = capped_components(upper.row, upper.col, similarity, len(vectors), 50)
     ids = np.array([f"p{i}" for i in range(len(vectors))])
-    clusters = pd.DataFrame({"posting_id": ids, "cluster_id": cluster_of,
-                             "cluster_size": np.bincount(cluster_of)[cluster_of]})
-    pairs = pd.DataFrame({"posting_id_a": ids[upper.row], "posting_id_b": ids[upper.col],
-                          "similarity": similarity.round(4), "score": np.nan,
-                          "cluster_id": cluster_of[upper.row],
-                          "cut": cluster_of[upper.row] != cluster_of[upper.col]})
-    write_deduped(Deduped(clusters, pairs, "bench", 50), out / "clusters.parquet")
+    result = cluster_matches(matches, vectors, ids, "bench", 50)
+    write_deduped(result, out / "clusters.parquet")
     seconds = time.perf_counter() - start
-    write_deduped(Deduped(clusters, pairs, "bench", 50), out / "clusters.csv")  # to compare
-    return seconds, pairs
+    write_deduped(result, out / "clusters.csv")
+    return seconds, result.pairs
 
 
 def bench_dedupe_1m() -> None:

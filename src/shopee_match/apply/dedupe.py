@@ -80,22 +80,31 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
     catalog with a source column is linked, default as the candidate was tuned; ``executor``:
     a :class:`~shopee_match.distributed.executor.RayExecutor` for the heavy steps, clusters
     made here)."""
-    from scipy import sparse
-
     from shopee_match.apply.pipeline import apply_candidate
-    from shopee_match.match.components import capped_components
     from shopee_match.match.fusion import fused_vectors
-    from shopee_match.match.neighbors import pair_cosine
 
     applied = apply_candidate(postings, candidate, cache_dir, progress, engine, recall, link,
                               executor)
-    scores = applied.scored_pairs()
-    matches = applied.matches.multiply(applied.matches.T).tocsr()  # mutual: from both sides
-    ids = postings[POSTING_ID].astype(str).to_numpy()
-    upper = sparse.triu(matches, k=1).tocoo()
+    fused = fused_vectors(applied.gallery.vectors, candidate.config.fusion_weights)
+    return cluster_matches(applied.matches, fused, postings[POSTING_ID].astype(str).to_numpy(),
+                           candidate.name, max_cluster, applied.scored_pairs())
+
+
+def cluster_matches(matches, fused: np.ndarray, ids: np.ndarray, name: str,
+                    max_cluster: int = MAX_CLUSTER, scores=None) -> Deduped:
+    """The clusters of a catalog's accepted pairs: ``matches`` (a sparse listing x listing
+    matrix) kept where both listings accepted each other, joined into connected components
+    cut at ``max_cluster``; pairs carry the ``fused`` vectors' similarity and, where there
+    is a second stage, its ``scores`` (``(i, j, score)`` of the directed pairs it scored)."""
+    from scipy import sparse
+
+    from shopee_match.match.components import capped_components
+    from shopee_match.match.neighbors import pair_cosine
+
+    mutual = matches.multiply(matches.T).tocsr()  # accepted from both sides
+    upper = sparse.triu(mutual, k=1).tocoo()
     a, b = upper.row, upper.col
-    similarity = pair_cosine(fused_vectors(applied.gallery.vectors,
-                                           candidate.config.fusion_weights), a, b)
+    similarity = pair_cosine(fused, a, b)
     score = np.full(len(a), np.nan) if scores is None else undirected_scores(*scores, a, b)
     # chains are cut at their weakest pairs: by the second stage's score where there is one
     # (a pair only a union accepted counts as weakest), else by the fused similarity
@@ -107,7 +116,7 @@ def dedupe(postings: pd.DataFrame, candidate, engine: str = "auto",
     pairs = pd.DataFrame({"posting_id_a": ids[a], "posting_id_b": ids[b],
                           "similarity": similarity.round(4), "score": np.round(score, 4),
                           "cluster_id": cluster[a], "cut": cluster[a] != cluster[b]})
-    return Deduped(clusters, pairs, candidate.name, max_cluster)
+    return Deduped(clusters, pairs, name, max_cluster)
 
 
 def undirected_scores(i: np.ndarray, j: np.ndarray, scores: np.ndarray, a: np.ndarray,
