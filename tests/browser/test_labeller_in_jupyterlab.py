@@ -2,7 +2,7 @@
 selenium, clicking Same, Different, Undo, Same on a queue of three pairs; then the labels file.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``make test`` installs them where it
-can, see ``.ci/browser``); skipped with a message where they are missing. Set
+can, see ``.ci/install-browser``); skipped with a message where they are missing. Set
 ``SHOPEE_MATCH_SCREENSHOT=path.png`` to keep a screenshot of the widget (the README's).
 """
 

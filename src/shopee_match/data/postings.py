@@ -497,7 +497,8 @@ def _check_images(
     inside = folder.resolve()
     ok = np.zeros(len(df), dtype=bool)
     rows = progress_bar(enumerate(zip(df[POSTING_ID], paths, df[LINE])), total=len(df),
-                        desc="checking images", disable=not progress or how == "none",
+                        desc="checking images",  # not for photos that are all URLs
+                        disable=not progress or how == "none" or remote.all(),
                         leave=False)
     for i, (pid, path, line) in rows:
         if remote[i]:  # object storage (s3://, gs://, ...): read, and counted, when embedded
