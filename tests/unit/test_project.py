@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -43,7 +44,10 @@ def test_the_makefile_points_only_at_files_the_repo_has():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_is_committed_without_outputs(path):
+def test_notebook_is_committed_without_outputs_and_with_cell_ids(path):
+    missing = [i for i, c in enumerate(json.loads(path.read_text())["cells"]) if "id" not in c]
+    assert not missing, (f"{path.name} cells {missing} have no id, which nbformat 4.5 needs "
+                         "(papermill warns of it): give each a unique one")
     nb = nbformat.read(str(path), as_version=4)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
