@@ -205,7 +205,6 @@ def test_fine_tuning_and_rerank_save_candidates_and_submit(tiny_env, tmp_path, c
     validate_submission(tmp_path / "rerank.csv", heldout)
 
 
-
 def small_copy(source: Path, dest: Path, rows: int, labels=None) -> Path:
     """The first ``rows`` listings of a dataset (optionally relabelled) with their photos."""
     import shutil
