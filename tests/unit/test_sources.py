@@ -303,6 +303,37 @@ def test_list_scores_put_pair_scores_back_in_place():
         list_scores(idx, scores[:-1])
 
 
+def test_best_mutual_pairs_by_hand_and_against_a_loop():
+    from shopee_match.match.pairs import best_mutual_pairs
+
+    # rows 0-1 (0.9 one way, 0.5 the other: the higher counts), 0-2 0.8, 2-3 0.7, 3-4 0.7
+    i = np.array([0, 1, 0, 2, 3, 4])
+    j = np.array([1, 0, 2, 3, 4, 3])
+    scores = np.array([0.9, 0.5, 0.8, 0.7, 0.7, 0.6])
+    # 0's best is 1 and 1's is 0: both directions kept; 2's best is 0 (0.8) but 0's is 1;
+    # 3 ties 2 and 4 at 0.7 and takes the smaller row (2), whose best is 0: 3-4 not mutual
+    assert best_mutual_pairs(i, j, scores).tolist() == [True, True, False, False, False,
+                                                         False]
+
+    def naive(i, j, s):
+        strength = {}
+        for a, b, v in zip(i, j, s):
+            key = (min(a, b), max(a, b))
+            strength[key] = max(strength.get(key, -np.inf), v)
+
+        def best(r):
+            return min((-v, o) for (a, b), v in strength.items() if r in (a, b)
+                       for o in (b if a == r else a,))[1]
+        return [best(a) == b and best(b) == a for a, b in zip(i, j)]
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        i, j = rng.integers(0, 12, 40), rng.integers(0, 12, 40)
+        keep = i != j
+        i, j, s = i[keep], j[keep], rng.integers(0, 5, keep.sum()) / 4  # ties likely
+        assert best_mutual_pairs(i, j, s).tolist() == naive(i, j, s)
+
+
 def test_a_tfidf_candidate_decides_the_held_out_split_as_submit_does(data_root, tmp_path,
                                                                      monkeypatch):
     """TF-IDF is fitted on a split's own titles in tuning, as submit fits it on the listings it

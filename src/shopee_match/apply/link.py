@@ -128,13 +128,14 @@ def link_catalogs(a: pd.DataFrame, b: pd.DataFrame, candidate, one_to_one: bool 
 def best_mutual(links: pd.DataFrame) -> np.ndarray:
     """Mask of the accepted pairs that are both listings' best accepted pair (by the second
     stage's score, else the similarity; ties to the smaller id)."""
+    from shopee_match.match.pairs import best_mutual_pairs
+
     strength = links["score"].fillna(-np.inf) if links["score"].notna().any() else links[
         "similarity"]
-    ranked = links.assign(_s=strength.to_numpy(), _row=np.arange(len(links)))[links["accepted"]]
-    best_of_a = ranked.sort_values(["id_a", "_s", "id_b"], ascending=[True, False, True],
-                                   kind="stable").drop_duplicates("id_a")["_row"]
-    best_of_b = ranked.sort_values(["id_b", "_s", "id_a"], ascending=[True, False, True],
-                                   kind="stable").drop_duplicates("id_b")["_row"]
+    accepted = links["accepted"].to_numpy(dtype=bool)
+    a = pd.factorize(links["id_a"], sort=True)[0]  # codes in id order: ties to the smaller id
+    b = pd.factorize(links["id_b"], sort=True)[0] + a.max(initial=-1) + 1
     keep = np.zeros(len(links), dtype=bool)
-    keep[np.intersect1d(best_of_a.to_numpy(), best_of_b.to_numpy())] = True
+    keep[accepted] = best_mutual_pairs(a[accepted], b[accepted],
+                                       strength.to_numpy(dtype=float)[accepted])
     return keep

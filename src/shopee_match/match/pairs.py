@@ -18,6 +18,22 @@ def candidate_pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return query_rows(idx, mask), idx[mask], rank[mask]
 
 
+def best_mutual_pairs(i: np.ndarray, j: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Mask of the pairs ``(i[t], j[t])`` that are both rows' best: no other pair of ``i[t]``
+    or of ``j[t]`` (in either direction) scores higher, ties going to the smaller other row.
+    Both directions of a pair get the same answer (the higher of their scores counts): a
+    one-to-one matching, as linking two shops' catalogs usually wants."""
+    i, j = np.asarray(i), np.asarray(j)
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    score = np.asarray(scores, dtype=float)
+    ends = pd.DataFrame({"row": np.concatenate([lo, hi]), "other": np.concatenate([hi, lo]),
+                         "score": np.concatenate([score, score])})
+    best = (ends.sort_values(["row", "score", "other"], ascending=[True, False, True],
+                             kind="stable")
+            .drop_duplicates("row").set_index("row")["other"])
+    return (best.reindex(lo).to_numpy() == hi) & (best.reindex(hi).to_numpy() == lo)
+
+
 def list_scores(idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Scores of the pairs of :func:`candidate_pairs` (in its order) put back in place of
     each listing's neighbours: an ``idx``-shaped array, ``-inf`` for the listing itself and
