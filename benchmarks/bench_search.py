@@ -8,8 +8,11 @@ with its seconds and its recall@51 of exact search (on 1,000 sampled rows), side
   per-query scan;
 - ``HNSW``: FAISS IndexHNSWFlat (M 32, efConstruction 80), with the smallest efSearch of
   16..512 that reaches the target on the sample;
+- ``grouped scan, full top-k per list (before)``: the grouped scan as it was first
+  committed: every query's scores against a list take a top-k and a merge;
 - ``grouped scan (kit)``: :func:`shopee_match.match.ivf.ivf_knn`, what ``dedupe`` runs now:
-  the same lists and probes as the row above, each list scanned as one matrix product.
+  the same lists and probes as the row above, each list scanned as one matrix product, each
+  query's nearest list first so that only scores beating its running k-th best are merged.
 
 On three sets of vectors: 1,000,000 random clustered 384-d vectors (``bench_memory``'s
 ``dedupe-1m``: groups of duplicates, noise beyond), the demo's title vectors and a generated
@@ -18,7 +21,7 @@ On three sets of vectors: 1,000,000 random clustered 384-d vectors (``bench_memo
 24): 1M-title search <= 120 s at recall >= 0.99 of exact, against 805 s before.
 
     python benchmarks/bench_search.py [--rows N] [--sets random demo titles] [--titles F.npy]
-        [--methods fixed planned hnsw grouped] [--recall 0.99]
+        [--methods fixed planned hnsw unpruned grouped] [--recall 0.99]
 
 ``make bench`` runs the random and demo sets without HNSW; README (*Performance*) has the
 titles and HNSW figures.
@@ -34,7 +37,7 @@ import numpy as np
 K = 51
 #: what the fixed scan probed for: ~16k rows per query (the old ``IVF_SCAN_ROWS``)
 FIXED_SCAN_ROWS = 16_384
-METHODS = ("fixed", "planned", "hnsw", "grouped")
+METHODS = ("fixed", "planned", "hnsw", "unpruned", "grouped")
 SEARCH_TARGET_S = 120
 
 
@@ -117,10 +120,11 @@ def hnsw(x: np.ndarray, target: float, sample, exact) -> dict:
                idx[sample], exact)
 
 
-def grouped(x: np.ndarray, target: float, sample, exact) -> dict:
-    from shopee_match.match.ivf import ivf_knn
+def grouped(x: np.ndarray, target: float, sample, exact, prune: bool = True) -> dict:
+    from shopee_match.match.ivf import grouped_search, ivf_knn
 
-    _, idx, plan = ivf_knn(x, K, target)
+    _, idx, plan = ivf_knn(x, K, target,
+                           scan=lambda *args: grouped_search(*args, prune=prune))
     build = plan.seconds["lists"] + plan.seconds["plan"]
     return row(f"nprobe {plan.nprobe} of {plan.nlist}", build, plan.seconds["search"],
                idx[sample], exact)
@@ -169,6 +173,8 @@ def compare(name: str, x: np.ndarray, methods: list[str], target: float) -> None
             "planned": ("IVF-Flat, probes for the target",
                         lambda: planned_probes(x, lists, nprobe, sample, exact)),
             "hnsw": ("HNSW", lambda: hnsw(x, target, sample, exact)),
+            "unpruned": ("grouped scan, full top-k per list (before)",
+                         lambda: grouped(x, target, sample, exact, prune=False)),
             "grouped": ("grouped scan (kit)", lambda: grouped(x, target, sample, exact))}
     for method in methods:
         label, run = runs[method]
@@ -179,6 +185,10 @@ def compare(name: str, x: np.ndarray, methods: list[str], target: float) -> None
     base = rows.get("IVF-Flat, fixed scan (before)")
     if base:
         table["speed-up (total)"] = [base["total s"] / r["total s"] for r in rows.values()]
+    unpruned = rows.get("grouped scan, full top-k per list (before)")
+    if unpruned:
+        table["search vs full top-k"] = [unpruned["search s"] / r["search s"]
+                                         for r in rows.values()]
     print(table.to_string(float_format=lambda v: f"{v:.4f}" if v < 1 else f"{v:.1f}"))
     kit = rows.get("grouped scan (kit)")
     if kit and n >= 1_000_000:
@@ -195,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
                         choices=["random", "demo", "titles"],
                         help="titles: with --titles, or embedded here (~1 h on 2 cores)")
     parser.add_argument("--titles", help="a .npy of title vectors (rows beyond --rows unused)")
-    parser.add_argument("--methods", nargs="+", default=["fixed", "planned", "grouped"],
+    parser.add_argument("--methods", nargs="+",
+                        default=["fixed", "planned", "unpruned", "grouped"],
                         choices=METHODS, help="hnsw when named: its build takes long at 1M")
     parser.add_argument("--recall", type=float, default=0.99)
     args = parser.parse_args(argv)
@@ -211,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             compare("demo titles (MiniLM int8)", demo_title_vectors(), args.methods,
                     args.recall)
         else:
-            compare(f"generated catalogue titles (MiniLM int8, {args.rows})",
+            compare(f"generated catalogue titles ({args.titles or 'MiniLM int8'}, {args.rows})",
                     catalogue_title_vectors(args.rows, args.titles), args.methods, args.recall)
 
 

@@ -221,6 +221,8 @@ def test_the_grouped_scan_finds_what_probing_each_querys_lists_finds():
             assert got.tolist() == want.tolist(), (nprobe, q)
             np.testing.assert_allclose(sims[q][:len(got)], np.sort(scores)[::-1][:len(got)],
                                        rtol=1e-5)
+        unpruned = grouped_search(x, centroids, lists, 7, nprobe, prune=False)
+        np.testing.assert_array_equal(unpruned[1], idx)  # pruning changes no list
     sims, idx = grouped_search(x, centroids, lists, 7, 16)  # every list: exact search
     np.testing.assert_array_equal(idx, exact_knn(x, k=7)[1])
 

@@ -199,21 +199,21 @@ def probe_recall(queries: np.ndarray, exact: np.ndarray, centroids: np.ndarray,
 
 def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: int,
                    nprobe: int, progress: bool = False, probes: np.ndarray | None = None,
-                   queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   queries: np.ndarray | None = None, prune: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Every row's (or the ``queries`` rows') ``k`` nearest rows among the lists of its
     ``nprobe`` nearest centroids (``probes``, one row per query, when already known), list
     by list: the rows of a list against all the queries that probe it is one matrix product,
-    merged into each query's running top ``k`` (``-1`` pads what is not filled)."""
+    merged into each query's running top ``k`` (``-1`` pads what is not filled). Each query's
+    nearest list is scanned first, so that in the other lists only the few scores that beat
+    its running ``k``-th best need a top-k and a merge (``prune=False``: every score does, as
+    before; ``benchmarks/bench_search.py`` compares the two)."""
     import torch
-
-    from shopee_match.progress import progress_bar
 
     n = len(x)
     asked = torch.from_numpy(np.arange(n) if queries is None else np.asarray(queries))
     if probes is None:
         probes = _nearest_centroids(x[asked.numpy()], centroids, nprobe)
-    by_list = np.argsort(probes.ravel(), kind="stable")  # (query, probe) slots, grouped by list
-    probe_bounds = np.searchsorted(probes.ravel()[by_list], np.arange(len(centroids) + 1))
     members = np.argsort(lists, kind="stable")
     member_bounds = np.searchsorted(lists[members], np.arange(len(centroids) + 1))
     with warnings.catch_warnings():  # a read-only memory map is only ever read here
@@ -221,26 +221,59 @@ def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: i
         data = torch.from_numpy(x)
     best_s = torch.full((len(asked), k), -np.inf, dtype=torch.float32)
     best_i = torch.full((len(asked), k), -1, dtype=torch.int64)
-    for c in progress_bar(range(len(centroids)), desc="IVF grouped scan", disable=not progress,
+    for phase, phase_probes in (("nearest lists", probes[:, :1]),
+                                ("other lists", probes[:, 1:nprobe])):
+        _scan_lists(data, asked, members, member_bounds, phase_probes, best_s, best_i,
+                    progress and f"IVF grouped scan, {phase}", prune)
+    sims = best_s.numpy()
+    idx = best_i.numpy().astype(index_dtype(n))
+    idx[~np.isfinite(sims)] = -1
+    order_ties(sims, idx)
+    return sims, idx
+
+
+def _scan_lists(data, asked, members: np.ndarray, member_bounds: np.ndarray,
+                probes: np.ndarray, best_s, best_i, progress: str | bool, prune: bool) -> None:
+    """Scan every list against the queries (places in ``asked``) that probe it in
+    ``probes``, merging into the running ``best_s`` / ``best_i`` in place: only queries with
+    a score at least their current ``k``-th best take a top-k, as wide as the most such
+    scores any of them has (``prune``; else every query a full one). ``progress`` is the
+    progress bar's label (False: none)."""
+    import torch
+
+    from shopee_match.progress import progress_bar
+
+    if probes.shape[1] == 0:
+        return
+    k = best_s.shape[1]
+    nlist = len(member_bounds) - 1
+    flat = probes.ravel()
+    by_list = np.argsort(flat, kind="stable")  # (query, probe) slots, grouped by list
+    probe_bounds = np.searchsorted(flat[by_list], np.arange(nlist + 1))
+    for c in progress_bar(range(nlist), desc=progress or "", disable=not progress,
                           leave=False):
         rows = torch.from_numpy(members[member_bounds[c]:member_bounds[c + 1]])
-        probing = by_list[probe_bounds[c]:probe_bounds[c + 1]] // nprobe  # places in asked
+        probing = by_list[probe_bounds[c]:probe_bounds[c + 1]] // probes.shape[1]
         if not len(rows) or not len(probing):
             continue
         block = data[rows].T.contiguous()
         for lo in range(0, len(probing), QUERY_BLOCK):
             q = torch.from_numpy(probing[lo:lo + QUERY_BLOCK])
             scores = data[asked[q]] @ block
-            top_s, top_j = torch.topk(scores, min(k, len(rows)), dim=1)
+            width = min(k, len(rows))
+            if prune:
+                entering = (scores >= best_s[q, -1:]).sum(dim=1)
+                if not bool(entering.all()):
+                    hit = entering > 0
+                    q, scores, entering = q[hit], scores[hit], entering[hit]
+                if not len(q):
+                    continue
+                width = min(int(entering.max()), k)
+            top_s, top_j = torch.topk(scores, width, dim=1)
             merged_s = torch.cat([best_s[q], top_s], dim=1)
             merged_i = torch.cat([best_i[q], rows[top_j]], dim=1)
             keep_s, keep = torch.topk(merged_s, k, dim=1)
             best_s[q], best_i[q] = keep_s, torch.gather(merged_i, 1, keep)
-    sims = best_s.numpy()
-    idx = best_i.numpy().astype(index_dtype(n))
-    idx[~np.isfinite(sims)] = -1
-    order_ties(sims, idx)
-    return sims, idx
 
 
 def _nearest_centroids(x: np.ndarray, centroids: np.ndarray, m: int) -> np.ndarray:
