@@ -221,10 +221,11 @@ def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: i
         data = torch.from_numpy(x)
     best_s = torch.full((len(asked), k), -np.inf, dtype=torch.float32)
     best_i = torch.full((len(asked), k), -1, dtype=torch.int64)
-    for phase, phase_probes in (("nearest lists", probes[:, :1]),
-                                ("other lists", probes[:, 1:nprobe])):
-        _scan_lists(data, asked, members, member_bounds, phase_probes, best_s, best_i,
-                    progress and f"IVF grouped scan, {phase}", prune)
+    # the nearest lists first: every query's running lists are empty there, nothing to prune
+    _scan_lists(data, asked, members, member_bounds, probes[:, :1], best_s, best_i,
+                progress and "IVF grouped scan, nearest lists", prune=False)
+    _scan_lists(data, asked, members, member_bounds, probes[:, 1:nprobe], best_s, best_i,
+                progress and "IVF grouped scan, other lists", prune)
     sims = best_s.numpy()
     idx = best_i.numpy().astype(index_dtype(n))
     idx[~np.isfinite(sims)] = -1
@@ -263,11 +264,11 @@ def _scan_lists(data, asked, members: np.ndarray, member_bounds: np.ndarray,
             width = min(k, len(rows))
             if prune:
                 entering = (scores >= best_s[q, -1:]).sum(dim=1)
-                if not bool(entering.all()):
-                    hit = entering > 0
-                    q, scores, entering = q[hit], scores[hit], entering[hit]
-                if not len(q):
+                hit = entering > 0
+                if not bool(hit.any()):
                     continue
+                if not bool(hit.all()):
+                    q, scores, entering = q[hit], scores[hit], entering[hit]
                 width = min(int(entering.max()), k)
             top_s, top_j = torch.topk(scores, width, dim=1)
             merged_s = torch.cat([best_s[q], top_s], dim=1)
