@@ -84,34 +84,32 @@ def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
     assert ann["hnsw"] >= 0.9  # on 160 rows HNSW should find almost every exact neighbour
 
 
-def test_threshold_sweep_saves_candidate_03(tiny_env, tmp_path):
-    from shopee_match.apply.candidates import load_candidate
-    from shopee_match.data.paths import candidates_dir
-
-    [run] = run_ok(tmp_path, ["03"])
-    steps = [row[0] for row in run.records["ablation"]]
-    assert steps[1:3] == ["fused, static threshold", "dynamic threshold instead"]
-    assert {"pair classifier (instead of thresholds)", "+ title features (words, model numbers)",
-            "gradient-boosted pair model (all features)"} <= set(steps)
-    assert steps[0].startswith("best single modality")  # the base the rest must beat on val
-    assert 0.0 < run.records["best_test_f1"] <= run.records["best_test_f1_tuned_on_test"] <= 1.0
-    candidate = load_candidate(candidates_dir() / "03_thresholds")
-    assert candidate.dataset == "demo-tiny" and candidate.split_seed == 0
-    assert candidate.val_f1 == pytest.approx(run.records["best_val_f1"], abs=1e-4)
-    assert candidate.test_f1 == pytest.approx(run.records["best_test_f1"], abs=1e-4)
-    assert not candidate.missing_files()
-    assert candidate.config.int8  # tuned on int8 title models (INT8 = True), and says so
-
-
-def test_submission_uses_the_best_candidate_on_val(tiny_env, tmp_path, capsys):
+def test_threshold_sweep_saves_candidate_03_and_the_submission_uses_the_best_on_val(
+        tiny_env, tmp_path, capsys):
+    """03 on its own saves its candidate; 06 and `submit` then use the best usable one on
+    val. (One test: 03 runs once for both.)"""
     import json
     import shutil
 
+    from shopee_match.apply.candidates import load_candidate
     from shopee_match.apply.submission import validate_submission
     from shopee_match.cli import main
     from shopee_match.data.paths import artifacts_dir, candidates_dir
 
     [sweep] = run_ok(tmp_path, ["03"])
+    steps = [row[0] for row in sweep.records["ablation"]]
+    assert steps[1:3] == ["fused, static threshold", "dynamic threshold instead"]
+    assert {"pair classifier (instead of thresholds)", "+ title features (words, model numbers)",
+            "gradient-boosted pair model (all features)"} <= set(steps)
+    assert steps[0].startswith("best single modality")  # the base the rest must beat on val
+    best_test = sweep.records["best_test_f1"]
+    assert 0.0 < best_test <= sweep.records["best_test_f1_tuned_on_test"] <= 1.0
+    candidate = load_candidate(candidates_dir() / "03_thresholds")
+    assert candidate.dataset == "demo-tiny" and candidate.split_seed == 0
+    assert candidate.val_f1 == pytest.approx(sweep.records["best_val_f1"], abs=1e-4)
+    assert candidate.test_f1 == pytest.approx(best_test, abs=1e-4)
+    assert not candidate.missing_files()
+    assert candidate.config.int8  # tuned on int8 title models (INT8 = True), and says so
     # a better-looking candidate made from other data must be skipped, with its reason
     other = candidates_dir() / "zz_other_data"
     shutil.copytree(candidates_dir() / "03_thresholds", other)
