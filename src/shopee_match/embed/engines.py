@@ -34,6 +34,10 @@ EXPORT_VERSION = 1
 #: measured); one input per call makes it a function of the input alone (at a cost: int8
 #: titles 357/s one per call against 584/s batched, fp32 269/s, on 2 cores).
 INT8_BATCH = 1
+#: the least mean cosine a text model's int8 vectors must keep to its fp32 vectors on probe
+#: titles for the int8 graph to be used (all-MiniLM-L6-v2 keeps 0.99; all-mpnet-base-v2,
+#: quantized the same way, 0.06: its vectors would be noise)
+INT8_MIN_COSINE = 0.95
 
 logger = logging.getLogger(__name__)
 
@@ -92,12 +96,16 @@ class OnnxModel:
 
 def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dict[int, str]],
                model_id: str, int8: bool = False, threads: int = 0,
-               folder: str | Path | None = None) -> OnnxModel:
+               folder: str | Path | None = None, probe: list[tuple] | None = None
+               ) -> OnnxModel:
     """An :class:`OnnxModel` of ``module`` (a torch module in eval mode), exported on first use.
 
     ``example`` holds example input tensors (batch >= 2, so the batch axis stays dynamic);
     ``dynamic`` names the dynamic axes of each input, e.g. ``[{0: "batch"}]``; ``model_id``
-    names the weights (random weights are hashed, since they differ per process).
+    names the weights (random weights are hashed, since they differ per process). With
+    ``int8`` and ``probe`` (inputs of one call each, as arrays), the int8 graph is used only
+    if its output rows keep a mean cosine of :data:`INT8_MIN_COSINE` to the fp32 graph's on
+    them; else the fp32 graph runs, with a warning.
     """
     from shopee_match.data.paths import onnx_dir
 
@@ -109,9 +117,26 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
     path = folder / f"{key.hexdigest()[:24]}.onnx"
     if not path.is_file():
         export_onnx(module, example, input_names, dynamic, path)
-    if int8:
-        path = quantized(path)
-    return OnnxModel(path, threads)
+    if not int8:
+        return OnnxModel(path, threads)
+    fp32, int8_model = OnnxModel(path, threads), OnnxModel(quantized(path), threads)
+    agreement = 1.0 if probe is None else int8_agreement(fp32, int8_model, probe)
+    if agreement >= INT8_MIN_COSINE:
+        return int8_model
+    logger.warning("int8 quantization breaks %s (its vectors keep a mean cosine of %.2f to "
+                   "fp32's on probe titles, below %.2f): it runs in fp32 instead.", model_id,
+                   agreement, INT8_MIN_COSINE)
+    return fp32
+
+
+def int8_agreement(fp32: OnnxModel, int8: OnnxModel, probe: list[tuple]) -> float:
+    """Mean cosine between the output rows of an fp32 graph and its int8 variant, each
+    ``probe`` input (a tuple of arrays) run in a call of its own, as int8 graphs run."""
+    cosines = []
+    for inputs in probe:
+        a, b = fp32(*inputs).ravel(), int8(*inputs).ravel()
+        cosines.append(float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+    return float(np.mean(cosines))
 
 
 def as_module(model, forward):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shopee_match.embed.pypi_weights import PYPI_SBERT
 from shopee_match.embed.specs import (
     TEXT_MODALITIES,
     WEIGHTED_KINDS,
@@ -44,7 +45,7 @@ def model_identity(spec: str | EncoderSpec) -> str:
                  if p.is_file()]
         # a local folder is named by its parent/name (fine-tuned models live in <key>/sbert),
         # so a copied folder (inside a candidate) keeps the same cache key
-        name = (spec.name if spec.name == "pypi-minilm" or not folder.is_dir()
+        name = (spec.name if spec.name in PYPI_SBERT or not folder.is_dir()
                 else "/".join(folder.resolve().parts[-2:]))
         return f"sbert:{name}:{file_digest(files[0])}" if files else f"sbert:{name}"
     return "tfidf:word1-2+char2-4"

