@@ -9,7 +9,8 @@ sequence axis for text) per weights identity and input shape, and kept under
 ``artifacts/onnx/<key>.onnx`` (or ``$SHOPEE_MATCH_ONNX``); an ``int8`` variant (onnxruntime
 dynamic quantization, weights per channel) beside it. fp32 graphs give the same vectors as
 torch, so the embedding cache does not depend on the engine; int8 vectors differ and are
-cached apart. An int8 graph runs one input per call (:data:`INT8_BATCH`).
+cached apart. An int8 graph runs one input per call (:data:`INT8_BATCH`), and a text model's
+is used only if it keeps its fp32 vectors on probe titles (:data:`INT8_MIN_COSINE`).
 """
 
 from __future__ import annotations
@@ -119,8 +120,11 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
         export_onnx(module, example, input_names, dynamic, path)
     if not int8:
         return OnnxModel(path, threads)
-    fp32, int8_model = OnnxModel(path, threads), OnnxModel(quantized(path), threads)
-    agreement = 1.0 if probe is None else int8_agreement(fp32, int8_model, probe)
+    int8_model = OnnxModel(quantized(path), threads)
+    if probe is None:
+        return int8_model
+    fp32 = OnnxModel(path, threads)
+    agreement = int8_agreement(fp32, int8_model, probe)
     if agreement >= INT8_MIN_COSINE:
         return int8_model
     logger.warning("int8 quantization breaks %s (its vectors keep a mean cosine of %.2f to "
