@@ -281,7 +281,8 @@ def _clip_text_encoder(model, arch: str, model_id: str, batch_size: int, device:
         graph = onnx_model(as_module(model, lambda m, tokens: m.encode_text(tokens)),
                            (tokenizer(["a b", "c"]),), ["tokens"], [{0: "batch"}], model_id,
                            int8=int8, threads=threads,
-                           probe=[(tokenizer([t]).numpy(),) for t in PROBE_TITLES])
+                           probe=[(tokenizer([t]).numpy(),) for t in PROBE_TITLES] if int8
+                           else None)
 
         def forward(tokens) -> np.ndarray:
             return graph(tokens.numpy())
@@ -315,7 +316,8 @@ def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | No
     if engine == "onnx":
         from shopee_match.embed.engines import as_module, onnx_model
 
-        probe = [tuple(tokenize([t])[k].numpy() for k in names) for t in PROBE_TITLES]
+        probe = [tuple(tokenize([t])[k].numpy() for k in names)
+                 for t in PROBE_TITLES] if int8 else None
         graph = onnx_model(as_module(model, lambda m, *t: m(dict(zip(names, t)))[
                                "sentence_embedding"]), tuple(example.values()), names,
                            [{0: "batch", 1: "tokens"}] * len(names), model_id, int8=int8,
