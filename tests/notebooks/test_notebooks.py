@@ -363,6 +363,8 @@ def test_two_shops_are_linked_across_and_submit_decides_as_the_report(tiny_env, 
     assert "tfidf alone, static" in sweep["test_scores"]  # the classic reference, same run
     offered = sweep["never_offered_pairs"]
     assert offered["missed"] == offered["true_pairs"] - offered["offered"] >= 0
+    point = sweep["high_precision_point"]  # recall over every true pair: at most those offered
+    assert point["test recall"] <= offered["offered"] / offered["true_pairs"] + 1e-4
     assert 0 < sweep["ranking_at_10"]["ndcg"] <= 1
     assert submission["candidate"] == "03_thresholds"
     assert submission["test_pairwise"]["f1"] == pytest.approx(sweep["best_test_f1"], abs=1e-4)

@@ -426,6 +426,28 @@ def test_operating_point_by_hand():
     assert operating_point(val, ~val_match, test, test_match, 0.95) is None
     assert all(type(v) is float for v in got.values())  # plain numbers, for records and print
     assert operating_point(val, val_match, test, test_match, 0.7)["threshold"] == 0.6
+    # recall over every true pair in scope: 4 on val and 5 on test (two never offered)
+    got = operating_point(val, val_match, test, test_match, 0.95, val_true=4, test_true=5)
+    assert got == pytest.approx({"threshold": 0.8, "val precision": 1.0, "val recall": 2 / 4,
+                                 "test precision": 0.5, "test recall": 1 / 5})
+
+
+def test_unordered_pair_scores_take_each_pair_once_at_its_higher_score():
+    from shopee_match.match.metrics import true_pair_count, unordered_pair_scores
+
+    i, j = np.array([0, 1, 2, 3, 0, 4]), np.array([1, 0, 4, 0, 3, 2])
+    scores = np.array([0.2, 0.7, 0.4, 0.9, 0.1, 0.6])
+    match = np.array([True, True, False, False, False, False])
+    got_scores, got_match = unordered_pair_scores(i, j, scores, match)
+    # pairs (0,1): 0.2 / 0.7 -> 0.7; (0,3): 0.9 / 0.1 -> 0.9; (2,4): 0.4 / 0.6 -> 0.6
+    assert got_scores.tolist() == [0.7, 0.9, 0.6] and got_match.tolist() == [True, False, False]
+    # a naive reference: a dict of the best score per unordered pair
+    best = {}
+    for a, b, v in zip(i, j, scores):
+        key = (min(a, b), max(a, b))
+        best[key] = max(best.get(key, -np.inf), v)
+    assert got_scores.tolist() == [best[k] for k in sorted(best)]
+    assert true_pair_count(LABELS, SOURCES) == 3 and true_pair_count(LABELS) == 4
 
 
 def test_pair_scores_are_what_the_configuration_thresholds():
@@ -453,3 +475,7 @@ def test_pair_scores_are_what_the_configuration_thresholds():
     staged = config.replace(second_stage=SecondStage("pair_classifier", 0.5, "m.joblib"))
     scores, _ = galleries.pair_scores(staged, "val", model)
     assert np.allclose(scores, model.probabilities(pairs.features))
+    once, once_match = galleries.pair_scores(staged, "val", model, unordered=True)
+    unique = {(min(a, b), max(a, b)) for a, b in zip(pairs.i, pairs.j)}
+    assert len(once) == len(unique) < len(scores)  # pairs listed from both sides count once
+    assert once_match.sum() <= galleries.true_pairs("val")

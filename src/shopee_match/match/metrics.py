@@ -174,8 +174,27 @@ def blocking_misses(neighbors: np.ndarray, labels: Sequence, sources: np.ndarray
         keep &= sources[rows] != sources[cols]
     lo, hi = np.minimum(rows[keep], cols[keep]), np.maximum(rows[keep], cols[keep])
     offered = len(np.unique(lo * len(labels) + hi))
-    n_true = int((scope_sizes(labels, sources) - 1).sum()) // 2
+    n_true = true_pair_count(labels, sources)
     return {"true_pairs": n_true, "offered": offered, "missed": n_true - offered}
+
+
+def true_pair_count(labels: Sequence, sources: np.ndarray | None = None) -> int:
+    """Unordered true pairs in scope: same label group (and, with ``sources``, across them)."""
+    return int((scope_sizes(labels, sources) - 1).sum()) // 2
+
+
+def unordered_pair_scores(i: Sequence[int], j: Sequence[int], scores: Sequence[float],
+                          is_match: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, is_match)`` of each unordered pair of the directed pairs ``(i[t], j[t])``
+    once, with its higher score (a pair is accepted when either direction is), in the order
+    of its smaller then larger row."""
+    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+    table = pd.DataFrame({"lo": np.minimum(i, j), "hi": np.maximum(i, j),
+                          "score": np.asarray(scores, dtype=float),
+                          "match": np.asarray(is_match, dtype=bool)})
+    pairs = table.groupby(["lo", "hi"], sort=True).agg(score=("score", "max"),
+                                                       match=("match", "first"))
+    return pairs["score"].to_numpy(), pairs["match"].to_numpy()
 
 
 def ranking_scores(neighbors: np.ndarray, scores: np.ndarray, labels: Sequence,
@@ -253,21 +272,28 @@ def precision_threshold(scores: Sequence[float], is_match: Sequence[bool],
 
 def operating_point(val_scores: Sequence[float], val_match: Sequence[bool],
                     test_scores: Sequence[float], test_match: Sequence[bool],
-                    min_precision: float = 0.95) -> dict[str, float] | None:
+                    min_precision: float = 0.95, val_true: int | None = None,
+                    test_true: int | None = None) -> dict[str, float] | None:
     """The high-precision operating point of a pair scorer, chosen on val
     (:func:`precision_threshold`), with val and test precision and recall there. None when
-    no threshold reaches ``min_precision`` on val."""
+    no threshold reaches ``min_precision`` on val.
+
+    Recall counts the scored pairs' matches, or ``val_true`` / ``test_true`` true pairs when
+    given (all true pairs in scope, :func:`true_pair_count`: those that blocking never offered
+    count as missed, as in the pair recall of :func:`matrix_pair_scores`)."""
     t = precision_threshold(val_scores, val_match, min_precision)
     if t is None:
         return None
 
-    def at(scores, match):
+    def at(scores, match, n_true):
         accepted, match = np.asarray(scores, float) >= t, np.asarray(match, bool)
         hits = int((accepted & match).sum())
+        n_true = int(match.sum()) if n_true is None else n_true
         return (float(hits / accepted.sum()) if accepted.any() else 0.0,
-                float(hits / match.sum()) if match.any() else 0.0)
+                float(hits / n_true) if n_true else 0.0)
 
-    (vp, vr), (tp, tr) = at(val_scores, val_match), at(test_scores, test_match)
+    (vp, vr), (tp, tr) = (at(val_scores, val_match, val_true),
+                          at(test_scores, test_match, test_true))
     return {"threshold": t, "val precision": vp, "val recall": vr, "test precision": tp,
             "test recall": tr}
 

@@ -236,15 +236,17 @@ class Galleries:
         """``evaluate(config, split)`` with a fixed second stage."""
         return lambda config, split: self.evaluate(config, split, scorer)
 
-    def pair_scores(self, config: MatchConfig, split: str, scorer=None
+    def pair_scores(self, config: MatchConfig, split: str, scorer=None, unordered: bool = False
                     ) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, is_match)`` of one split's candidate pairs as ``config`` scores them: its
-        second stage's score (``scorer``), or the fused similarity its threshold reads."""
+        second stage's score (``scorer``), or the fused similarity its threshold reads. With
+        ``unordered`` each pair once, with its higher score (:func:`unordered_pair_scores`)."""
         from shopee_match.match.decision import (
             candidate_pair_features,
             neighbor_lists,
             scored_pairs,
         )
+        from shopee_match.match.metrics import unordered_pair_scores
         from shopee_match.match.neighbors import real_neighbors
 
         gallery, labels = self.splits[split], self.labels[split]
@@ -254,7 +256,16 @@ class Galleries:
             pairs = candidate_pair_features(gallery, config)
             sims, idx = neighbor_lists(gallery, config)
             scores = sims[real_neighbors(idx)]  # in the order candidate_pairs lists them
-        return np.asarray(scores, dtype=float), labels[pairs.i] == labels[pairs.j]
+        is_match = labels[pairs.i] == labels[pairs.j]
+        if unordered:
+            return unordered_pair_scores(pairs.i, pairs.j, scores, is_match)
+        return np.asarray(scores, dtype=float), is_match
+
+    def true_pairs(self, split: str) -> int:
+        """Unordered true pairs in scope in one split (offered by blocking or not)."""
+        from shopee_match.match.metrics import true_pair_count
+
+        return true_pair_count(self.labels[split], self.sources[split])
 
     def pair_training_data(self, split: str, config: MatchConfig
                            ) -> tuple[pd.DataFrame, np.ndarray]:
