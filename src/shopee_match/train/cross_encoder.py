@@ -206,8 +206,17 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
     )
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
+    from transformers.utils import logging as transformers_logging
+
     seed_training(config.seed)
-    model = CrossEncoder(sbert_path(config.base), num_labels=1, max_length=config.max_length)
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # not its "LOAD REPORT" of the new head
+    try:
+        model = CrossEncoder(sbert_path(config.base), num_labels=1, max_length=config.max_length)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    logger.info("cross-encoder: %s with a new one-logit classifier head, trained on %d pairs",
+                config.base, len(pairs))
     data = Dataset.from_pandas(pairs[["sentence1", "sentence2", "label"]].reset_index(drop=True))
     args = CrossEncoderTrainingArguments(
         output_dir=str(folder / "trainer"), num_train_epochs=config.epochs,
