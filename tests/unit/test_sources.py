@@ -450,6 +450,29 @@ def test_unordered_pair_scores_take_each_pair_once_at_its_higher_score():
     assert true_pair_count(LABELS, SOURCES) == 3 and true_pair_count(LABELS) == 4
 
 
+def test_thresholded_pair_scores_by_hand_and_against_sklearn():
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from shopee_match.match.metrics import thresholded_pair_scores
+
+    scores = np.array([0.9, 0.8, 0.7, 0.4, 0.2])
+    match = np.array([True, False, True, True, False])
+    # at 0.6: 3 accepted, 2 right; 3 matches scored, 5 true pairs in all
+    assert thresholded_pair_scores(scores, match, 0.6) == pytest.approx(
+        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})
+    assert thresholded_pair_scores(scores, match, 0.6, n_true=5) == pytest.approx(
+        {"precision": 2 / 3, "recall": 2 / 5, "f1": 2 * (2 / 3) * (2 / 5) / (2 / 3 + 2 / 5)})
+    assert thresholded_pair_scores(scores, match, 0.95) == {"precision": 0.0, "recall": 0.0,
+                                                            "f1": 0.0}
+    rng = np.random.default_rng(3)
+    scores, match = rng.random(200), rng.random(200) < 0.3
+    for t in (0.1, 0.5, 0.8):
+        want = precision_recall_fscore_support(match, scores >= t, average="binary",
+                                               zero_division=0)[:3]
+        got = thresholded_pair_scores(scores, match, t)
+        assert [got["precision"], got["recall"], got["f1"]] == pytest.approx(list(want))
+
+
 def test_pair_scores_are_what_the_configuration_thresholds():
     from shopee_match.match.config import SecondStage
     from shopee_match.match.decision import candidate_pair_features

@@ -284,18 +284,24 @@ def operating_point(val_scores: Sequence[float], val_match: Sequence[bool],
     t = precision_threshold(val_scores, val_match, min_precision)
     if t is None:
         return None
+    val = thresholded_pair_scores(val_scores, val_match, t, val_true)
+    test = thresholded_pair_scores(test_scores, test_match, t, test_true)
+    return {"threshold": t, "val precision": val["precision"], "val recall": val["recall"],
+            "test precision": test["precision"], "test recall": test["recall"]}
 
-    def at(scores, match, n_true):
-        accepted, match = np.asarray(scores, float) >= t, np.asarray(match, bool)
-        hits = int((accepted & match).sum())
-        n_true = int(match.sum()) if n_true is None else n_true
-        return (float(hits / accepted.sum()) if accepted.any() else 0.0,
-                float(hits / n_true) if n_true else 0.0)
 
-    (vp, vr), (tp, tr) = (at(val_scores, val_match, val_true),
-                          at(test_scores, test_match, test_true))
-    return {"threshold": t, "val precision": vp, "val recall": vr, "test precision": tp,
-            "test recall": tr}
+def thresholded_pair_scores(scores: Sequence[float], is_match: Sequence[bool], threshold: float,
+                            n_true: int | None = None) -> dict[str, float]:
+    """Precision, recall and F1 of accepting the pairs scoring at least ``threshold``; recall
+    over ``n_true`` true pairs when given (all in scope, offered or not), else over the
+    scored pairs' matches."""
+    accepted, is_match = np.asarray(scores, float) >= threshold, np.asarray(is_match, bool)
+    hits = int((accepted & is_match).sum())
+    n_true = int(is_match.sum()) if n_true is None else n_true
+    precision = float(hits / accepted.sum()) if accepted.any() else 0.0
+    recall = float(hits / n_true) if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 def retrieval_at_k(
