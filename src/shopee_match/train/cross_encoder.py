@@ -205,7 +205,6 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
         CrossEncoderTrainingArguments,
     )
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-
     from transformers.utils import logging as transformers_logging
 
     seed_training(config.seed)
