@@ -123,8 +123,9 @@ def undirected_scores(i: np.ndarray, j: np.ndarray, scores: np.ndarray, a: np.nd
                       b: np.ndarray) -> np.ndarray:
     """The score of each pair ``(a, b)`` (``a < b``): the higher of its two directions, NaN
     for a pair the second stage never scored (one added by a union)."""
-    by_pair = (pd.DataFrame({"a": np.minimum(i, j), "b": np.maximum(i, j), "score": scores})
-               .groupby(["a", "b"])["score"].max())
+    from shopee_match.match.metrics import pair_maxima
+
+    by_pair = pair_maxima(i, j, score=np.asarray(scores, dtype=float))["score"]
     return by_pair.reindex(pd.MultiIndex.from_arrays([a, b])).to_numpy(dtype=float)
 
 

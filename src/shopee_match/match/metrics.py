@@ -183,17 +183,21 @@ def true_pair_count(labels: Sequence, sources: np.ndarray | None = None) -> int:
     return int((scope_sizes(labels, sources) - 1).sum()) // 2
 
 
+def pair_maxima(i: Sequence[int], j: Sequence[int], **columns: Sequence) -> pd.DataFrame:
+    """Each column's higher value over the two directions of each unordered pair of the
+    directed pairs ``(i[t], j[t])``, indexed by the pair's smaller and larger row, sorted."""
+    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+    table = pd.DataFrame({"lo": np.minimum(i, j), "hi": np.maximum(i, j), **columns})
+    return table.groupby(["lo", "hi"], sort=True).max()
+
+
 def unordered_pair_scores(i: Sequence[int], j: Sequence[int], scores: Sequence[float],
                           is_match: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, is_match)`` of each unordered pair of the directed pairs ``(i[t], j[t])``
     once, with its higher score (a pair is accepted when either direction is), in the order
     of its smaller then larger row."""
-    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
-    table = pd.DataFrame({"lo": np.minimum(i, j), "hi": np.maximum(i, j),
-                          "score": np.asarray(scores, dtype=float),
-                          "match": np.asarray(is_match, dtype=bool)})
-    pairs = table.groupby(["lo", "hi"], sort=True).agg(score=("score", "max"),
-                                                       match=("match", "first"))
+    pairs = pair_maxima(i, j, score=np.asarray(scores, dtype=float),
+                        match=np.asarray(is_match, dtype=bool))
     return pairs["score"].to_numpy(), pairs["match"].to_numpy()
 
 
