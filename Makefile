@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed
 # (this pair installs from the local wheel store; see README.md)
 TORCH  := torch==2.14.1 torchvision==0.29.1
 PROFILE ?= demo
-PYTEST_ARGS ?=
+# two workers: one mostly runs notebooks while the other runs the unit tests (a test file
+# stays on one worker, so its module fixtures, e.g. the Ray cluster, start once)
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: setup browser report test test-fast bench lint lab kernel clean-reports
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
 
@@ -16,40 +15,20 @@ pytestmark = pytest.mark.notebooks
 
 
 #: notebooks another test already runs on their own first (00: test_eda…, 01: test_embedding…,
-#: 03: test_threshold_sweep…, 04 and 05: test_fine_tuning…): not run alone twice
+#: 03: test_threshold_sweep…, 04 and 05: test_fine_tuning_flow.py): not run alone twice
 ALONE_ELSEWHERE = ("00_eda", "01_embed_clip_sbert", "03_threshold_f1_sweep", "04_pxk_finetune",
                    "05_cross_encoder_rerank")
 
 
 @pytest.mark.parametrize("path", [p for p in find_notebooks(ROOT / "notebooks")
                                   if p.stem not in ALONE_ELSEWHERE], ids=lambda p: p.stem)
-def test_notebook_runs_on_tiny_data(path, tiny_env, tmp_path):
-    [run] = run_ok(tmp_path, [path.stem])
+def test_notebook_runs_on_tiny_data(run_ok, path, tiny_env):
+    [run] = run_ok([path.stem])
     assert run.html.is_file() and run.records
 
 
-def assert_no_widget_warning(run):
-    """No tqdm "IProgress not found" warning in a report page (also with warm caches, when
-    a notebook imports model libraries without embedding anything first)."""
-    nb = nbformat.read(str(run.executed), as_version=4)
-    streams = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
-                      if o.get("output_type") == "stream")
-    assert "IProgress not found" not in streams, run.name
-
-
-def run_ok(tmp_path, only=None, overrides=None):
-    """Run notebooks on the ci profile; every one must succeed without a widget warning."""
-    runs = run_report("ci", overrides, only=only, notebooks_dir=ROOT / "notebooks",
-                      out_dir=tmp_path / "reports", progress=False)
-    assert [r.status for r in runs] == ["ok"] * len(runs), [r.error for r in runs if r.error]
-    for run in runs:
-        assert_no_widget_warning(run)
-        assert 50 < run.records["peak_memory_mb"] < 64_000  # the kernel's own peak, in MiB
-    return runs
-
-
-def test_eda_records_match_the_data(tiny_env, tmp_path):
-    [run] = run_ok(tmp_path, ["00"])
+def test_eda_records_match_the_data(run_ok, tiny_env):
+    [run] = run_ok(["00"])
     df = pd.read_csv(tiny_env / "demo-tiny" / "train.csv")
     sizes = df["label_group"].value_counts()
     assert run.records["n_postings"] == len(df)
@@ -58,8 +37,8 @@ def test_eda_records_match_the_data(tiny_env, tmp_path):
     assert run.records["n_missing_images"] == 0
 
 
-def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
-    runs = run_ok(tmp_path, ["01", "02"])
+def test_embedding_and_retrieval_records_are_consistent(run_ok, tiny_env):
+    runs = run_ok(["01", "02"])
     embed, retrieval = (r.records for r in runs)
     assert embed["modalities"] == ["image", "text", "tfidf"]
     assert embed["dims"]["image"] == 1280 and embed["dims"]["text"] == 384
@@ -85,7 +64,7 @@ def test_embedding_and_retrieval_records_are_consistent(tiny_env, tmp_path):
 
 
 def test_threshold_sweep_saves_candidate_03_and_the_submission_uses_the_best_on_val(
-        tiny_env, tmp_path, capsys):
+        run_ok, tiny_env, tmp_path, capsys):
     """03 on its own saves its candidate; 06 and `submit` then use the best usable one on
     val. (One test: 03 runs once for both.)"""
     import json
@@ -96,7 +75,7 @@ def test_threshold_sweep_saves_candidate_03_and_the_submission_uses_the_best_on_
     from shopee_match.cli import main
     from shopee_match.data.paths import artifacts_dir, candidates_dir
 
-    [sweep] = run_ok(tmp_path, ["03"])
+    [sweep] = run_ok(["03"])
     steps = [row[0] for row in sweep.records["ablation"]]
     assert steps[1:3] == ["fused, static threshold", "dynamic threshold instead"]
     assert {"pair classifier (instead of thresholds)", "+ title features (words, model numbers)",
@@ -117,7 +96,7 @@ def test_threshold_sweep_saves_candidate_03_and_the_submission_uses_the_best_on_
     meta |= {"fingerprint": "0" * 20, "dataset": "demo-shopee", "val_f1": 0.99}
     (other / "candidate.json").write_text(json.dumps(meta))
 
-    [run] = run_ok(tmp_path, ["06"])
+    [run] = run_ok(["06"])
     submission = run.records
     assert submission["candidate"] == "03_thresholds"
     board = {row["candidate"]: row for row in submission["leaderboard"]}
@@ -157,118 +136,6 @@ def test_submit_without_candidates_says_which_notebook_to_run(tiny_env, tmp_path
     assert "run notebooks/03_threshold_f1_sweep" in capsys.readouterr().err.lower()
 
 
-def test_fine_tuning_rerank_and_review_save_candidates_submit_and_keep_every_label(
-        tiny_env, tmp_path, capsys):
-    """05 and 04 each on its own (first, with no candidate saved), then 03 and 06 on the ci
-    profile: 04 and 05 save candidates, the submission takes the best on val and 05's reranker
-    submits from its folder alone. (That their training repeats itself is tested where it is
-    cheaper: test_finetune's ...reproducible... and test_rerank's
-    ...from_scratch_gives_the_same_model.)
-
-    Then 07 (its oracle labels retrain the reranker into version 2) and 05 again, now beside
-    03's and 04's candidates: labels given between the runs (in the gray-zone file and in 07's
-    labels file) are kept, train-side ones are trained on, held-out ones kept as evaluation
-    labels; then a hand-edited line with an extra field stops 05 with the file and line named,
-    and the file is left as it was. (One test: each run of 05 costs CI about a minute.)"""
-    import shutil
-
-    from shopee_match.apply.candidates import leaderboard, load_candidate
-    from shopee_match.apply.submission import validate_submission
-    from shopee_match.cli import main
-    from shopee_match.data.datasets import load_dataset, train_fingerprint
-    from shopee_match.data.paths import artifacts_dir, candidates_dir
-    from shopee_match.data.splits import split_by_group
-    from shopee_match.train.labels import LabelLog, labels_path
-
-    runs = run_ok(tmp_path, ["05"]) + run_ok(tmp_path, ["04"]) + run_ok(tmp_path, ["03", "06"])
-    rerank, finetune, _, submission = (r.records for r in runs)
-    assert set(finetune["regimes"]) == {"joint", "text_ft", "image_ft"}
-    assert all(v > 0 for v in finetune["train_speed_per_s"].values())
-    assert 0.0 < finetune["best_test_f1"] <= finetune["best_test_f1_tuned_on_test"] <= 1.0
-    candidate = load_candidate(candidates_dir() / "04_finetuned")
-    assert not candidate.missing_files() and (candidate.folder / "models").is_dir()
-    assert candidate.val_f1 == pytest.approx(finetune["best_val_f1"], abs=1e-4)
-    assert set(rerank["pair_counts"]) == {"train", "stack", "val", "test"}
-    assert rerank["training_pairs"]["hard negative"] > 0 and rerank["scoring_pairs_per_s"] > 0
-    steps = [row[0] for row in rerank["ablation"]]
-    assert "cross-encoder alone" in steps and "03_thresholds (saved)" not in steps
-    candidate = load_candidate(candidates_dir() / "05_rerank")
-    assert not candidate.missing_files()
-    assert candidate.val_f1 == pytest.approx(rerank["best_val_f1"], abs=1e-4)
-    int8 = rerank["cross_encoder_int8"]  # kept when val F1 drops by 0.002 at most
-    assert int8["pairs/s int8"] > 0 and int8["pairs/s fp32"] > 0
-    if candidate.config.second_stage is not None:
-        drop = int8["val F1 fp32"] - int8["val F1 int8"]  # of figures rounded to 1e-4
-        assert drop <= 0.0021 if int8["used"] else drop >= 0.0019
-        assert candidate.load_scorer().cross_encoder.int8 == int8["used"]
-    board = leaderboard(train_fingerprint("demo-tiny"), 0)
-    assert set(board["candidate"]) == {"03_thresholds", "04_finetuned", "05_rerank"}
-    assert submission["candidate"] == board.loc[board["usable"], "candidate"].iloc[0]
-    assert 0.0 < submission["test_f1"] <= 1.0
-    gray = pd.read_csv(artifacts_dir() / "gray_zone.csv")
-    assert len(gray) == rerank["gray_zone_pairs"] and "label" in gray
-    # the saved reranker (cross-encoder + classifier) submits from the candidate folder alone
-    assert main(["submit", "--dataset", "demo-tiny", "--candidate", "05_rerank",
-                 "--out", str(tmp_path / "rerank.csv")]) == 0
-    assert "using candidate 05_rerank" in capsys.readouterr().out
-    heldout = pd.read_csv(tiny_env / "demo-tiny-heldout" / "test.csv")["posting_id"]
-    validate_submission(tmp_path / "rerank.csv", heldout)
-
-    [run] = run_ok(tmp_path, ["07"], overrides={
-        "CANDIDATE": "05_rerank", "QUEUE_SIZE": 40, "ORACLE_ANSWERS": 40})
-    review = run.records  # 07: the oracle answered 40 pairs, the reranker was retrained
-    assert review["candidate"] == "05_rerank" and review["labels"]["labelled"] == 40
-    assert sum(review["labels_routed"].values()) == 40
-    assert review["retrained"]["cross_encoder"].startswith("trained further on")
-    assert set(review["simulation"]) == {"uncertainty", "random"}
-    assert list(review["simulation"]["random"]) == ["0", "10", "20", "40"]
-    version = review["version"]
-    assert (version["name"], version["version"], version["parent"]) == ("05_rerank.v2", 2,
-                                                                        "05_rerank")
-    board = leaderboard(train_fingerprint("demo-tiny"), 0).set_index("candidate")
-    assert board.loc["05_rerank.v2", "version"] == 2 and board.loc["05_rerank.v2", "usable"]
-    assert review["mlflow_runs"] == 2  # the parent and its new version
-    oracle = pd.read_csv(artifacts_dir() / "labels" / "oracle.csv")
-    assert oracle["label"].isin(["same", "different"]).sum() == 40
-    shutil.rmtree(candidates_dir() / "05_rerank.v2")  # 05 runs again below
-    path = artifacts_dir() / "gray_zone.csv"
-    gray = pd.read_csv(path, dtype=str, keep_default_na=False)
-    df = load_dataset("demo-tiny")[0]  # as notebook 05 reads it: the splits are its own
-    split = split_by_group(df["label_group"], (0.49, 0.21, 0.15, 0.15), seed=0,
-                           names=("train", "stack", "val", "test"))
-    train, test = df[split == "train"], df[split == "test"]
-
-    def row(a, b, label):
-        return {"posting_id_1": a["posting_id"], "posting_id_2": b["posting_id"],
-                "title_1": a["title_raw"], "title_2": b["title_raw"], "image_1": a["image"],
-                "image_2": b["image"], "score": "0.5", "label": label}
-
-    mine = [row(train.iloc[0], train.iloc[1], "0"), row(train.iloc[2], train.iloc[3], "1"),
-            row(train.iloc[4], train.iloc[5], "0"), row(test.iloc[0], train.iloc[6], "1")]
-    pd.concat([gray, pd.DataFrame(mine)]).to_csv(path, index=False)
-    people = LabelLog(labels_path())  # notebook 07's file: people's labels (not the oracle's)
-    people.answer(train.iloc[6]["posting_id"], train.iloc[7]["posting_id"], "same",
-                  title_1=train.iloc[6]["title_raw"], title_2=train.iloc[7]["title_raw"])
-    people.answer(test.iloc[1]["posting_id"], train.iloc[8]["posting_id"], "different")
-    [again] = run_ok(tmp_path, ["05"])
-    kept = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for r in mine:
-        got = kept[(kept["posting_id_1"] == r["posting_id_1"]) &
-                   (kept["posting_id_2"] == r["posting_id_2"])]
-        assert got["label"].tolist() == [r["label"]]  # still there, still labelled
-    labels = again.records["gray_zone_labels"]
-    assert labels["training"] == 4 and labels["evaluation"] == 1  # 3 gray-zone + 1 of 07's
-    assert again.records["training_pairs"]["labelled gray zone"] == 4
-    assert "03_thresholds (saved)" in [row[0] for row in again.records["ablation"]]
-    broken = path.read_text() + "p1,p2,a,b,,,0.5,1,one field too many\n"
-    path.write_text(broken)
-    runs = run_report("ci", only=["05"], notebooks_dir=ROOT / "notebooks",
-                      out_dir=tmp_path / "reports", progress=False)
-    assert runs[0].status == "failed"
-    assert str(path) in runs[0].error and "has 9 fields" in runs[0].error, runs[0].error
-    assert path.read_text() == broken
-
-
 def small_copy(source: Path, dest: Path, rows: int, labels=None) -> Path:
     """The first ``rows`` listings of a dataset (optionally relabelled) with their photos."""
     import shutil
@@ -284,7 +151,7 @@ def small_copy(source: Path, dest: Path, rows: int, labels=None) -> Path:
 
 
 def test_the_whole_kit_runs_on_thirty_listings_with_their_own_columns_and_text_groups(
-        tiny_env, tmp_path, monkeypatch, capsys):
+        run_ok, tiny_env, tmp_path, monkeypatch, capsys):
     """A team's small labelled catalog: 30 listings (fewer than every neighbour count, sample
     and batch shape the notebooks ask for: they clamp them), other column names (told by
     dataset.yaml) and string groups. Every notebook runs unchanged, and the groups are used
@@ -304,7 +171,7 @@ def test_the_whole_kit_runs_on_thirty_listings_with_their_own_columns_and_text_g
     df.to_csv(catalog / "train.csv", index=False)
     (catalog / "dataset.yaml").write_text(
         "columns:\n  id: sku\n  title: name\n  image: photo\n  group: cluster\n")
-    runs = run_ok(tmp_path, overrides={"DATASET": str(catalog)})
+    runs = run_ok(overrides={"DATASET": str(catalog)})
     records = {r.name[:2]: r.records for r in runs}
     assert records["00"]["n_groups"] == df["cluster"].nunique()
     assert all(int(k) < 30 for by_k in records["02"]["recall_at_k"].values() for k in by_k)
@@ -332,8 +199,8 @@ def test_listings_without_duplicates_stop_with_one_clear_message(tiny_env, tmp_p
         assert "no two of its 20 listings share a label_group" in run.error, run.error
 
 
-def test_a_photo_in_a_symlink_loop_and_an_invisible_title_are_flagged_not_fatal(tiny_env,
-                                                                                tmp_path):
+def test_a_photo_in_a_symlink_loop_and_an_invisible_title_are_flagged_not_fatal(
+        run_ok, tiny_env, tmp_path):
     """Notebook 00 on a catalog where one photo is a symlink loop and one title holds only
     zero-width characters: each is one flagged listing, and the report runs."""
     data = small_copy(tiny_env / "demo-tiny", tmp_path / "odd", 30)
@@ -345,16 +212,16 @@ def test_a_photo_in_a_symlink_loop_and_an_invisible_title_are_flagged_not_fatal(
     (images / df["image"][row]).symlink_to(images / "loop-b.jpg")  # a -> b -> a
     df.loc[(row + 1) % len(df), "title"] = "\u200b\u200b\u2060"
     df.to_csv(data / "train.csv", index=False)
-    [run] = run_ok(tmp_path, ["00"], overrides={"DATASET": str(data)})
+    [run] = run_ok(["00"], overrides={"DATASET": str(data)})
     assert run.records["n_unreadable_images"] == 1 and run.records["n_empty_titles"] == 1
     assert run.records["n_postings"] == 30
 
 
-def test_two_shops_are_linked_across_and_submit_decides_as_the_report(tiny_env, tmp_path):
+def test_two_shops_are_linked_across_and_submit_decides_as_the_report(run_ok, tiny_env):
     """The two-shop demo: thresholds and the candidate in scope (pairs across shops),
     chosen on pair F1; notebook 06 then scores the held-out split exactly as 03 reported."""
     sweep, submission = (r.records for r in run_ok(
-        tmp_path, ["03", "06"], {"DATASET": "demo-shops", "METRIC": "pair_f1"}))
+        ["03", "06"], {"DATASET": "demo-shops", "METRIC": "pair_f1"}))
     assert sweep["linked_across_sources"] and sweep["metric"] == "pair_f1"
     best = sweep["test_scores"][f"best: {sweep['best_step']}"]
     assert best["pair_f1"] == pytest.approx(sweep["best_test_f1"], abs=1e-4)
