@@ -48,6 +48,14 @@ def test_fine_tuning_rerank_and_review_save_candidates_submit_and_keep_every_lab
     assert candidate.val_f1 == pytest.approx(finetune["best_val_f1"], abs=1e-4)
     assert set(rerank["pair_counts"]) == {"train", "stack", "val", "test"}
     assert rerank["training_pairs"]["hard negative"] > 0 and rerank["scoring_pairs_per_s"] > 0
+    point = rerank["high_precision_point"]["combined, best mutual match"]
+    false_merges = rerank["high_precision_val_false_merges"]  # the pairs that cost val precision
+    if point is None:
+        assert false_merges == {"pairs": 0, "above": 0, "same_words": 0}
+    else:
+        assert false_merges["pairs"] >= false_merges["same_words"] >= 0
+        assert 1 - false_merges["pairs"] / false_merges["above"] == pytest.approx(
+            point["val precision"], abs=1e-4)
     steps = [row[0] for row in rerank["ablation"]]
     assert "cross-encoder alone" in steps and "03_thresholds (saved)" not in steps
     candidate = load_candidate(candidates_dir() / "05_rerank")
