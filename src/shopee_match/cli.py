@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     link.add_argument("--out", help="links.csv to write (default: artifacts/links.csv)")
     link.add_argument("--one-to-one", action="store_true",
                       help="keep each listing's best mutual match only (price comparison)")
+    link.add_argument("--high-precision", action="store_true",
+                      help="one-to-one, and only links scoring at least the candidate's "
+                      "high-precision threshold (chosen on val by notebook 05 for precision "
+                      ">= its MIN_PRECISION): links to accept without review")
     _catalog_options(link)
     _recall_option(link)
     _ray_options(link)
@@ -286,7 +290,7 @@ def _link(args) -> int:
         print(f"using candidate {candidate.name} ({candidate.notebook}, val "
               f"{candidate.metric} {candidate.val_f1:.4f} on {candidate.dataset})")
         links = link_catalogs(a, b, candidate, args.one_to_one, args.engine, recall=args.recall,
-                              executor=executor)
+                              executor=executor, high_precision=args.high_precision)
     out = Path(args.out) if args.out else artifacts_dir() / "links.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

@@ -60,6 +60,14 @@ def test_fine_tuning_rerank_and_review_save_candidates_submit_and_keep_every_lab
     assert "cross-encoder alone" in steps and "03_thresholds (saved)" not in steps
     candidate = load_candidate(candidates_dir() / "05_rerank")
     assert not candidate.missing_files()
+    saved = rerank["high_precision_saved"]  # what `link --high-precision` cuts at
+    if saved is None:
+        assert candidate.high_precision is None
+    else:
+        assert candidate.high_precision["threshold"] == pytest.approx(saved["threshold"],
+                                                                      abs=1e-4)
+        assert candidate.high_precision["min_precision"] == 0.95
+        assert saved["val precision"] >= 0.95
     assert candidate.val_f1 == pytest.approx(rerank["best_val_f1"], abs=1e-4)
     int8 = rerank["cross_encoder_int8"]  # kept when val F1 drops by 0.002 at most
     assert int8["pairs/s int8"] > 0 and int8["pairs/s fp32"] > 0
@@ -93,6 +101,8 @@ def test_fine_tuning_rerank_and_review_save_candidates_submit_and_keep_every_lab
                                                                         "05_rerank")
     board = leaderboard(train_fingerprint("demo-tiny"), 0).set_index("candidate")
     assert board.loc["05_rerank.v2", "version"] == 2 and board.loc["05_rerank.v2", "usable"]
+    # retrained, its scores moved: the parent's high-precision threshold is not carried over
+    assert load_candidate(candidates_dir() / "05_rerank.v2").high_precision is None
     assert review["mlflow_runs"] == 2  # the parent and its new version
     oracle = pd.read_csv(artifacts_dir() / "labels" / "oracle.csv")
     assert oracle["label"].isin(["same", "different"]).sum() == 40

@@ -50,6 +50,24 @@ def test_save_and_load_round_trip_with_the_second_stage_model(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["03_thresholds"]  # no staging left
 
 
+def test_the_high_precision_point_is_saved_and_a_broken_one_is_refused(tmp_path):
+    point = {"threshold": 0.83, "val precision": 0.951, "val recall": 0.64,
+             "test precision": 0.98, "test recall": 0.66, "min_precision": 0.95}
+    assert load_candidate(save(tmp_path, "hp", 0.8, 0.7, high_precision=point).folder
+                          ).high_precision == point
+    assert load_candidate(save(tmp_path, "plain", 0.8, 0.7).folder).high_precision is None
+    path = tmp_path / "hp" / "candidate.json"
+    meta = json.loads(path.read_text())
+    meta["high_precision"] = {"threshold": "high"}
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="high_precision needs a numeric threshold"):
+        load_candidate(tmp_path / "hp")
+    meta["high_precision"] = 0.83
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="high_precision is 0.83, which is not a dict"):
+        load_candidate(tmp_path / "hp")
+
+
 def test_saving_needs_the_second_stage_file_and_copies_paths(tmp_path):
     config = CONFIG.replace(second_stage=SecondStage("pair_classifier", 0.4, "pair.joblib"))
     with pytest.raises(ValueError, match="needs 'pair.joblib'"):

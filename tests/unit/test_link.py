@@ -74,6 +74,33 @@ def test_link_two_shops(shops, tmp_path, monkeypatch, capsys):
     assert set(zip(kept["id_a"], kept["id_b"])) <= set(zip(links["id_a"][ok],
                                                             links["id_b"][ok]))
 
+    # --high-precision: one-to-one, cut at the candidate's saved threshold
+    assert main(["link", str(a_csv), str(b_csv), "--trained-on", str(labelled),
+                 "--high-precision"]) == 2  # the quick fallback has no high-precision point
+    assert "has no high-precision point" in capsys.readouterr().err
+    from shopee_match.apply.candidates import save_candidate
+    from shopee_match.apply.choosing import choose_candidate
+    from shopee_match.apply.link import side_by_side
+    from shopee_match.data.datasets import train_fingerprint
+    from shopee_match.data.postings import load_postings
+
+    quick = choose_candidate(side_by_side(load_postings(a_csv)[0], load_postings(b_csv)[0]),
+                             str(labelled), titles_only=True)
+    sims = np.unique(kept["similarity"])  # cut between two of the one-to-one links' values
+    cut = float(sims[len(sims) // 2 - 1] + sims[len(sims) // 2]) / 2
+    save_candidate("hp", quick.config, quick.val_f1, quick.test_f1, dataset=str(labelled),
+                   fingerprint=train_fingerprint(str(labelled)), split_seed=0, notebook="test",
+                   high_precision={"threshold": cut, "val precision": 0.95})
+    sure = tmp_path / "sure.csv"
+    assert main(["link", str(a_csv), str(b_csv), "--trained-on", str(labelled), "--candidate",
+                 "hp", "--high-precision", "--out", str(sure)]) == 0
+    assert f"score >= {cut:.4f}" in capsys.readouterr().out
+    cut_links = pd.read_csv(sure, dtype={"id_a": str, "id_b": str})
+    taken = cut_links[cut_links["accepted"]]
+    expected = kept[kept["similarity"] > cut]
+    assert 0 < len(taken) < len(kept)
+    assert set(zip(taken["id_a"], taken["id_b"])) == set(zip(expected["id_a"], expected["id_b"]))
+
 
 def test_best_mutual_by_hand():
     links = pd.DataFrame({"id_a": ["1", "1", "2", "3"], "id_b": ["x", "y", "x", "z"],

@@ -149,3 +149,37 @@ def test_carving_train_into_two_keeps_val_and_test():
     assert np.array_equal(three.rows["test"], four.rows["test"])
     assert np.array_equal(np.sort(np.concatenate([four.rows["train"], four.rows["stack"]])),
                           three.rows["train"])
+
+
+def test_one_to_one_pairs_are_the_mutual_best_accepted_pairs_of_a_naive_loop():
+    from shopee_match.match.decision import candidate_pair_features
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(40), 3)
+    v = rng.normal(size=(40, 8))[labels] + 0.7 * rng.normal(size=(len(labels), 8))
+    vectors = {"text": (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)}
+    galleries = Galleries(vectors, labels, fractions=(0.5, 0.5), names=("val", "test"))
+    config = MatchConfig(encoders={"text": "sbert:x"}, fusion_weights={"text": 1.0}, k=5,
+                         value=0.8)  # strict: some listings have no accepted pair at all
+    scores, is_match = galleries.one_to_one_pairs(config, "val")
+
+    pairs = candidate_pair_features(galleries.splits["val"], config)
+    directed, _ = galleries.pair_scores(config, "val")
+    matches = galleries.predict(config, "val").toarray()
+    best_score = {}  # each unordered pair once, its higher score
+    for i, j, s in zip(pairs.i, pairs.j, directed):
+        key = (min(i, j), max(i, j))
+        best_score[key] = max(best_score.get(key, -np.inf), s)
+    accepted = {k: s for k, s in best_score.items() if matches[k] or matches[k[::-1]]}
+    best_of = {}  # each listing's best accepted partner: highest score, then smaller row
+    for (a, b), s in sorted(accepted.items(), key=lambda kv: (-kv[1], kv[0])):
+        for row, other in ((a, b), (b, a)):
+            if row not in best_of or (s, -other) > (accepted[tuple(sorted((row, best_of[row])))],
+                                                    -best_of[row]):
+                best_of[row] = other
+    mutual = [(s, galleries.labels["val"][a] == galleries.labels["val"][b])
+              for (a, b), s in accepted.items() if best_of[a] == b and best_of[b] == a]
+    assert 0 < len(mutual) < len(accepted)  # the rule cuts something, and keeps something
+    assert sorted(zip(scores, is_match)) == sorted(mutual)
+    rows = [r for r in best_of if best_of[best_of[r]] == r]
+    assert len(rows) == 2 * len(mutual)  # one-to-one: no listing in two kept pairs

@@ -61,6 +61,9 @@ class Candidate:
     version: int = 1  # 1 for a notebook's own candidate; 2, 3, ... retrained on labels
     parent: str | None = None  # the candidate a version was retrained from
     labels: str | None = None  # digest of the labels a version was retrained on
+    #: the one-to-one high-precision point chosen on val (``threshold`` on the best mutual
+    #: matches' scores, ``min_precision``, val/test precision and recall), or None
+    high_precision: dict | None = None
     files: list[str] = field(default_factory=list)
     hashes: dict[str, str] = field(default_factory=dict)  # file -> content digest at saving
     folder: Path | None = None
@@ -113,7 +116,8 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
                    test_f1_upper: float | None = None, files: Mapping[str, Any] | None = None,
                    root: str | Path | None = None, metric: str = "row_f1",
                    link: str = "auto", version: int = 1, parent: str | None = None,
-                   labels: str | None = None) -> Candidate:
+                   labels: str | None = None,
+                   high_precision: Mapping[str, float] | None = None) -> Candidate:
     """Write (or replace) candidate ``name``; returns it as :func:`load_candidate` would.
 
     ``files`` maps a file name inside the folder to an existing path (copied; a
@@ -122,8 +126,11 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
     them. ``metric`` names what the F1 figures are (``row_f1`` or ``pair_f1``) and ``link``
     how a catalog with sources was linked (``submit``/``dedupe``/``link`` apply it the same
     way). ``version``, ``parent`` and ``labels`` (a digest of the labels) mark a retrained
-    version (:func:`next_version`). The
-    folder is written beside and renamed into place, so a reader never sees half a candidate.
+    version (:func:`next_version`). ``high_precision`` is the one-to-one operating point
+    chosen on val (:func:`~shopee_match.match.metrics.operating_point` of the best mutual
+    matches, with ``min_precision``): ``link --high-precision`` accepts at its ``threshold``.
+    The folder is written beside and renamed into place, so a reader never sees half a
+    candidate.
     """
     from shopee_match.files import content_digest
 
@@ -165,6 +172,8 @@ def save_candidate(name: str, config: MatchConfig, val_f1: float, test_f1: float
             "dataset": dataset, "fingerprint": fingerprint, "split_seed": int(split_seed),
             "notebook": notebook, "created": utc_now(), "metric": metric, "link": link,
             "version": int(version), "parent": parent, "labels": labels,
+            "high_precision": None if high_precision is None else {
+                k: float(v) for k, v in high_precision.items()},
             "files": sorted(files),
             "hashes": {f: content_digest(staging / f) for f in sorted(files)}}
     (staging / CANDIDATE_FILE).write_text(json.dumps(meta, indent=2))
@@ -247,7 +256,7 @@ _FIELD_TYPES = {"name": (str,), "val_f1": (numbers.Real,), "test_f1": (numbers.R
                 "fingerprint": (str,), "split_seed": (int,), "notebook": (str,),
                 "created": (str,), "files": (list,), "hashes": (dict,), "metric": (str,),
                 "link": (str,), "version": (int,), "parent": (str, type(None)),
-                "labels": (str, type(None))}
+                "labels": (str, type(None)), "high_precision": (dict, type(None))}
 
 
 def _check_types(meta: dict, path: Path) -> None:
@@ -261,6 +270,11 @@ def _check_types(meta: dict, path: Path) -> None:
             raise ValueError(f"{path}: {key} is {value!r}; an F1 lies between 0 and 1")
     if not all(isinstance(f, str) for f in meta.get("files", [])):
         raise ValueError(f"{path}: files must be a list of file names")
+    point = meta.get("high_precision")
+    if point is not None and (not isinstance(point.get("threshold"), numbers.Real)
+                              or isinstance(point.get("threshold"), bool)):
+        raise ValueError(f"{path}: high_precision needs a numeric threshold, not "
+                         f"{point.get('threshold')!r}; re-run the notebook that made it")
 
 
 def _check_inside(folder: Path, name: str, path: Path) -> None:

@@ -9,7 +9,9 @@ stage's score (exact for accepted pairs; a rejected pair that could not reach th
 show a value below it, as its scoring was skipped), the rank of B's listing among A's
 neighbours (empty when only B's side listed it), and whether the candidate accepts the pair
 (from either side, as ``submit`` gives each listing its own accepted neighbours).
-``one_to_one`` keeps each listing's best mutual match only, the usual price-comparison case.
+``one_to_one`` keeps each listing's best mutual match only, the usual price-comparison case;
+``high_precision`` keeps those scoring at least the candidate's high-precision threshold (its
+one-to-one operating point chosen on val by notebook 05: links to accept without review).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Links:
     n_b: int
     candidate: str
     one_to_one: bool = False
+    high_precision: dict | None = None  # the candidate's point, when links were cut at it
 
     def accepted(self) -> pd.DataFrame:
         """The accepted links only."""
@@ -45,6 +48,11 @@ class Links:
         ok = self.accepted()
         found_a, found_b = ok["id_a"].nunique(), ok["id_b"].nunique()
         kind = "best mutual match only" if self.one_to_one else "every accepted match"
+        if self.high_precision is not None:
+            point = self.high_precision
+            kind += (f", score >= {point['threshold']:.4f}: val precision "
+                     f"{point.get('val precision', float('nan')):.3f} on the data it was "
+                     f"chosen on")
         return (f"candidate {self.candidate}: {len(ok)} links accepted ({kind}) of "
                 f"{len(self.pairs)} candidate pairs\n"
                 f"  A: {found_a} of {self.n_a} listings found a match in B "
@@ -71,10 +79,13 @@ def side_by_side(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 def link_catalogs(a: pd.DataFrame, b: pd.DataFrame, candidate, one_to_one: bool = False,
                   engine: str = "auto", progress: bool = True,
                   cache_dir: str | Path | None = None,
-                  recall: float = RECALL_TARGET, executor=None) -> Links:
+                  recall: float = RECALL_TARGET, executor=None,
+                  high_precision: bool = False) -> Links:
     """Every candidate pair between catalogs ``a`` and ``b`` (loaded postings) under
     ``candidate`` (a :class:`~shopee_match.apply.candidates.Candidate`), scored and decided
-    (embedded and scored on ``executor``'s cluster when there is one)."""
+    (embedded and scored on ``executor``'s cluster when there is one). ``high_precision``
+    (one-to-one too) accepts only best mutual matches at or above the candidate's
+    high-precision threshold; a candidate without one is an error."""
     from shopee_match.apply.dedupe import undirected_scores
     from shopee_match.apply.pipeline import apply_candidate
     from shopee_match.match.decision import candidate_pair_features
@@ -83,6 +94,11 @@ def link_catalogs(a: pd.DataFrame, b: pd.DataFrame, candidate, one_to_one: bool 
 
     if len(a) == 0 or len(b) == 0:
         raise ValueError(f"both catalogs need listings to link; got {len(a)} and {len(b)}")
+    if high_precision and candidate.high_precision is None:
+        raise ValueError(f"candidate {candidate.name} has no high-precision point (notebook 05 "
+                         "saves one with its reranker; older candidates and retrained versions "
+                         "have none): re-run notebook 05, name a candidate that has one "
+                         "(--candidate), or drop --high-precision")
     both = side_by_side(a, b)
     applied = apply_candidate(both, candidate, cache_dir, progress, engine, recall,
                               link="across", executor=executor)
@@ -112,17 +128,23 @@ def link_catalogs(a: pd.DataFrame, b: pd.DataFrame, candidate, one_to_one: bool 
     titles = both[TITLE].to_numpy()
     out = pd.DataFrame({"id_a": ids[a_rows], "id_b": ids[b_rows],
                         "title_a": titles[a_rows], "title_b": titles[b_rows],
-                        "similarity": similarity.round(4)})
+                        "similarity": similarity})
     for column in [c for c in table.columns if c.startswith("sim_")]:
-        out[column] = table[column].round(4)
-    out["score"] = np.round(score, 4)
+        out[column] = table[column]
+    out["score"] = score
     out["rank"] = table["rank"].astype("Int64")
     out["accepted"] = accepted
-    if one_to_one:
+    if one_to_one or high_precision:  # decided on the unrounded scores
         out["accepted"] = accepted & best_mutual(out)
+    if high_precision:
+        out["accepted"] &= strength(out) >= candidate.high_precision["threshold"]
+    rounded = ["similarity", "score", *[c for c in out.columns if c.startswith("sim_")]]
+    out[rounded] = out[rounded].round(4)
     out = out.sort_values(["id_a", "accepted", "score", "similarity"],
                           ascending=[True, False, False, False], kind="stable")
-    return Links(out.reset_index(drop=True), n_a, len(b), candidate.name, one_to_one)
+    return Links(out.reset_index(drop=True), n_a, len(b), candidate.name,
+                 one_to_one or high_precision,
+                 candidate.high_precision if high_precision else None)
 
 
 def best_mutual(links: pd.DataFrame) -> np.ndarray:
@@ -130,12 +152,17 @@ def best_mutual(links: pd.DataFrame) -> np.ndarray:
     stage's score, else the similarity; ties to the smaller id)."""
     from shopee_match.match.pairs import best_mutual_pairs
 
-    strength = links["score"].fillna(-np.inf) if links["score"].notna().any() else links[
-        "similarity"]
     accepted = links["accepted"].to_numpy(dtype=bool)
     a = pd.factorize(links["id_a"], sort=True)[0]  # codes in id order: ties to the smaller id
     b = pd.factorize(links["id_b"], sort=True)[0] + a.max(initial=-1) + 1
     keep = np.zeros(len(links), dtype=bool)
-    keep[accepted] = best_mutual_pairs(a[accepted], b[accepted],
-                                       strength.to_numpy(dtype=float)[accepted])
+    keep[accepted] = best_mutual_pairs(a[accepted], b[accepted], strength(links)[accepted])
     return keep
+
+
+def strength(links: pd.DataFrame) -> np.ndarray:
+    """What ranks and cuts links: the second stage's score (a pair it never scored: -inf),
+    or the fused similarity when the candidate has no second stage."""
+    if links["score"].notna().any():
+        return links["score"].fillna(-np.inf).to_numpy(dtype=float)
+    return links["similarity"].to_numpy(dtype=float)

@@ -241,25 +241,54 @@ class Galleries:
         """``(scores, is_match)`` of one split's candidate pairs as ``config`` scores them: its
         second stage's score (``scorer``), or the fused similarity its threshold reads. With
         ``unordered`` each pair once, with its higher score (:func:`unordered_pair_scores`)."""
+        from shopee_match.match.metrics import unordered_pair_scores
+
+        pairs, scores = self._scored_candidates(config, split, scorer)
+        labels = self.labels[split]
+        is_match = labels[pairs.i] == labels[pairs.j]
+        if unordered:
+            return unordered_pair_scores(pairs.i, pairs.j, scores, is_match)
+        return scores, is_match
+
+    def one_to_one_pairs(self, config: MatchConfig, split: str, scorer=None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, is_match)`` of the pairs that ``config`` accepts one-to-one, as ``link
+        --one-to-one`` does: each unordered pair once (its higher score, accepted from either
+        side), kept when it is both listings' best accepted pair. A threshold on these scores
+        (:func:`~shopee_match.match.metrics.operating_point`) is what ``link --high-precision``
+        applies; recall over them needs the split's :meth:`true_pairs`."""
+        from shopee_match.match.metrics import pair_maxima
+        from shopee_match.match.pairs import best_mutual_pairs
+
+        pairs, scores = self._scored_candidates(config, split, scorer)
+        matches = self.predict(config, split, scorer)
+        labels = self.labels[split]
+        accepted = (np.asarray(matches[pairs.i, pairs.j]).ravel()
+                    | np.asarray(matches[pairs.j, pairs.i]).ravel()).astype(bool)
+        table = pair_maxima(pairs.i, pairs.j, score=scores, accepted=accepted,
+                            match=labels[pairs.i] == labels[pairs.j])
+        table = table[table["accepted"]].reset_index()
+        mutual = best_mutual_pairs(table["lo"].to_numpy(), table["hi"].to_numpy(),
+                                   table["score"].to_numpy())
+        return table["score"].to_numpy()[mutual], table["match"].to_numpy()[mutual]
+
+    def _scored_candidates(self, config: MatchConfig, split: str, scorer=None):
+        """``(pairs, scores)``: one split's candidate pairs and ``config``'s score of each."""
         from shopee_match.match.decision import (
             candidate_pair_features,
             neighbor_lists,
             scored_pairs,
         )
-        from shopee_match.match.metrics import unordered_pair_scores
         from shopee_match.match.neighbors import real_neighbors
 
-        gallery, labels = self.splits[split], self.labels[split]
+        gallery = self.splits[split]
         if config.second_stage is not None:
             pairs, scores = scored_pairs(gallery, config, scorer)
         else:
             pairs = candidate_pair_features(gallery, config)
             sims, idx = neighbor_lists(gallery, config)
             scores = sims[real_neighbors(idx)]  # in the order candidate_pairs lists them
-        is_match = labels[pairs.i] == labels[pairs.j]
-        if unordered:
-            return unordered_pair_scores(pairs.i, pairs.j, scores, is_match)
-        return np.asarray(scores, dtype=float), is_match
+        return pairs, np.asarray(scores, dtype=float)
 
     def true_pairs(self, split: str) -> int:
         """Unordered true pairs in scope in one split (offered by blocking or not)."""
