@@ -8,9 +8,11 @@ int8 (dynamic quantization) is
 measured for both; the kit offers it for titles only.
 Titles: all-MiniLM-L6-v2; the pipeline (length-sorted batches, tokenising) vs the bare forward;
 int8 titles run one title per call (the kit's ``INT8_BATCH``: a batch's activations are quantized
-together, so batched int8 vectors would depend on their batch mates).
+together, so batched int8 vectors would depend on their batch mates), a call per core at once
+(each on one core), against one call at a time on all cores (before).
 Cross-encoder: pairs of demo titles scored by a MiniLM cross-encoder (speed does not depend on
-its training), fp32 onnxruntime in batches of 64 against int8 one pair per call.
+its training), fp32 onnxruntime in batches of 64 against int8 one pair per call, side by side
+and in turn as for titles.
 
 Targets (2 cores): images onnx/torch >= 1.7x and >= 80 img/s, pipeline/bare >= 0.9;
 titles onnx/torch >= 2x, pipeline/bare >= 0.9; cross-encoder int8/fp32 onnx >= 1.8x (issue 24).
@@ -148,21 +150,28 @@ def titles(texts: list[str]) -> None:
     from shopee_match.embed.encoders import make_encoder
 
     print(f"titles: {len(texts)} demo titles, all-MiniLM-L6-v2, batch 64 (int8: 1)")
+    from shopee_match.embed.engines import run_each
+
     rates, bares = {}, {}
-    for label, engine, int8 in (("torch", "torch", False), ("onnx", "onnx", False),
-                                ("onnx int8", "onnx", True)):
+    for label, engine, int8, workers in (
+            ("torch", "torch", False, None), ("onnx", "onnx", False, None),
+            ("onnx int8, in turn", "onnx", True, 1),  # one call at a time, as before
+            ("onnx int8", "onnx", True, None)):  # a call per core at once
         enc = make_encoder(TEXT_SPEC, "text", device="cpu", engine=engine, int8=int8)
+        enc.workers = workers or enc.workers
         enc.encode(texts[:64])
         rates[label] = rate(lambda e=enc: e.encode(texts), len(texts))
         order = np.argsort([len(t) for t in texts], kind="stable")  # as encode() batches them
         size = enc.batch_size
         batches = [[texts[i] for i in order[s:s + size]] for s in range(0, len(texts), size)]
         tokens = [enc.tokenize(b) for b in batches]  # bare: the forward on tokenized batches
-        bares[label] = rate(lambda e=enc, t=tokens: [e.forward(x) for x in t], len(texts))
-        print(f"  {label:>9}: pipeline {rates[label]:6.1f} titles/s, bare {bares[label]:6.1f} "
+        bares[label] = rate(lambda e=enc, t=tokens: run_each(e.forward, t, e.workers),
+                            len(texts))
+        print(f"  {label:>18}: pipeline {rates[label]:6.1f} titles/s, bare {bares[label]:6.1f} "
               f"titles/s, pipeline/bare = {rates[label] / bares[label]:.2f} (target >= 0.9)")
     print(f"  onnx/torch = {rates['onnx'] / rates['torch']:.2f}x, int8/torch = "
-          f"{rates['onnx int8'] / rates['torch']:.2f}x (target >= 2x)")
+          f"{rates['onnx int8'] / rates['torch']:.2f}x (target >= 2x), int8 side by side / "
+          f"in turn = {rates['onnx int8'] / rates['onnx int8, in turn']:.2f}x")
 
 
 def cross_encoder(texts: list[str], folder: Path) -> None:
@@ -176,15 +185,24 @@ def cross_encoder(texts: list[str], folder: Path) -> None:
     first, second = (rng.choice(texts, N_PAIRS).tolist() for _ in range(2))
     print(f"cross-encoder: {N_PAIRS} pairs of demo titles, MiniLM-L6, 48 tokens")
     rates, scores = {}, {}
-    for label, int8 in (("fp32 onnx", False), ("int8 onnx", True)):
+    for label, int8, workers in (("fp32 onnx", False, None),
+                                 ("int8 onnx, in turn", True, 1),  # one run at a time: before
+                                 ("int8 onnx", True, None)):  # a run per core at once
         model = CrossEncoderModel(folder, engine="onnx", int8=int8)
         model.score_titles(first[:64], second[:64])  # export, quantize, load
+        graph = model._onnx()[0]
+        graph.workers = workers or graph.workers
         rates[label] = rate(lambda m=model: m.score_titles(first, second), N_PAIRS)
         scores[label] = model.score_titles(first, second)
-        print(f"  {label}: {rates[label]:6.1f} pairs/s (batch {model.batch_size})")
+        print(f"  {label:>18}: {rates[label]:6.1f} pairs/s (batch {model.batch_size}, "
+              f"{graph.workers} at once)")
     gap = np.abs(scores["int8 onnx"] - scores["fp32 onnx"]).max()
-    print(f"  int8/fp32 = {rates['int8 onnx'] / rates['fp32 onnx']:.2f}x (target >= 1.8x); "
-          f"largest probability change {gap:.3f} (F1 and decisions: notebook 05)")
+    same = np.abs(scores["int8 onnx"] - scores["int8 onnx, in turn"]).max()
+    print(f"  int8/fp32 = {rates['int8 onnx'] / rates['fp32 onnx']:.2f}x (target >= 1.8x), "
+          f"int8 side by side / in turn = "
+          f"{rates['int8 onnx'] / rates['int8 onnx, in turn']:.2f}x; largest probability change "
+          f"{gap:.3f} against fp32 (F1 and decisions: notebook 05), {same:.1e} against int8 in "
+          "turn")
 
 
 def main() -> None:

@@ -95,6 +95,9 @@ def test_int8_is_close_and_cached_apart(demo, tmp_path, monkeypatch):
     np.testing.assert_array_equal(anywhere.encode(df["title"].tolist())[0], int8.vectors)
     alone = np.concatenate([anywhere.encode([t])[0] for t in df["title"].tolist()[::-1]])
     np.testing.assert_array_equal(alone[::-1], int8.vectors)  # whatever else is embedded
+    assert anywhere.workers == engines.cpu_cores()  # a title per core at once
+    anywhere.workers = 3  # and whatever runs beside a title
+    np.testing.assert_array_equal(anywhere.encode(df["title"].tolist())[0], int8.vectors)
     # int8 vectors made another number per call (as before one per call) are not reused: an
     # old cache of batched int8 titles made the demo's report and submit disagree
     monkeypatch.setattr(engines, "INT8_BATCH", 16)
@@ -126,6 +129,19 @@ def test_an_int8_title_model_that_loses_its_vectors_runs_in_fp32_and_says_so(dem
     np.testing.assert_allclose(refused.encode(titles)[0], fp32.encode(titles)[0], atol=1e-6)
     assert "int8 quantization breaks sbert:pypi-minilm" in caplog.text
     assert "runs in fp32 instead" in caplog.text
+
+
+def test_run_each_runs_calls_side_by_side_and_keeps_their_order():
+    import threading
+
+    both = threading.Barrier(2, timeout=10)  # passes only when two calls run at once
+
+    def forward(x):
+        both.wait()  # a BrokenBarrierError after 10 s when calls run one by one
+        return x * 10
+
+    assert engines.run_each(forward, [1, 2, 3, 4], workers=2) == [10, 20, 30, 40]
+    assert engines.run_each(lambda x: -x, [1, 2, 3], workers=1) == [-1, -2, -3]
 
 
 def test_int8_agreement_is_the_mean_cosine_over_single_calls():

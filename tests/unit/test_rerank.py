@@ -271,6 +271,8 @@ def test_an_int8_cross_encoder_scores_close_to_fp32_and_is_saved_as_int8(cross_e
     assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.1  # quantized, close
     alone = [int8.score_titles([x], [y])[0] for x, y in zip(first[::-1], second[::-1])]
     np.testing.assert_array_equal(alone[::-1], b)  # a pair scores the same in any batch
+    int8._onnx()[0].workers = 3  # and whatever pairs run beside it
+    np.testing.assert_array_equal(int8.score_titles(first, second), b)
     assert int8._onnx()[0].path.name.endswith("-int8.onnx")
     saved = Reranker.load(Reranker(int8).save(tmp_path / "rerank"))
     assert saved.cross_encoder.int8

@@ -17,8 +17,9 @@ class CrossEncoderModel:
     scoring of title pairs. ``pairs_per_second`` is the speed of the last scoring call.
 
     ``int8`` scores with the dynamically quantized ONNX graph (onnxruntime on the CPU, also on
-    a machine with a GPU, one pair per run: :data:`shopee_match.embed.engines.INT8_BATCH`), so
-    a candidate tuned with it scores a pair the same everywhere and in any batch."""
+    a machine with a GPU, one pair per run: :data:`shopee_match.embed.engines.INT8_BATCH`, a run
+    per core at once), so a candidate tuned with it scores a pair the same everywhere and in any
+    batch."""
 
     def __init__(self, folder: str | Path, device: str | None = None, engine: str = "auto",
                  batch_size: int = 64, int8: bool = False):
@@ -100,6 +101,14 @@ class CrossEncoderModel:
         import torch
 
         graph, names = self._onnx()
+        if self.batch_size == 1:  # int8: one pair per run, the graph's workers side by side
+            from shopee_match.embed.engines import run_each
+
+            features = [self.model.preprocess([pair]) for pair in pairs]  # tokenizers: 1 thread
+            logits = run_each(lambda f: graph(*(f[k].numpy() for k in names)).reshape(1, -1),
+                              features, graph.workers)
+            return self.model.activation_fn(torch.from_numpy(np.concatenate(logits))).numpy()[
+                :, 0]
         order = np.argsort([len(a) + len(b) for a, b in pairs], kind="stable")
         out = np.zeros(len(pairs), dtype=np.float32)
         for lo in range(0, len(pairs), self.batch_size):

@@ -182,22 +182,29 @@ class TextEncoder(Encoder):
     """
 
     def __init__(self, tokenize, forward, model_id: str, dim: int, batch_size: int,
-                 engine: str = "torch"):
+                 engine: str = "torch", workers: int = 1):
         self.tokenize = tokenize
         self.forward = forward
         self.model_id = model_id
         self.dim = dim
         self.batch_size = batch_size
         self.engine = engine
+        self.workers = workers  # forward calls at once (int8: one title each, one core each)
 
     def encode(self, items: list[str], bar=None) -> tuple[np.ndarray, np.ndarray]:
+        from shopee_match.embed.engines import run_each
+
         ok = np.array([bool(t and t.strip()) for t in items], dtype=bool)
         vectors = np.zeros((len(items), self.dim), dtype=np.float32)
         rows = np.flatnonzero(ok)
         rows = rows[np.argsort([len(items[i]) for i in rows], kind="stable")]
-        for start in range(0, len(rows), self.batch_size):
-            part = rows[start:start + self.batch_size]
-            vectors[part] = _unit_rows(self.forward(self.tokenize([items[i] for i in part])))
+        step = self.batch_size * self.workers * 64 if self.workers > 1 else self.batch_size
+        for start in range(0, len(rows), step):
+            part = rows[start:start + step]
+            batches = [self.tokenize([items[i] for i in part[lo:lo + self.batch_size]])
+                       for lo in range(0, len(part), self.batch_size)]  # tokenizers: 1 thread
+            vectors[part] = _unit_rows(np.concatenate(run_each(self.forward, batches,
+                                                               self.workers)))
             if bar is not None:
                 bar.update(len(part))
         if bar is not None:
@@ -292,7 +299,8 @@ def _clip_text_encoder(model, arch: str, model_id: str, batch_size: int, device:
                 return model.encode_text(tokens.to(device)).float().cpu().numpy()
 
     dim = int(forward(tokenizer(["x"])).shape[1])
-    return TextEncoder(tokenizer, forward, model_id, dim, batch_size, engine)
+    return TextEncoder(tokenizer, forward, model_id, dim, batch_size, engine,
+                       graph.workers if engine == "onnx" else 1)
 
 
 def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | None,
@@ -331,7 +339,8 @@ def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | No
                 features = {k: v.to(device) for k, v in features.items()}
                 return model(features)["sentence_embedding"].float().cpu().numpy()
 
-    return TextEncoder(tokenize, forward, model_id, int(dim), batch_size, engine)
+    return TextEncoder(tokenize, forward, model_id, int(dim), batch_size, engine,
+                       graph.workers if engine == "onnx" else 1)
 
 
 def embed_images(paths: list[str], spec: str | EncoderSpec = "timm:tf_efficientnet_lite0:pypi",

@@ -9,8 +9,9 @@ sequence axis for text) per weights identity and input shape, and kept under
 ``artifacts/onnx/<key>.onnx`` (or ``$SHOPEE_MATCH_ONNX``); an ``int8`` variant (onnxruntime
 dynamic quantization, weights per channel) beside it. fp32 graphs give the same vectors as
 torch, so the embedding cache does not depend on the engine; int8 vectors differ and are
-cached apart. An int8 graph runs one input per call (:data:`INT8_BATCH`), and a text model's
-is used only if it keeps its fp32 vectors on probe titles (:data:`INT8_MIN_COSINE`).
+cached apart. An int8 graph runs one input per call (:data:`INT8_BATCH`), a call per core at
+once (:func:`run_each`), and a text model's is used only if it keeps its fp32 vectors on probe
+titles (:data:`INT8_MIN_COSINE`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import inspect
 import io
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -32,8 +34,9 @@ EXPORT_VERSION = 1
 #: inputs per call of an int8 graph. Dynamic quantization scales a call's activations
 #: together (padding included), so in a batch a title's vector, or a pair's score, would
 #: depend on what else is in the batch (by up to 0.3 in a cross-encoder's probability,
-#: measured); one input per call makes it a function of the input alone (at a cost: int8
-#: titles 357/s one per call against 584/s batched, fp32 269/s, on 2 cores).
+#: measured); one input per call makes it a function of the input alone. One call at a time
+#: on all cores wasted them (int8 titles 171/s, fp32 batched 193/s, on 2 cores in stop 35's
+#: bench); a call per core at once runs 410/s, the same vectors.
 INT8_BATCH = 1
 #: the least mean cosine a text model's int8 vectors must keep to its fp32 vectors on probe
 #: titles for the int8 graph to be used (all-MiniLM-L6-v2 keeps 0.99; all-mpnet-base-v2,
@@ -75,9 +78,11 @@ def _notice(message: str) -> None:
 
 
 class OnnxModel:
-    """An exported graph in an onnxruntime CPU session: ``model(*arrays) -> first output``."""
+    """An exported graph in an onnxruntime CPU session: ``model(*arrays) -> first output``.
+    ``workers``: how many calls :func:`run_each` makes at once with it (an int8 graph runs
+    one input per call, each on one core, side by side)."""
 
-    def __init__(self, path: str | Path, threads: int = 0):
+    def __init__(self, path: str | Path, threads: int = 0, workers: int = 1):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -90,6 +95,7 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), options,
                                             providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.workers = workers
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         return self.session.run(None, dict(zip(self.input_names, arrays)))[0]
@@ -120,7 +126,8 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
         export_onnx(module, example, input_names, dynamic, path)
     if not int8:
         return OnnxModel(path, threads)
-    int8_model = OnnxModel(quantized(path), threads)
+    # one input per call: one core each, as many calls at once as there are cores
+    int8_model = OnnxModel(quantized(path), threads=1, workers=threads or cpu_cores())
     if probe is None:
         return int8_model
     fp32 = OnnxModel(path, threads)
@@ -131,6 +138,23 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
                    "fp32's on probe titles, below %.2f): it runs in fp32 instead.", model_id,
                    agreement, INT8_MIN_COSINE)
     return fp32
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_each(forward, inputs: list, workers: int = 1) -> list:
+    """``[forward(x) for x in inputs]``, ``workers`` calls at a time on threads, in order. For
+    calls that release the GIL, such as onnxruntime's runs (one session may run from several
+    threads at once); a call's result depends on its own input alone, as in a loop."""
+    if workers <= 1 or len(inputs) <= 1:
+        return [forward(x) for x in inputs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(forward, inputs))
 
 
 def int8_agreement(fp32: OnnxModel, int8: OnnxModel, probe: list[tuple]) -> float:
