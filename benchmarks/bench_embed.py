@@ -148,10 +148,9 @@ def _open(path: str):
 
 def titles(texts: list[str]) -> None:
     from shopee_match.embed.encoders import make_encoder
-
-    print(f"titles: {len(texts)} demo titles, all-MiniLM-L6-v2, batch 64 (int8: 1)")
     from shopee_match.embed.engines import run_each
 
+    print(f"titles: {len(texts)} demo titles, all-MiniLM-L6-v2, batch 64 (int8: 1)")
     rates, bares = {}, {}
     for label, engine, int8, workers in (
             ("torch", "torch", False, None), ("onnx", "onnx", False, None),

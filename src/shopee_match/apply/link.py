@@ -150,14 +150,11 @@ def link_catalogs(a: pd.DataFrame, b: pd.DataFrame, candidate, one_to_one: bool 
 def best_mutual(links: pd.DataFrame) -> np.ndarray:
     """Mask of the accepted pairs that are both listings' best accepted pair (by the second
     stage's score, else the similarity; ties to the smaller id)."""
-    from shopee_match.match.pairs import best_mutual_pairs
+    from shopee_match.match.pairs import best_accepted_mutual
 
-    accepted = links["accepted"].to_numpy(dtype=bool)
     a = pd.factorize(links["id_a"], sort=True)[0]  # codes in id order: ties to the smaller id
     b = pd.factorize(links["id_b"], sort=True)[0] + a.max(initial=-1) + 1
-    keep = np.zeros(len(links), dtype=bool)
-    keep[accepted] = best_mutual_pairs(a[accepted], b[accepted], strength(links)[accepted])
-    return keep
+    return best_accepted_mutual(a, b, strength(links), links["accepted"].to_numpy(dtype=bool))
 
 
 def strength(links: pd.DataFrame) -> np.ndarray:

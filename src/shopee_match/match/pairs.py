@@ -34,6 +34,18 @@ def best_mutual_pairs(i: np.ndarray, j: np.ndarray, scores: np.ndarray) -> np.nd
     return (best.reindex(lo).to_numpy() == hi) & (best.reindex(hi).to_numpy() == lo)
 
 
+def best_accepted_mutual(i: np.ndarray, j: np.ndarray, scores: np.ndarray,
+                         accepted: np.ndarray) -> np.ndarray:
+    """Mask of the accepted pairs ``(i[t], j[t])`` that are both rows' best accepted pair
+    (:func:`best_mutual_pairs` among the accepted ones): the one-to-one rule of ``link
+    --one-to-one``, and of the high-precision point chosen for it."""
+    accepted = np.asarray(accepted, dtype=bool)
+    keep = np.zeros(len(accepted), dtype=bool)
+    keep[accepted] = best_mutual_pairs(np.asarray(i)[accepted], np.asarray(j)[accepted],
+                                       np.asarray(scores, dtype=float)[accepted])
+    return keep
+
+
 def list_scores(idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Scores of the pairs of :func:`candidate_pairs` (in its order) put back in place of
     each listing's neighbours: an ``idx``-shaped array, ``-inf`` for the listing itself and

@@ -258,7 +258,7 @@ class Galleries:
         (:func:`~shopee_match.match.metrics.operating_point`) is what ``link --high-precision``
         applies; recall over them needs the split's :meth:`true_pairs`."""
         from shopee_match.match.metrics import pair_maxima
-        from shopee_match.match.pairs import best_mutual_pairs
+        from shopee_match.match.pairs import best_accepted_mutual
 
         pairs, scores = self._scored_candidates(config, split, scorer)
         matches = self.predict(config, split, scorer)
@@ -266,11 +266,9 @@ class Galleries:
         accepted = (np.asarray(matches[pairs.i, pairs.j]).ravel()
                     | np.asarray(matches[pairs.j, pairs.i]).ravel()).astype(bool)
         table = pair_maxima(pairs.i, pairs.j, score=scores, accepted=accepted,
-                            match=labels[pairs.i] == labels[pairs.j])
-        table = table[table["accepted"]].reset_index()
-        mutual = best_mutual_pairs(table["lo"].to_numpy(), table["hi"].to_numpy(),
-                                   table["score"].to_numpy())
-        return table["score"].to_numpy()[mutual], table["match"].to_numpy()[mutual]
+                            match=labels[pairs.i] == labels[pairs.j]).reset_index()
+        keep = best_accepted_mutual(table["lo"], table["hi"], table["score"], table["accepted"])
+        return table["score"].to_numpy()[keep], table["match"].to_numpy()[keep]
 
     def _scored_candidates(self, config: MatchConfig, split: str, scorer=None):
         """``(pairs, scores)``: one split's candidate pairs and ``config``'s score of each."""
