@@ -245,6 +245,30 @@ def test_onnx_cross_encoder_scores_as_torch_does_and_saves_its_gray_band(cross_e
         torch_run.save(tmp_path / "plain")).gray_band is None
 
 
+def test_fp32_onnx_scores_each_pair_alone_side_by_side_as_batches_do(cross_encoder):
+    """On onnxruntime a pair runs alone (a run per core at once): its score does not depend
+    on the pairs beside it, and matches fp32 in batches (the torch-like path kept for a
+    ``batch_size``) to float precision."""
+    from shopee_match.embed.cross_encoder import CrossEncoderModel
+    from shopee_match.embed.engines import cpu_cores
+
+    folder = cross_encoder[0].folder / "model"
+    alone = CrossEncoderModel(folder, engine="onnx")
+    batched = CrossEncoderModel(folder, engine="onnx", batch_size=64)
+    assert (alone.batch_size, batched.batch_size) == (1, 64)
+    assert CrossEncoderModel(folder, engine="torch").batch_size == 64
+    first = ["kopi kapal api 25gr", "rinso cair 1l", "teh pucuk 250ml", "indomie goreng", ""]
+    second = ["KOPI KAPAL API 25 gr", "rinso cair 800ml", "aqua botol 600ml", "INDOMIE", "x"]
+    scores = alone.score_titles(first, second)
+    graph = alone._onnx()[0]
+    assert graph.workers == cpu_cores() and batched._onnx()[0].workers == 1
+    one_by_one = [alone.score_titles([x], [y])[0] for x, y in zip(first[::-1], second[::-1])]
+    np.testing.assert_array_equal(one_by_one[::-1], scores)
+    graph.workers = 3  # whatever pairs run beside it
+    np.testing.assert_array_equal(alone.score_titles(first, second), scores)
+    np.testing.assert_allclose(batched.score_titles(first, second), scores, atol=1e-5)
+
+
 def test_token_attributions_cover_every_token(cross_encoder):
     from shopee_match.plots import attribution_html
 

@@ -16,13 +16,16 @@ class CrossEncoderModel:
     """A sentence-transformers ``CrossEncoder`` saved in ``folder``, with batched, cached
     scoring of title pairs. ``pairs_per_second`` is the speed of the last scoring call.
 
-    ``int8`` scores with the dynamically quantized ONNX graph (onnxruntime on the CPU, also on
-    a machine with a GPU, one pair per run: :data:`shopee_match.embed.engines.INT8_BATCH`, a run
-    per core at once), so a candidate tuned with it scores a pair the same everywhere and in any
-    batch."""
+    On onnxruntime every pair runs alone (:data:`shopee_match.embed.engines.INT8_BATCH`), a
+    run per core at once: a pair scores the same in any batch, and a CPU scores more pairs/s
+    than in batches (``benchmarks/bench_embed.py``). ``int8`` scores with
+    the dynamically quantized ONNX graph (onnxruntime on the CPU, also on a machine with a
+    GPU), so a candidate tuned with it scores a pair the same everywhere. torch (a GPU), or
+    fp32 onnxruntime given a ``batch_size``, scores in batches of it (torch: 64 by
+    default)."""
 
     def __init__(self, folder: str | Path, device: str | None = None, engine: str = "auto",
-                 batch_size: int = 64, int8: bool = False):
+                 batch_size: int | None = None, int8: bool = False):
         from shopee_match.embed.engines import INT8_BATCH, resolve_engine
         from shopee_match.progress import quiet_model_libraries
 
@@ -37,7 +40,8 @@ class CrossEncoderModel:
         if int8 and self.engine != "onnx":
             raise RuntimeError("an int8 cross-encoder runs on onnxruntime, which is not "
                                "installed: `pip install onnxruntime`")
-        self.batch_size = INT8_BATCH if int8 else batch_size
+        self.batch_size = (INT8_BATCH if int8 or (batch_size is None and self.engine == "onnx")
+                           else batch_size or 64)
         self.pairs_per_second = float("nan")
         self._graph = None  # the exported ONNX graph and its input names, once needed
 
@@ -101,7 +105,7 @@ class CrossEncoderModel:
         import torch
 
         graph, names = self._onnx()
-        if self.batch_size == 1:  # int8: one pair per run, the graph's workers side by side
+        if self.batch_size == 1:  # one pair per run, the graph's workers side by side
             from shopee_match.embed.engines import run_each
 
             features = [self.model.preprocess([pair]) for pair in pairs]  # tokenizers: 1 thread
@@ -132,7 +136,7 @@ class CrossEncoderModel:
             model_id = f"cross-encoder:{file_digest(self.folder / 'model.safetensors')}"
             graph = onnx_model(module.eval(), tuple(example.values()), names,
                                [{0: "batch", 1: "tokens"}] * len(names), model_id,
-                               int8=self.int8)
+                               int8=self.int8, one_per_call=self.batch_size == 1)
             self._graph = graph, names
         return self._graph
 

@@ -103,8 +103,8 @@ class OnnxModel:
 
 def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dict[int, str]],
                model_id: str, int8: bool = False, threads: int = 0,
-               folder: str | Path | None = None, probe: list[tuple] | None = None
-               ) -> OnnxModel:
+               folder: str | Path | None = None, probe: list[tuple] | None = None,
+               one_per_call: bool = False) -> OnnxModel:
     """An :class:`OnnxModel` of ``module`` (a torch module in eval mode), exported on first use.
 
     ``example`` holds example input tensors (batch >= 2, so the batch axis stays dynamic);
@@ -112,7 +112,9 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
     names the weights (random weights are hashed, since they differ per process). With
     ``int8`` and ``probe`` (inputs of one call each, as arrays), the int8 graph is used only
     if its output rows keep a mean cosine of :data:`INT8_MIN_COSINE` to the fp32 graph's on
-    them; else the fp32 graph runs, with a warning.
+    them; else the fp32 graph runs, with a warning. An int8 graph, and an fp32 one with
+    ``one_per_call``, runs one input per call on one core, a call per core at once
+    (:func:`run_each`).
     """
     from shopee_match.data.paths import onnx_dir
 
@@ -125,9 +127,8 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
     if not path.is_file():
         export_onnx(module, example, input_names, dynamic, path)
     if not int8:
-        return OnnxModel(path, threads)
-    # one input per call: one core each, as many calls at once as there are cores
-    int8_model = OnnxModel(quantized(path), threads=1, workers=threads or cpu_cores())
+        return _one_per_call(path, threads) if one_per_call else OnnxModel(path, threads)
+    int8_model = _one_per_call(quantized(path), threads)
     if probe is None:
         return int8_model
     fp32 = OnnxModel(path, threads)
@@ -138,6 +139,12 @@ def onnx_model(module, example: tuple, input_names: list[str], dynamic: list[dic
                    "fp32's on probe titles, below %.2f): it runs in fp32 instead.", model_id,
                    agreement, INT8_MIN_COSINE)
     return fp32
+
+
+def _one_per_call(path: Path, threads: int = 0) -> OnnxModel:
+    """A graph for one input per call: one core each, as many calls at once as there are
+    cores (or ``threads``)."""
+    return OnnxModel(path, threads=1, workers=threads or cpu_cores())
 
 
 def cpu_cores() -> int:
