@@ -13,8 +13,8 @@ import numpy as np
 
 
 class CrossEncoderModel:
-    """A sentence-transformers ``CrossEncoder`` saved in ``folder``, with batched, cached
-    scoring of title pairs. ``pairs_per_second`` is the speed of the last scoring call.
+    """A sentence-transformers ``CrossEncoder`` saved in ``folder``, with cached scoring of
+    title pairs. ``pairs_per_second`` is the speed of the last scoring call.
 
     On onnxruntime every pair runs alone (:data:`shopee_match.embed.engines.INT8_BATCH`), a
     run per core at once: a pair scores the same in any batch, and a CPU scores more pairs/s
