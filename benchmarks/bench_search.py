@@ -125,7 +125,7 @@ def grouped(x: np.ndarray, target: float, sample, exact, prune: bool = True) -> 
 
     _, idx, plan = ivf_knn(x, K, target,
                            scan=lambda *args: grouped_search(*args, prune=prune))
-    build = plan.seconds["lists"] + plan.seconds["plan"]
+    build = sum(plan.seconds.values()) - plan.seconds["search"]
     return row(f"nprobe {plan.nprobe} of {plan.nlist}", build, plan.seconds["search"],
                idx[sample], exact)
 

@@ -181,8 +181,9 @@ def test_the_sampled_exact_lists_equal_exact_search():
 
     x = clustered_rows(n=700, noise=0.3)
     sample = np.array([3, 699, 0, 250])
-    np.testing.assert_array_equal(sample_knn(x, sample, 9, block=3),
-                                  exact_knn(x[sample], x, k=9)[1])
+    want = exact_knn(x[sample], x, k=9)[1]
+    np.testing.assert_array_equal(sample_knn(x, sample, 9, block=3), want)
+    np.testing.assert_array_equal(sample_knn(x, sample, 9), want)  # one block
 
 
 def test_a_target_out_of_reach_of_a_bounded_scan_is_capped_and_warned(monkeypatch, caplog):
@@ -205,23 +206,25 @@ def test_a_target_out_of_reach_of_a_bounded_scan_is_capped_and_warned(monkeypatc
 
 def test_the_grouped_scan_finds_what_probing_each_querys_lists_finds():
     """The IVF search against a naive reference: for every query, brute force over the rows
-    of the lists of its nprobe nearest centroids."""
+    of the lists of its nprobe nearest centroids (k = 40: longer than most lists, so lists
+    are filled from several, and with one probe padded)."""
     from shopee_match.match.ivf import coarse_lists, grouped_search
 
     x = clustered_rows(n=600, groups=20, noise=0.4, seed=11)
     centroids, lists = coarse_lists(x, 16)
-    for nprobe in (1, 3, 16):
-        sims, idx = grouped_search(x, centroids, lists, 7, nprobe)
+    assert (np.bincount(lists) < 40).any()
+    for k, nprobe in [(7, 1), (7, 3), (7, 16), (40, 1), (40, 3)]:
+        sims, idx = grouped_search(x, centroids, lists, k, nprobe)
         probed = np.argsort(-(x @ centroids.T), axis=1, kind="stable")[:, :nprobe]
         for q in range(0, 600, 37):
             rows = np.flatnonzero(np.isin(lists, probed[q]))
             scores = x[rows] @ x[q]
-            want = rows[np.lexsort((rows, -scores))][:7]
+            want = rows[np.lexsort((rows, -scores))][:k]
             got = idx[q][idx[q] >= 0]
-            assert got.tolist() == want.tolist(), (nprobe, q)
+            assert got.tolist() == want.tolist(), (k, nprobe, q)
             np.testing.assert_allclose(sims[q][:len(got)], np.sort(scores)[::-1][:len(got)],
-                                       rtol=1e-5)
-        unpruned = grouped_search(x, centroids, lists, 7, nprobe, prune=False)
+                                       rtol=1e-5, atol=1e-6)
+        unpruned = grouped_search(x, centroids, lists, k, nprobe, prune=False)
         np.testing.assert_array_equal(unpruned[1], idx)  # pruning changes no list
     sims, idx = grouped_search(x, centroids, lists, 7, 16)  # every list: exact search
     np.testing.assert_array_equal(idx, exact_knn(x, k=7)[1])
