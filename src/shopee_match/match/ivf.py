@@ -267,8 +267,8 @@ def _scan_lists(data, asked, members: np.ndarray, member_bounds: np.ndarray,
     by_list = np.argsort(flat, kind="stable")  # (query, probe) slots, grouped by list
     probe_bounds = np.searchsorted(flat[by_list], np.arange(nlist + 1))
     dim = data.shape[1]
-    query_buffer = torch.empty(QUERY_BLOCK * dim)
-    score_buffer = torch.empty(QUERY_BLOCK * int(np.diff(member_bounds).max()))
+    query_buffer = torch.empty(QUERY_BLOCK * dim, dtype=data.dtype)
+    score_buffer = torch.empty(QUERY_BLOCK * int(np.diff(member_bounds).max()), dtype=data.dtype)
     for c in progress_bar(range(nlist), desc=progress or "", disable=not progress,
                           leave=False):
         rows = torch.from_numpy(members[member_bounds[c]:member_bounds[c + 1]])
