@@ -11,14 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+#: pairs per forward pass on torch (a GPU, or a CPU without onnxruntime)
+TORCH_BATCH = 64
+
 
 class CrossEncoderModel:
     """A sentence-transformers ``CrossEncoder`` saved in ``folder``, with cached scoring of
     title pairs. ``pairs_per_second`` is the speed of the last scoring call.
 
-    On onnxruntime every pair runs alone (:data:`shopee_match.embed.engines.INT8_BATCH`), a
-    run per core at once: a pair scores the same in any batch, and a CPU scores more pairs/s
-    than in batches (``benchmarks/bench_embed.py``). ``int8`` scores with
+    On onnxruntime every pair runs alone, a run per core at once: a pair scores the same in
+    any batch, and a CPU scores more pairs/s than in batches (``benchmarks/bench_embed.py``;
+    int8 graphs need it: :data:`shopee_match.embed.engines.INT8_BATCH`). ``int8`` scores with
     the dynamically quantized ONNX graph (onnxruntime on the CPU, also on a machine with a
     GPU), so a candidate tuned with it scores a pair the same everywhere. torch (a GPU), or
     fp32 onnxruntime given a ``batch_size``, scores in batches of it (torch: 64 by
@@ -40,8 +43,12 @@ class CrossEncoderModel:
         if int8 and self.engine != "onnx":
             raise RuntimeError("an int8 cross-encoder runs on onnxruntime, which is not "
                                "installed: `pip install onnxruntime`")
-        self.batch_size = (INT8_BATCH if int8 or (batch_size is None and self.engine == "onnx")
-                           else batch_size or 64)
+        if int8:
+            self.batch_size = INT8_BATCH
+        elif batch_size is None:  # fp32: alone for speed on onnxruntime, batches on torch
+            self.batch_size = 1 if self.engine == "onnx" else TORCH_BATCH
+        else:
+            self.batch_size = batch_size
         self.pairs_per_second = float("nan")
         self._graph = None  # the exported ONNX graph and its input names, once needed
 
