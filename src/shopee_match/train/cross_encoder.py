@@ -30,8 +30,6 @@ from shopee_match.train.labels import names_any
 #: marketplace filler that says nothing about the product (added to positives for invariance)
 FILLERS = ("ORIGINAL", "100% ORI", "READY STOCK", "COD", "Murah", "Free Ongkir", "[PROMO]",
            "BEST SELLER", "Termurah", "NEW", "Bisa COD", "Grosir")
-#: pairs per forward pass in training: a batch runs as chunks of pairs of similar length
-TRAIN_CHUNK = 16
 logger = logging.getLogger(__name__)
 _PUNCT = re.compile(r"[\[\]\(\)\{\}【】!*#|/,+~_]")
 
@@ -228,7 +226,7 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
         disable_tqdm=not progress, dataloader_num_workers=0,
         dataloader_pin_memory=pick_device() == "cuda")
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data,
-                                  loss=_length_chunked(BinaryCrossEntropyLoss)(model))
+                                  loss=BinaryCrossEntropyLoss(model))
     with deterministic_torch():
         trainer.train()
     model.save(str(folder / "model"))
@@ -236,27 +234,6 @@ def train_cross_encoder(pairs: pd.DataFrame, config: CrossEncoderConfig, root=No
            "train_runtime" in entry]
     (folder / "training_log.json").write_text(json.dumps(log, indent=2))
     return TrainedCrossEncoder(folder, log, trained=True)
-
-
-def _length_chunked(loss_class):
-    """``loss_class`` (sentence-transformers' ``BinaryCrossEntropyLoss``) with the batch's
-    pairs run through the model in chunks of :data:`TRAIN_CHUNK` pairs of similar length
-    (:func:`~shopee_match.train.length_chunks.forward_by_length`): the same loss and
-    gradients from less padding (1.2-1.3x the pairs per second on titles)."""
-    from sentence_transformers.util import batch_to_device
-
-    from shopee_match.train.length_chunks import forward_by_length
-
-    class LengthChunkedLoss(loss_class):
-        def forward(self, inputs, labels, prompt=None, task=None):
-            features = batch_to_device(
-                self.model.preprocess(list(zip(inputs[0], inputs[1])), prompt=prompt, task=task),
-                self.model.device)
-            logits = forward_by_length(features, lambda f: self.model(f)["scores"].view(-1),
-                                       TRAIN_CHUNK)
-            return self.bce_with_logits_loss(self.activation_fn(logits), labels.view(-1).float())
-
-    return LengthChunkedLoss
 
 
 def rerank_training_data(galleries, split: str, config, cross_encoder: CrossEncoderModel
