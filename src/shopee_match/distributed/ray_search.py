@@ -49,9 +49,9 @@ def _ray_exact(executor, x, k):
                    k, "exact kNN on Ray")
 
 
-def _ray_scan(executor, x, centroids, lists, k, nprobe, progress=False, probes=None):
+def _ray_scan(executor, x, centroids, lists, k, nprobe, progress, probes):
     """:func:`~shopee_match.match.ivf.grouped_search` of blocks of queries on Ray tasks
-    (each finds its queries' probes itself when they are not given)."""
+    (``probes``: every row's, as :func:`~shopee_match.match.ivf.ivf_knn` found them)."""
     return _gather(executor, _scan_block, x, query_blocks(len(x), executor.query_rows), k,
                    "IVF scan on Ray", centroids, lists, nprobe, probes)
 
@@ -90,8 +90,7 @@ def _scan_block(lo: int, hi: int, k: int, threads: int, x, centroids, lists, npr
     _limit_threads(threads)
     from shopee_match.match.ivf import grouped_search
 
-    return grouped_search(x, centroids, lists, k, nprobe,
-                          probes=None if probes is None else probes[lo:hi],
+    return grouped_search(x, centroids, lists, k, nprobe, probes=probes[lo:hi],
                           queries=np.arange(lo, hi))
 
 
