@@ -522,8 +522,10 @@ def train_text(titles: Sequence[str], labels: Sequence[int], split: np.ndarray,
     titles, labels = [str(t) for t in titles], np.asarray(labels)
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
 
+    preprocess = getattr(model, "preprocess", None) or model.tokenize  # renamed in ST 6
+
     def load_batch(rows):
-        features = model.tokenize([titles[i] for i in train[rows]])
+        features = preprocess([titles[i] for i in train[rows]])
         return {name: value.to(device) if isinstance(value, torch.Tensor) else value
                 for name, value in features.items()}
 
