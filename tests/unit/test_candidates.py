@@ -108,6 +108,40 @@ def test_equal_val_f1_goes_to_the_first_name(tmp_path):
     assert pick_candidate("fp1", 0, root=tmp_path)[0].name == "a_first"
 
 
+def test_candidates_chosen_on_different_figures_are_not_ranked_against_each_other(
+        tmp_path, monkeypatch, caplog):
+    """A row-wise F1 of 0.95 is not better than a pair F1 of 0.86: with both saved, no
+    candidate is "the best on val" (a clear error naming each), a named one is used, and
+    notebook 05 blocks with the frozen embeddings rather than compare 04's with 03's."""
+    import logging
+
+    from shopee_match.apply.choosing import blocking_candidate
+
+    monkeypatch.setenv("SHOPEE_MATCH_ARTIFACTS", str(tmp_path))
+    root = tmp_path / "candidates"
+    save(root, "03_thresholds", 0.86, 0.85, metric="pair_f1")
+    save(root, "04_finetuned", 0.95, 0.94)  # row_f1
+    with pytest.raises(NoCandidateError, match=r"(?s)different figures.*04_finetuned: val "
+                       r"0\.9500 as row_f1, link auto.*03_thresholds: val 0\.8600 as pair_f1"
+                       r".*--candidate"):
+        pick_candidate("fp1", 0, root=root)
+    assert pick_candidate("fp1", 0, "03_thresholds", root=root)[0].metric == "pair_f1"
+    board = leaderboard("fp1", 0, root)
+    assert board.set_index("candidate")["metric"].to_dict() == {"03_thresholds": "pair_f1",
+                                                                "04_finetuned": "row_f1"}
+    assert set(board["link"]) == {"auto"}
+    with caplog.at_level(logging.INFO, "shopee_match.apply.choosing"):
+        assert blocking_candidate("fp1", 0) is None  # 04's 0.95 would have "won"
+    assert "chosen on different figures" in caplog.text
+    # the same metric, another link mode: still not comparable
+    save(root, "04_finetuned", 0.95, 0.94, metric="pair_f1", link="all")
+    with pytest.raises(NoCandidateError, match="link all"):
+        pick_candidate("fp1", 0, root=root)
+    save(root, "04_finetuned", 0.90, 0.94, metric="pair_f1")  # comparable again
+    assert pick_candidate("fp1", 0, root=root)[0].name == "04_finetuned"
+    assert blocking_candidate("fp1", 0).name == "04_finetuned"
+
+
 def test_unusable_candidates_are_skipped_with_a_reason(tmp_path):
     save(tmp_path, "03_thresholds", 0.70, 0.70)
     save(tmp_path, "other_data", 0.99, 0.99, fingerprint="fp2")

@@ -301,17 +301,15 @@ def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
                      ) if root.is_dir() else []
     for folder in folders:
         row = {"candidate": folder.name, "version": None, "val F1": None,
-               "test F1 (fair)": None,
-               "metric": "", "notebook": "", "dataset": "", "created": "", "usable": False,
-               "reason": ""}
+               "test F1 (fair)": None, "metric": "", "link": "", "notebook": "",
+               "dataset": "", "created": "", "usable": False, "reason": ""}
         try:
             c = load_candidate(folder)
         except (OSError, ValueError, TypeError) as err:
             rows.append({**row, "reason": f"cannot be read: {err}"})
             continue
         row |= {"version": c.version, "val F1": c.val_f1, "test F1 (fair)": c.test_f1,
-                "metric": c.metric,
-                "notebook": c.notebook,
+                "metric": c.metric, "link": c.link, "notebook": c.notebook,
                 "dataset": c.dataset, "created": c.created}
         missing = c.missing_files() + c.missing_encoders()
         changed = [] if missing else c.changed_files()
@@ -329,8 +327,8 @@ def leaderboard(fingerprint: str | None = None, split_seed: int | None = None,
             row["usable"] = True
         rows.append(row)
     table = pd.DataFrame(rows, columns=["candidate", "version", "val F1", "test F1 (fair)",
-                                        "metric",
-                                        "notebook", "dataset", "created", "usable", "reason"])
+                                        "metric", "link", "notebook", "dataset", "created",
+                                        "usable", "reason"])
     order = table.assign(_v=table["val F1"].astype(float).fillna(-1.0)).sort_values(
         ["usable", "_v", "candidate"], ascending=[False, False, True], kind="stable")
     return order.drop(columns="_v").reset_index(drop=True)
@@ -379,7 +377,8 @@ def pick_candidate(fingerprint: str, split_seed: int, name: str | None = None,
     """The usable candidate with the best val F1 (or the one named), and the leaderboard.
 
     Ties in val F1 go to the name that sorts first. Raises :class:`NoCandidateError`
-    with every candidate's reason when none (or not the named one) can be used.
+    with every candidate's reason when none (or not the named one) can be used, and when
+    the usable ones were chosen on different figures (:func:`require_one_scope`).
     """
     root = Path(root) if root else candidates_dir()
     table = leaderboard(fingerprint, split_seed, root)
@@ -398,4 +397,24 @@ def pick_candidate(fingerprint: str, split_seed: int, name: str | None = None,
             f"no usable candidate in {root} for this data (fingerprint {fingerprint}, split "
             f"seed {split_seed}).{reasons}\nRun notebooks/03_threshold_f1_sweep.ipynb on this "
             "dataset (`shopee-match report --only 03 --dataset NAME`) to save one.")
+    require_one_scope(usable)
     return load_candidate(root / usable["candidate"].iloc[0]), table
+
+
+def require_one_scope(rows: pd.DataFrame) -> None:
+    """Raise :class:`NoCandidateError` when the candidates of ``rows`` (leaderboard rows)
+    were chosen on different metrics or link modes: a row-wise F1 and a pair F1 (or pairs
+    across shops and every pair) do not compare, so none of them is "the best on val"."""
+    if len(rows[["metric", "link"]].drop_duplicates()) < 2:
+        return
+    listing = "".join(f"\n  {r['candidate']}: val {r['val F1']:.4f} as {r['metric']}, link "
+                      f"{r['link']}" for _, r in rows.iterrows())
+    raise NoCandidateError(
+        "the saved candidates were chosen on different figures, so their val F1 do not "
+        f"compare:{listing}\nName the one to use (CANDIDATE in notebooks 06-07, --candidate "
+        "on the command line), or run notebooks 03-05 again with the same METRIC and LINK.")
+
+
+def same_scope(a: Candidate, b: Candidate) -> bool:
+    """Whether two candidates' val figures compare: the same metric and link mode."""
+    return (a.metric, a.link) == (b.metric, b.link)

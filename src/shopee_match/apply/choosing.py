@@ -13,6 +13,8 @@ from shopee_match.apply.candidates import (
     leaderboard,
     load_candidate,
     pick_candidate,
+    require_one_scope,
+    same_scope,
 )
 from shopee_match.data.paths import candidates_dir
 from shopee_match.data.schema import IMAGE, IMAGE_OK
@@ -46,10 +48,12 @@ def choose_candidate(postings: pd.DataFrame, trained_on: str, split_seed: int = 
     if name:
         return pick_candidate(fingerprint, split_seed, name)[0]
     table = leaderboard(fingerprint, split_seed)
-    for row in table[table["usable"]].itertuples():
-        candidate = load_candidate(candidates_dir() / row.candidate)
-        if has_images or not reads_images(candidate.config):
-            return candidate
+    fitting = [load_candidate(candidates_dir() / name)
+               for name in table.loc[table["usable"], "candidate"]]
+    fitting = [c for c in fitting if has_images or not reads_images(c.config)]
+    if fitting:
+        require_one_scope(table[table["candidate"].isin([c.name for c in fitting])])
+        return fitting[0]
     profile = {m: s for m, s in resolve_profile("offline").items()
                if has_images or input_kind(s, m) != "image"}
     what = "title-only listings" if titles_only else "this catalog"
@@ -72,6 +76,12 @@ def blocking_candidate(fingerprint: str, split_seed: int) -> Candidate | None:
     except NoCandidateError as err:
         logger.info("%s -> blocking with 04_finetuned", str(err).splitlines()[0])
         return finetuned
+    if not same_scope(frozen, finetuned):
+        logger.info("04_finetuned (val %s, link %s) and 03_thresholds (val %s, link %s) were "
+                    "chosen on different figures, which do not compare -> blocking with the "
+                    "frozen embeddings", finetuned.metric, finetuned.link, frozen.metric,
+                    frozen.link)
+        return None
     if frozen.val_f1 >= finetuned.val_f1:
         logger.info("04_finetuned (val F1 %.4f) does not beat 03_thresholds (%.4f) on val -> "
                     "blocking with the frozen embeddings", finetuned.val_f1, frozen.val_f1)
