@@ -24,7 +24,13 @@ from shopee_match.embed.backbones import (
     pick_device,
 )
 from shopee_match.embed.identity import input_kind, model_identity
-from shopee_match.embed.specs import TEXT_MODALITIES, EncoderSpec, EncoderSpecError, sbert_path
+from shopee_match.embed.specs import (
+    TEXT_MODALITIES,
+    EncoderSpec,
+    EncoderSpecError,
+    sbert_path,
+    sbert_preprocess,
+)
 from shopee_match.files import is_url, open_binary
 
 #: product titles an int8 title model is checked on against its fp32 graph before it is used
@@ -314,7 +320,7 @@ def _sbert_encoder(name: str, batch_size: int, device: str, max_tokens: int | No
     model_id = model_identity(EncoderSpec("sbert", name))
     dim = (model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
            else model.get_sentence_embedding_dimension())
-    preprocess = getattr(model, "preprocess", None) or model.tokenize  # renamed in ST 6
+    preprocess = sbert_preprocess(model)
     example = {k: v for k, v in preprocess(["a b c", "d"]).items() if hasattr(v, "shape")}
     names = list(example)  # the model's tensor inputs (not e.g. "modality")
 

