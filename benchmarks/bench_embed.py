@@ -220,4 +220,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from shopee_match.machine import machine_line
+
+    print(machine_line())  # run alone: name the machine (run_all.py names it once)
     main()

@@ -395,4 +395,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--stage":
         run_stage(sys.argv[2])
     else:
+        from shopee_match.machine import machine_line
+
+        print(machine_line())  # run alone: name the machine (run_all.py names it once)
         main(sys.argv[1:])

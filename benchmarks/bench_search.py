@@ -227,4 +227,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from shopee_match.machine import machine_line
+
+    print(machine_line())  # run alone: name the machine (run_all.py names it once)
     main()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shopee_match.data.paths import project_home, reports_dir
+from shopee_match.machine import describe_machine, machine_line
 from shopee_match.notebook import read_records
 
 KERNEL_NAME = "shopee-match"
@@ -151,9 +152,11 @@ def export_html(notebook: Path, page: Path, hide_code: bool = False) -> None:
 
 
 def write_index(runs: list[NotebookRun], out_dir: Path, profile: str) -> None:
-    """``metrics.json`` with every notebook's records and ``index.html``: the candidates'
-    leaderboard first (from the submission notebook's records), then one row per notebook."""
-    metrics = {"profile": profile, "notebooks": {
+    """``metrics.json`` with the machine, every notebook's records and ``index.html``: the
+    candidates' leaderboard first (from the submission notebook's records), then one row per
+    notebook (run times compare only between reports of the same machine)."""
+    machine = describe_machine()
+    metrics = {"profile": profile, "machine": machine, "notebooks": {
         r.name: {"status": r.status, "seconds": r.seconds, "error": r.error, "records": r.records}
         for r in runs}}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -170,7 +173,8 @@ def write_index(runs: list[NotebookRun], out_dir: Path, profile: str) -> None:
         "<!doctype html><meta charset='utf-8'><title>shopee-match report</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border-bottom:1px solid #ddd;"
         "padding:.4em .8em;vertical-align:top;text-align:left}</style>"
-        f"<h1>shopee-match report</h1><p>profile: <b>{html.escape(profile)}</b></p>"
+        f"<h1>shopee-match report</h1><p>profile: <b>{html.escape(profile)}</b><br>"
+        f"<small>{html.escape(machine_line(machine))}</small></p>"
         + _leaderboard_section(runs, out_dir) +
         "<h2>Notebooks</h2>"
         "<table><tr><th>notebook</th><th>status</th><th>time</th><th>key numbers</th></tr>"

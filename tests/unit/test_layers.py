@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "shopee_match"
 
 #: each part of the package and the layer it sits in: a module may import its own layer and
 #: those below it; match and embed share a layer but never import each other
-LAYERS = {"files": 0, "progress": 0,
+LAYERS = {"files": 0, "progress": 0, "machine": 0,
           "data": 1,
           "match": 2, "embed": 2,
           "train": 3,

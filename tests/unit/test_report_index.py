@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from shopee_match.machine import describe_machine
 from shopee_match.report import NotebookRun, write_index
 
 
@@ -35,3 +38,11 @@ def test_index_without_a_submission_says_where_the_leaderboard_comes_from(tmp_pa
     page = (tmp_path / "index.html").read_text()
     assert "No leaderboard in this report" in page and "00_eda.html" in page
     assert not (tmp_path / "leaderboard.png").exists()
+
+
+def test_index_and_metrics_name_the_machine_the_times_were_measured_on(tmp_path):
+    write_index([run(tmp_path, "00_eda", {"n": 1})], tmp_path, "ci")
+    machine = json.loads((tmp_path / "metrics.json").read_text())["machine"]
+    assert machine == describe_machine()
+    page = (tmp_path / "index.html").read_text()
+    assert f"{machine['cores']} core(s)" in page and "int8 dot-product instructions" in page
