@@ -90,8 +90,7 @@ def images(paths: list[str]) -> None:
     from shopee_match.embed.encoders import make_encoder
     from shopee_match.embed.engines import OnnxModel, quantized
 
-    print(f"images: {len(paths)} JPEGs of {PHOTO_SIDE} px -> {IMAGE_SIZE} px, EfficientNet-Lite0, "
-          f"{os.cpu_count()} cores")
+    print(f"images: {len(paths)} JPEGs of {PHOTO_SIDE} px -> {IMAGE_SIZE} px, EfficientNet-Lite0")
     slow, fast = decode_rate(paths[:128], draft=False), decode_rate(paths[:128], draft=True)
     print(f"  decode + preprocess, 1 process: full size {slow:.0f} img/s, JPEG draft "
           f"{fast:.0f} img/s ({fast / slow:.2f}x)")

@@ -353,8 +353,7 @@ def run_stage(name: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     names = argv or [name for name in STAGES if name not in LONG_STAGES]
-    print("peak resident memory and time per step, one process per stage "
-          f"(2 cores here: {__import__('os').cpu_count()})")
+    print("peak resident memory and time per step, one process per stage")
     peaks = {}
     for name in names:
         start = time.perf_counter()

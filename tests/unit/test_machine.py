@@ -21,7 +21,6 @@ def test_cpu_model_and_int8_instructions_are_read_from_cpuinfo():
     assert describe_machine(X86_PLAIN)["int8_dot"] == []
     assert describe_machine(ARM)["int8_dot"] == ["asimddp", "i8mm"]
     assert describe_machine("")["int8_dot"] is None  # no cpuinfo: unknown, not "none"
-    assert describe_machine(X86_VNNI)["cores"] >= 1
 
 
 def test_one_line_says_what_timings_depend_on():
