@@ -149,11 +149,15 @@ def recall_curves(table: pd.DataFrame, metric: str = "recall", ax=None):
     return ax
 
 
+METRIC_LABELS = {"row_f1": "mean row-wise F1", "pair_f1": "pair F1"}
+
+
 def leaderboard_chart(board: pd.DataFrame, ax=None):
     """Horizontal bars of each candidate's val F1 and fair test F1 (the one used in bold).
 
     ``board`` has the columns of :func:`shopee_match.apply.candidates.leaderboard`
-    (``candidate``, ``val F1``, ``test F1 (fair)``, ``usable``) and optionally ``used``.
+    (``candidate``, ``val F1``, ``test F1 (fair)``, ``usable``) and optionally ``used`` and
+    ``metric``, which names the axis (row-wise or pair F1; "F1" when the rows mix them).
     """
     import matplotlib.pyplot as plt
 
@@ -174,11 +178,18 @@ def leaderboard_chart(board: pd.DataFrame, ax=None):
     for tick, u in zip(ax.get_yticklabels(), used):
         tick.set_fontweight("bold" if u else "normal")
     ax.set_xlim(0, 1.1)
-    ax.set_xlabel("mean row-wise F1")
+    ax.set_xlabel(metric_label(rows))
     ax.set_title("Candidates: chosen by val F1, reported by fair test F1")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.figure.tight_layout()
     return ax
+
+
+def metric_label(rows: pd.DataFrame) -> str:
+    """What the F1 figures of leaderboard ``rows`` are, from their ``metric`` column (a
+    board without it, as older records have, is row-wise F1, the only metric then)."""
+    metrics = set(rows["metric"].dropna()) - {""} if "metric" in rows else {"row_f1"}
+    return METRIC_LABELS.get(metrics.pop(), "F1") if len(metrics) == 1 else "F1"
 
 
 def attribution_html(tokens: list[tuple[str, float]]) -> str:

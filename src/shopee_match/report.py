@@ -194,7 +194,7 @@ def _leaderboard_section(runs: list[NotebookRun], out_dir: Path) -> str:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from shopee_match.plots import leaderboard_chart
+    from shopee_match.plots import leaderboard_chart, metric_label
 
     board = pd.DataFrame(source.records["leaderboard"])
     ax = leaderboard_chart(board)
@@ -215,8 +215,8 @@ def _leaderboard_section(runs: list[NotebookRun], out_dir: Path) -> str:
         "<h2>Candidates</h2>"
         f"<p>The submission used <b>{html.escape(str(used))}</b> "
         f"(<a href='{html.escape(source.html.name)}'>{html.escape(source.name)}</a>): the "
-        "usable candidate with the best <b>val</b> F1. The fair test F1 is reported, never "
-        "used to choose.</p>"
+        f"usable candidate with the best <b>val</b> F1 ({metric_label(board)}). The fair test "
+        "F1 is reported, never used to choose.</p>"
         "<img src='leaderboard.png' alt='val and fair test F1 per candidate' "
         "style='max-width:760px'>"
         "<table><tr><th>candidate</th><th>version</th><th>val F1</th><th>test F1 (fair)</th>"

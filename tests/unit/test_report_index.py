@@ -46,3 +46,37 @@ def test_index_and_metrics_name_the_machine_the_times_were_measured_on(tmp_path)
     assert machine == describe_machine()
     page = (tmp_path / "index.html").read_text()
     assert f"{machine['cores']} core(s)" in page and "int8 dot-product instructions" in page
+
+
+def test_leaderboard_names_the_metric_its_candidates_were_chosen_on(tmp_path):
+    """A pair-F1 leaderboard (a two-shop catalog) is not labelled row-wise F1."""
+    board = [{"candidate": "05_rerank", "val F1": 0.86, "test F1 (fair)": 0.88,
+              "metric": "pair_f1", "usable": True, "used": True, "reason": ""},
+             {"candidate": "03_thresholds", "val F1": 0.82, "test F1 (fair)": 0.81,
+              "metric": "pair_f1", "usable": True, "used": False, "reason": ""}]
+    write_index([run(tmp_path, "06_submission", {"candidate": "05_rerank",
+                                                 "leaderboard": board})], tmp_path, "ci")
+    page = (tmp_path / "index.html").read_text()
+    assert "best <b>val</b> F1 (pair F1)" in page
+
+
+def test_leaderboard_chart_axis_follows_the_metric_column():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from shopee_match.plots import leaderboard_chart
+
+    def axis(metrics):
+        rows = [{"candidate": f"c{i}", "val F1": 0.8, "test F1 (fair)": 0.7, "usable": True}
+                | ({} if m is None else {"metric": m}) for i, m in enumerate(metrics)]
+        ax = leaderboard_chart(pd.DataFrame(rows))
+        plt.close(ax.figure)
+        return ax.get_xlabel()
+
+    assert axis(["pair_f1", "pair_f1"]) == "pair F1"
+    assert axis(["row_f1"]) == "mean row-wise F1"
+    assert axis([None, None]) == "mean row-wise F1"  # records from before the metric column
+    assert axis(["row_f1", "pair_f1"]) == "F1"  # mixed (named candidates): no single metric
