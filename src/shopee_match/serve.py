@@ -9,6 +9,8 @@ that runs in a background thread at start-up (``/health`` answers 503 until it i
 - ``POST /catalog``: add a listing (a new ``posting_id``; a known one is a 409);
 - ``GET /health`` and ``GET /metrics`` (Prometheus text format).
 
+A catalog with a ``source`` column that its candidate links across (two shops) answers each
+listing with the *other* shops' listings: requests then name the listing's ``source``.
 Bad input is answered with a 4xx and a message (:class:`~shopee_match.apply.listing.ListingError`);
 requests whose pairs fall in the gray band are appended to a JSONL log, one flushed line each.
 """
@@ -53,6 +55,7 @@ class Neighbour(BaseModel):
 
     posting_id: str
     title: str
+    source: str | None = Field(None, description="its shop, where the catalog links shops")
     similarity: float = Field(description="fused similarity the candidate searched by")
     similarities: dict[str, float | None] = Field(
         description="cosine per modality (null where the query has no input for it)")
@@ -109,13 +112,18 @@ class Problem(BaseModel):
     detail: str = Field(description="what is wrong, and what to send instead")
 
 
+#: a listing's shop: needed where the catalog links shops (see /health's sources)
+SOURCE_FIELD = Form(description="the listing's source (shop, feed): needed where the catalog "
+                    "links its sources across each other, as /health's sources lists them")
+
 #: the answers every endpoint that reads a listing may give instead of its result
 LISTING_PROBLEMS = {
     400: {"model": Problem, "description": "a malformed request (e.g. its Content-Length)"},
     413: {"model": Problem, "description": "a photo or request over the size limits"},
     415: {"model": Problem, "description": "an upload that is not an image"},
     422: {"model": Problem, "description": "no title and no photo, a photo that cannot be "
-          "decoded, or a form field missing or of the wrong kind"},
+          "decoded, a source missing or unknown where the catalog links sources, or a form "
+          "field missing or of the wrong kind"},
     500: {"model": Problem, "description": "an unexpected error (the service keeps running)"},
     503: {"model": Problem, "description": "the service is still loading, or failed to"},
 }
@@ -127,6 +135,8 @@ class Health(BaseModel):
     candidate: str | None = None
     titles_candidate: str | None = Field(None, description="decides listings without a photo")
     catalog_size: int | None = None
+    sources: list[str] | None = Field(None, description="the shops the catalog links across "
+                                      "(requests name theirs), null when it does not")
 
 
 class Metrics:
@@ -267,6 +277,7 @@ def health(state: State):
     if state.service.by_title is not None:
         body.titles_candidate = state.service.by_title.candidate.name
     body.catalog_size = len(state.service)
+    body.sources = state.service.sources
     return body
 
 
@@ -283,14 +294,16 @@ def prometheus(state: State):
 @router.post("/match", response_model=MatchResult, responses=LISTING_PROBLEMS)
 async def match(state: State, service: Service,
                 title: Annotated[str, Form(description="the listing's title")] = "",
-                image: Annotated[UploadFile | None, File(description="its photo")] = None):
-    """A listing's nearest catalog listings and which of them the candidate matches."""
+                image: Annotated[UploadFile | None, File(description="its photo")] = None,
+                source: Annotated[str, SOURCE_FIELD] = ""):
+    """A listing's nearest catalog listings (of the other sources, where the catalog links
+    them) and which of them the candidate matches."""
     data = await _photo(state, image, "image")
     start = time.perf_counter()
     chosen = decider(service, data is not None)
 
     def work():
-        listing = chosen.listing(title, data, state.limits.max_image_pixels)
+        listing = chosen.listing(title, data, state.limits.max_image_pixels, source=source)
         return listing, chosen.match(listing)
 
     listing, decision = await run_in_threadpool(work)
@@ -304,8 +317,11 @@ async def match(state: State, service: Service,
 async def pair(state: State, service: Service, title_a: Annotated[str, Form()] = "",
                title_b: Annotated[str, Form()] = "",
                image_a: Annotated[UploadFile | None, File()] = None,
-               image_b: Annotated[UploadFile | None, File()] = None):
-    """Are listings a and b the same product? (each judged among the catalog's listings)"""
+               image_b: Annotated[UploadFile | None, File()] = None,
+               source_a: Annotated[str, SOURCE_FIELD] = "",
+               source_b: Annotated[str, SOURCE_FIELD] = ""):
+    """Are listings a and b the same product? (each judged among the catalog's listings; of
+    two different sources, where the catalog links them)"""
     data_a, data_b = await _photo(state, image_a, "image_a"), await _photo(state, image_b,
                                                                           "image_b")
     start = time.perf_counter()
@@ -313,8 +329,8 @@ async def pair(state: State, service: Service, title_a: Annotated[str, Form()] =
     pixels = state.limits.max_image_pixels
 
     def work():
-        a = _field(lambda: chosen.listing(title_a, data_a, pixels), "a")
-        b = _field(lambda: chosen.listing(title_b, data_b, pixels), "b")
+        a = _field(lambda: chosen.listing(title_a, data_a, pixels, source=source_a), "a")
+        b = _field(lambda: chosen.listing(title_b, data_b, pixels, source=source_b), "b")
         return a, b, chosen.pair(a, b)
 
     a, b, verdict = await run_in_threadpool(work)
@@ -332,18 +348,19 @@ async def add(state: State, service: Service,
               posting_id: Annotated[str, Form(description="a new, unique id", min_length=1,
                                               pattern=r"\S")],
               title: Annotated[str, Form()] = "",
-              image: Annotated[UploadFile | None, File()] = None):
+              image: Annotated[UploadFile | None, File()] = None,
+              source: Annotated[str, SOURCE_FIELD] = ""):
     """Add a listing to the in-memory catalog; answers with what it matched on arrival."""
     data = await _photo(state, image, "image")
     start = time.perf_counter()
     chosen = decider(service, data is not None)
 
     def work():  # into both catalogs or neither: every check before the first change
-        listing = service.listing(title, data, state.limits.max_image_pixels)
+        listing = service.listing(title, data, state.limits.max_image_pixels, source=source)
         pending = service.prepare_add(posting_id, listing)
         if service.by_title is None:
             return listing, pending.commit()
-        by_title = service.by_title.listing(title, None, allow_empty=True)
+        by_title = service.by_title.listing(title, None, allow_empty=True, source=source)
         pending_title = service.by_title.prepare_add(posting_id, by_title)
         decision, decided = pending.commit(), pending_title.commit()
         return (listing, decision) if chosen is service else (by_title, decided)
@@ -479,7 +496,7 @@ def _match_result(service: MatchService, listing, decision, band: GrayBand | Non
             continue
         neighbours.append(Neighbour(
             posting_id=service.ids[row], title=service.titles[row],
-            similarity=_number(decision.similarity[t]),
+            source=service.source_of(row), similarity=_number(decision.similarity[t]),
             similarities={m: _number(v[t]) for m, v in decision.similarities.items()} |
             {m: None for m in listing.missing},
             score=_number(decision.score[t]) if decision.score is not None else None,

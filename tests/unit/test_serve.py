@@ -161,6 +161,40 @@ def test_catalog_adds_new_ids_and_refuses_known_ones(client, service):
     assert client.post("/catalog", data={"title": "no id"}).status_code == 422
 
 
+def test_a_catalog_of_two_shops_answers_with_the_other_shops_listings(postings, tmp_path):
+    """Linked across two shops, requests name their shop: /match answers with the other
+    shop's listings, a listing added from one shop is found from the other only, and a
+    missing shop or a pair from one shop is a 422 saying what to send."""
+    shops = postings.assign(source=["A" if i % 2 else "B" for i in range(len(postings))])
+    service = MatchService.load(shops, candidate(CONFIGS["text alone"], "two-shops"),
+                                progress=False)
+    app = create_app(lambda: service, None, tmp_path / "gray.jsonl")
+    title = shops["title"].iloc[5]
+    with TestClient(app) as client:
+        assert wait_ready(client)["sources"] == ["A", "B"]
+        missing = client.post("/match", data={"title": title})
+        assert missing.status_code == 422
+        assert "say which one the listing comes from (source)" in missing.json()["detail"]
+        unknown = client.post("/match", data={"title": title, "source": "C"})
+        assert unknown.status_code == 422 and "'C' is not one" in unknown.json()["detail"]
+        body = client.post("/match", data={"title": title, "source": "A"}).json()
+        assert {n["source"] for n in body["neighbours"]} == {"B"}
+        assert len(body["neighbours"]) == CONFIGS["text alone"].k
+        one_shop = client.post("/pair", data={"title_a": title, "title_b": title,
+                                              "source_a": "A", "source_b": "A"})
+        assert one_shop.status_code == 422 and "both come from source 'A'" in one_shop.text
+        two = client.post("/pair", data={"title_a": title, "title_b": title,
+                                         "source_a": "A", "source_b": "B"}).json()
+        assert two["duplicate"]
+        added = client.post("/catalog", data={"posting_id": "new", "title": "Kopi Luwak 9g",
+                                              "source": "A"})
+        assert added.status_code == 201, added.text
+        from_b = client.post("/match", data={"title": "Kopi Luwak 9g", "source": "B"}).json()
+        assert from_b["neighbours"][0]["posting_id"] == "new"
+        from_a = client.post("/match", data={"title": "Kopi Luwak 9g", "source": "A"}).json()
+        assert "new" not in {n["posting_id"] for n in from_a["neighbours"]}
+
+
 def test_listings_without_a_photo_go_to_the_title_only_candidate(service, postings):
     """With a title-only service beside a photo candidate, photo-less requests are decided by
     it (and say so), and an added listing reaches both catalogs."""

@@ -22,8 +22,8 @@ SPECS = {"image": "timm:tf_efficientnet_lite0:pypi", "text": "sbert:pypi-minilm"
          "tfidf": "tfidf"}
 
 
-def candidate(config: MatchConfig, name: str = "test") -> Candidate:
-    return Candidate(name, config, 0.9, 0.9, "demo-tiny", "fp", 0, "test", "now")
+def candidate(config: MatchConfig, name: str = "test", link: str = "auto") -> Candidate:
+    return Candidate(name, config, 0.9, 0.9, "demo-tiny", "fp", 0, "test", "now", link=link)
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -49,19 +49,30 @@ def tiny(data_root):
     return postings, vectors
 
 
-def gallery_of(postings: pd.DataFrame, vectors: dict):
+@pytest.fixture(scope="module")
+def two_shops(tiny):
+    """demo-tiny as two shops: each product group's listings alternate between shop A and B,
+    so most products have listings in both."""
+    postings, vectors = tiny
+    shop = np.where(postings.groupby("label_group").cumcount() % 2 == 0, "A", "B")
+    return postings.assign(source=shop), vectors
+
+
+def gallery_of(postings: pd.DataFrame, vectors: dict, link: str = "auto"):
     from shopee_match.apply.pipeline import gallery_of
 
-    return gallery_of(postings, vectors)
+    return gallery_of(postings, vectors, link=link)
 
 
 def leave_out(postings: pd.DataFrame, vectors: dict, row: int):
-    """The catalog without ``row`` and that row as a listing (its gallery vectors)."""
+    """The catalog without ``row`` and that row as a listing (its gallery vectors, and its
+    source where the postings have one)."""
     keep = np.delete(np.arange(len(postings)), row)
     catalog = postings.iloc[keep].reset_index(drop=True)
     rest = {m: v[keep] for m, v in vectors.items()}
+    source = postings["source"].iloc[row] if "source" in postings else None
     listing = Listing(postings["title"].iloc[row], {m: v[row:row + 1] for m, v in vectors.items()},
-                      [], postings["image_phash"].iloc[row])
+                      [], postings["image_phash"].iloc[row], source=source)
     return catalog, rest, listing
 
 
@@ -95,6 +106,10 @@ FEATURES = {
 #: (blending moves only the new listing, and components join the catalog's clusters)
 NEW_LISTING_EXACT = ["static", "dynamic", "quantile", "min-2", "union", "text alone",
                      "pair classifier", "cross-encoder alone", "rerank"]
+#: features checked again on a catalog of two shops linked across each other
+ACROSS = ["static", "union", "blending", "components", "pair classifier",
+          "rerank + blending + components"]
+ACROSS_NEW = ["static", "min-2", "union", "pair classifier", "rerank"]
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +187,88 @@ def test_a_catalog_listing_is_decided_as_its_row_in_the_gallery(tiny, scorers, n
         assert got == want, f"row {row}"
         decided, accepted = decided + 1, accepted + len(want)
     assert 0 < accepted < decided * config.k  # neighbours accepted, and neighbours refused
+
+
+@pytest.mark.parametrize("name", ACROSS)
+def test_a_catalog_of_two_shops_is_decided_across_them_as_the_gallery_is(two_shops, scorers,
+                                                                        name):
+    """Linked across two shops, the service searches each listing among the other shop's
+    only, and decides a catalog listing exactly as predict_matches over the catalog linked
+    the same way (as submit and link do)."""
+    from shopee_match.match.decision import predict_matches
+
+    postings, vectors = two_shops
+    config, scorer = configured(name, scorers)
+    full = predict_matches(gallery_of(postings, vectors, link="across"), config, scorer)
+    service = MatchService(postings, candidate(config, link="across"), vectors, None, scorer)
+    assert service.sources == ["A", "B"]
+    ids, shop = postings["posting_id"].to_numpy(), postings["source"].to_numpy()
+    accepted = 0
+    for row in range(0, len(postings), 3):
+        decision = service.match_known(ids[row])
+        found = decision.rows[decision.rows >= 0]
+        assert len(found) == config.k and (shop[found] != shop[row]).all(), f"row {row}"
+        got = {service.ids[r] for r in decision.matches}
+        want = set(ids[full[row].indices]) - {ids[row]}
+        assert got == want, f"row {row}"
+        accepted += len(want)
+    assert accepted > 0
+
+
+@pytest.mark.parametrize("name", ACROSS_NEW)
+def test_a_new_listing_of_one_shop_is_decided_among_the_others_as_in_the_gallery(
+        two_shops, scorers, name):
+    """A left-out listing sent with its shop gets the match set of its row in predict_matches
+    over the catalog plus itself, linked across shops, with neighbours of the other shop."""
+    from shopee_match.match.decision import predict_matches
+
+    postings, vectors = two_shops
+    config, scorer = configured(name, scorers)
+    step = 9 if config.second_stage is None or config.second_stage.kind == "pair_classifier" \
+        else 40
+    checked = 0
+    for row in range(0, len(postings), step):
+        catalog, rest, listing = leave_out(postings, vectors, row)
+        last = {m: sparse.vstack([v, listing.vectors[m]]).tocsr() if sparse.issparse(v)
+                else np.vstack([v, listing.vectors[m]]) for m, v in rest.items()}
+        gallery = gallery_of(pd.concat([catalog, postings.iloc[[row]]], ignore_index=True), last,
+                             link="across")
+        full = predict_matches(gallery, config, scorer)
+        service = MatchService(catalog, candidate(config, link="across"), rest, None, scorer)
+        decision = service.match(listing)
+        found = decision.rows[decision.rows >= 0]
+        assert (catalog["source"].to_numpy()[found] != listing.source).all(), f"row {row}"
+        got = {service.ids[r] for r in decision.matches}
+        want = {service.ids[r] for r in full[len(catalog)].indices if r < len(catalog)}
+        assert got == want, f"row {row}"
+        checked += len(want)
+    assert checked > 0
+
+
+def test_a_catalog_of_two_shops_needs_each_listings_shop(two_shops):
+    """Linked across shops, a listing without its shop, from an unknown one, or a pair from
+    one shop gets a clear error; added, a listing is found from the other shop only."""
+    postings, vectors = two_shops
+    catalog, rest, listing = leave_out(postings, vectors, 4)
+    config = CONFIGS["static"].replace(union={"tfidf": 0.6})  # a dense and a sparse space
+    service = MatchService(catalog, candidate(config), rest, None)  # auto: two shops, across
+    with pytest.raises(ListingError, match=r"say which one .*\(source\)"):
+        service.match(Listing(listing.title, listing.vectors, []))
+    with pytest.raises(ListingError, match="'C' is not one of the catalog's sources"):
+        service.match(Listing(listing.title, listing.vectors, [], source="C"))
+    with pytest.raises(ListingError, match="both come from source 'A'"):
+        service.pair(listing, listing)
+    other = Listing(listing.title, listing.vectors, [], source="B" if listing.source == "A"
+                    else "A")
+    assert service.pair(listing, other).duplicate  # the same vectors, from two shops
+    service.add("new", listing)
+    assert "new" not in {service.ids[r] for r in service.match(listing).rows if r >= 0}
+    assert service.ids[service.match(other).rows[0]] == "new"
+    assert service.source_of(len(service) - 1) == listing.source
+    linked_all = MatchService(catalog, candidate(config, link="all"), rest, None)
+    assert linked_all.sources is None  # every pair counts: the shop is not needed
+    assert linked_all.ids[linked_all.match(Listing(listing.title, listing.vectors, []))
+                          .rows[0]] in set(catalog["posting_id"])
 
 
 @pytest.mark.parametrize("name", NEW_LISTING_EXACT)
@@ -387,6 +484,22 @@ def test_row_store_grows_without_losing_rows():
     assert store.rows.shape == (23, 3)
     np.testing.assert_array_equal(store.rows[:3], np.eye(3))
     np.testing.assert_array_equal(store.rows[3:, 0], np.arange(20))
+
+
+def test_a_space_of_two_sources_searches_the_other_one():
+    from shopee_match.apply.service import Space
+
+    rows = np.array([[1, 0], [0.8, 0.6], [0.6, 0.8], [0, 1]], np.float32)
+    codes = np.array([0, 1, 0, 1])
+    query = np.array([[1, 0]], np.float32)
+    for vectors in (rows, sparse.csr_matrix(rows)):
+        space = Space(vectors, sources=codes)
+        q = sparse.csr_matrix(query) if sparse.issparse(vectors) else query
+        assert space.search(q, 3, exclude=0)[1].tolist() == [1, 3, -1]
+        assert space.search(q, 3, exclude=1)[1].tolist() == [0, 2, -1]
+        assert space.search(q, 3)[1].tolist() == [0, 1, 2]
+        space.add(q, 1)
+        assert space.search(q, 2, exclude=0)[1].tolist() == [4, 1]
 
 
 def test_sparse_space_search_orders_ties_by_row():

@@ -41,6 +41,7 @@ class Listing:
     missing: list[str]  # modalities without input (zero rows)
     phash: str | None = None
     warnings: list[str] = field(default_factory=list)
+    source: str | None = None  # its shop or feed, where the catalog links across sources
 
 
 def check_title(title: str | None, max_chars: int = MAX_TITLE_CHARS) -> tuple[str, list[str]]:

@@ -18,6 +18,9 @@ around it. A listing already in the catalog (:meth:`MatchService.match_known`) i
 exactly as its row of ``predict_matches`` over the catalog; tests check both.
 A listing without a photo (or title) enters with a zero vector for that modality, as a
 catalog listing without one does: the fusion then leans on what is there.
+A catalog with a ``source`` column that the candidate links across (two shops, by default:
+:func:`~shopee_match.match.sources.link_sources`) is searched as ``submit`` and ``link``
+search it: a listing names its source and is decided among the other sources' listings only.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from shopee_match.apply.listing import (
     decode,
     read_image,
 )
-from shopee_match.data.schema import IMAGE_PHASH, POSTING_ID, TITLE
+from shopee_match.data.schema import IMAGE_PHASH, POSTING_ID, SOURCE, TITLE
 
 logger = logging.getLogger(__name__)
 
@@ -97,19 +100,20 @@ class GrayBand:
 
 
 class RowStore:
-    """Dense rows that grow without copying the whole array on every added listing."""
+    """Rows (vectors, or one value each) that grow without copying the whole array on every
+    added listing."""
 
-    def __init__(self, rows: np.ndarray):
-        self.data = np.array(rows, dtype=np.float32)  # a copy: each store grows on its own
+    def __init__(self, rows: np.ndarray, dtype=np.float32):
+        self.data = np.array(rows, dtype=dtype)  # a copy: each store grows on its own
         self.n = len(rows)
 
     @property
     def rows(self) -> np.ndarray:
         return self.data[:self.n]
 
-    def add(self, row: np.ndarray) -> None:
+    def add(self, row) -> None:
         if self.n == len(self.data):
-            grown = np.zeros((max(2 * self.n, 16), self.data.shape[1]), np.float32)
+            grown = np.zeros((max(2 * self.n, 16), *self.data.shape[1:]), self.data.dtype)
             grown[:self.n] = self.data[:self.n]
             self.data = grown
         self.data[self.n] = row
@@ -118,49 +122,91 @@ class RowStore:
 
 class Space:
     """One searched vector space (the fused vectors of a blending round, or a union
-    modality): catalog rows and a FAISS index over them, or a sparse TF-IDF matrix."""
+    modality): catalog rows and FAISS indexes over them, or a sparse TF-IDF matrix.
 
-    def __init__(self, vectors, flat_max_rows: int = FLAT_MAX_ROWS):
-        from shopee_match.match.neighbors import build_index
+    With ``sources`` (a code per catalog row, :func:`~shopee_match.match.sources.link_sources`)
+    each source's rows get an index of their own, so that a listing can be searched among the
+    other sources' rows only, as a gallery linked across sources searches them."""
 
-        self.sparse = sparse.issparse(vectors)
+    def __init__(self, vectors, flat_max_rows: int = FLAT_MAX_ROWS,
+                 sources: np.ndarray | None = None):
+        n = vectors.shape[0]
+        codes = np.zeros(n, np.int64) if sources is None else np.asarray(sources, np.int64)
+        self.codes = RowStore(codes, np.int64)
+        self.sparse, self.flat_max_rows = sparse.issparse(vectors), flat_max_rows
+        self.parts: dict[int, _Part] = {}
         if self.sparse:
-            self.store, self.index, self.kind = vectors.tocsr(), None, "sparse (exact)"
-        else:
-            self.store = RowStore(vectors)
-            self.kind = "flat" if len(vectors) <= flat_max_rows else "hnsw"
-            self.index = build_index(self.store.rows, self.kind)
+            self.store, self.kind = vectors.tocsr(), "sparse (exact)"
+            return
+        self.store = RowStore(vectors)
+        for code in np.unique(codes).tolist():
+            rows = np.flatnonzero(codes == code)
+            part = self.store.rows if len(rows) == n else self.store.rows[rows]  # no copy
+            self.parts[code] = _Part(part, rows, flat_max_rows)
+        kinds = {part.kind for part in self.parts.values()}
+        self.kind = "hnsw" if "hnsw" in kinds else "flat"
 
     @property
     def rows(self):
         return self.store if self.sparse else self.store.rows
 
-    def search(self, query, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(sims, rows)`` of the ``k`` nearest catalog rows, nearest first and equal
-        similarities by row, as a gallery's self-search orders them (-1 padding)."""
-        from shopee_match.match.neighbors import order_ties, search_index
+    def search(self, query, k: int, exclude: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """``(sims, rows)`` of the ``k`` nearest catalog rows (of sources other than the
+        code ``exclude``, when given), nearest first and equal similarities by row, as a
+        gallery's self-search orders them (-1 padding)."""
+        from shopee_match.match.neighbors import search_index
 
-        n = self.rows.shape[0]
-        k_real = min(k, n)
         if self.sparse:
-            scores = np.asarray((self.store @ query.T).todense()).ravel()
-            top = np.argpartition(-scores, k_real - 1)[:k_real]
-            top = top[np.lexsort((top, -scores[top]))]
-            sims, rows = scores[top].astype(np.float32), top.astype(np.int64)
+            sims = np.asarray((self.store @ query.T).todense()).ravel().astype(np.float32)
+            rows = np.arange(len(sims))
+            if exclude is not None:
+                keep = self.codes.rows != exclude
+                sims, rows = sims[keep], rows[keep]
+            if len(rows) > k:
+                top = np.argpartition(-sims, k - 1)[:k]
+                sims, rows = sims[top], rows[top]
         else:
-            sims, rows = search_index(self.index, query, k_real)
-            order_ties(sims, rows)
-            sims, rows = sims[0], rows[0].astype(np.int64)
+            sims, rows = np.zeros(0, np.float32), np.zeros(0, np.int64)
+            for code, part in self.parts.items():
+                if code == exclude or part.ids.n == 0:
+                    continue
+                s, i = search_index(part.index, query, min(k, part.ids.n))
+                real = i[0] >= 0  # HNSW may find fewer
+                sims = np.concatenate([sims, s[0][real]])
+                rows = np.concatenate([rows, part.ids.rows[i[0][real]]])
+        order = np.lexsort((rows, -sims))[:k]
+        sims, rows = sims[order].astype(np.float32), rows[order].astype(np.int64)
         pad = k - len(rows)
         return (np.concatenate([sims, np.full(pad, -np.inf, np.float32)]),
                 np.concatenate([rows, np.full(pad, -1, np.int64)]))
 
-    def add(self, row) -> None:
+    def add(self, row, code: int = 0) -> None:
+        """Add a catalog row (of source code ``code``)."""
         if self.sparse:
             self.store = sparse.vstack([self.store, row]).tocsr()
         else:
             self.store.add(row[0])
-            self.index.add(np.ascontiguousarray(row, dtype=np.float32))
+            if code not in self.parts:  # the first row of its source (an empty catalog)
+                self.parts[code] = _Part(self.store.rows[:0], np.zeros(0, np.int64),
+                                         self.flat_max_rows)
+            self.parts[code].add(row, self.store.n - 1)
+        self.codes.add(code)
+
+
+class _Part:
+    """The FAISS index of one source's rows of a :class:`Space`, and their catalog rows."""
+
+    def __init__(self, vectors: np.ndarray, rows: np.ndarray, flat_max_rows: int):
+        from shopee_match.match.neighbors import build_index
+
+        self.kind = "flat" if len(rows) <= flat_max_rows else "hnsw"
+        self.index = build_index(vectors, self.kind)
+        self.ids = RowStore(rows, np.int64)
+
+    def add(self, row: np.ndarray, catalog_row: int) -> None:
+        self.index.add(np.ascontiguousarray(row, dtype=np.float32))
+        self.ids.add(catalog_row)
 
 
 class MatchService:
@@ -173,7 +219,9 @@ class MatchService:
     def __init__(self, postings: pd.DataFrame, candidate, vectors: dict,
                  encoder: ListingEncoder | None, scorer=None,
                  flat_max_rows: int = FLAT_MAX_ROWS):
+        from shopee_match.apply.pipeline import gallery_of
         from shopee_match.match.fusion import blending_rounds, fused_vectors
+        from shopee_match.match.sources import link_sources
 
         config = candidate.config
         self.candidate, self.config, self.scorer, self.encoder = (candidate, config, scorer,
@@ -187,19 +235,24 @@ class MatchService:
                       if IMAGE_PHASH in postings else None)
         self.vectors = {m: v if sparse.issparse(v) else RowStore(v) for m, v in vectors.items()}
         self.lock = threading.Lock()
+        named = postings[SOURCE] if SOURCE in postings else None
+        codes = link_sources(named, candidate.link)
+        #: the sources the catalog links across (a code is a place in this list), else None
+        self.sources = None if codes is None else np.unique(np.asarray(named, str)).tolist()
+        self.codes = RowStore(np.zeros(len(postings)) if codes is None else codes, np.int64)
         rounds = blending_rounds(fused_vectors(vectors, config.fusion_weights), config.k + 1,
-                                 config.blend_rounds, config.blend_top_n)
-        self.rounds = [Space(v, flat_max_rows) for v in rounds]  # the catalog's own blending
-        self.union = {m: Space(vectors[m], flat_max_rows) for m in config.union}
+                                 config.blend_rounds, config.blend_top_n, sources=codes)
+        self.rounds = [Space(v, flat_max_rows, codes) for v in rounds]  # the catalog's own
+        self.union = {m: Space(vectors[m], flat_max_rows, codes) for m in config.union}
         logger.info("index: %s over %d catalog listings (%s %d rows)", self.rounds[-1].kind,
                     len(self.ids), "exact up to" if self.rounds[-1].kind == "flat"
                     else "HNSW above", flat_max_rows)
         self.components = None
         if config.components:
-            from shopee_match.apply.pipeline import gallery_of
             from shopee_match.match.decision import cluster_labels
 
-            self.components = cluster_labels(gallery_of(postings, vectors), config, scorer)
+            self.components = cluster_labels(gallery_of(postings, vectors, link=candidate.link),
+                                             config, scorer)
 
     @classmethod
     def load(cls, postings: pd.DataFrame, candidate, engine: str = "auto",
@@ -221,9 +274,13 @@ class MatchService:
         return len(self.ids)
 
     def listing(self, title: str | None = None, image: bytes | None = None,
-                max_pixels: int = MAX_IMAGE_PIXELS, allow_empty: bool = False) -> Listing:
+                max_pixels: int = MAX_IMAGE_PIXELS, allow_empty: bool = False,
+                source: str | None = None) -> Listing:
         """Check and embed one listing (a title and/or a photo's bytes; ``allow_empty``: an
-        empty one too, e.g. a photo-only listing added to the title-only service)."""
+        empty one too, e.g. a photo-only listing added to the title-only service) from
+        ``source``, which a catalog linked across sources needs (:meth:`source_code`)."""
+        source = (source or "").strip() or None
+        self.source_code(source)  # before the slow part
         text, warnings = check_title(title)
         opened = read_image(image, max_pixels) if image is not None else None
         if not text and opened is None and not allow_empty:
@@ -240,7 +297,30 @@ class MatchService:
         if missing:
             warnings.append(f"no input for {', '.join(missing)}: the candidate was tuned with "
                             "all of them, so its decision leans on the rest")
-        return Listing(text, vectors, missing, phash, warnings)
+        if source is not None and self.sources is None:
+            warnings.append(f"the catalog is not linked across sources (candidate "
+                            f"{self.candidate.name}, link {self.candidate.link!r}): the source "
+                            "was ignored")
+        return Listing(text, vectors, missing, phash, warnings, source)
+
+    def source_code(self, source: str | None) -> int | None:
+        """The code of a listing's ``source`` in a catalog linked across sources (its
+        neighbours come from the other sources), None in one that is not; a missing or
+        unknown source is a :class:`ListingError` there."""
+        if self.sources is None:
+            return None
+        if not source:
+            raise ListingError(f"this catalog links its sources {self.sources} across each "
+                               f"other (candidate {self.candidate.name} was tuned on pairs "
+                               "between them): say which one the listing comes from (source)")
+        if source not in self.sources:
+            raise ListingError(f"source {source!r} is not one of the catalog's sources "
+                               f"{self.sources}")
+        return self.sources.index(source)
+
+    def source_of(self, row: int) -> str | None:
+        """The source of catalog row ``row``, where the catalog links across sources."""
+        return None if self.sources is None else self.sources[int(self.codes.rows[row])]
 
     def match(self, listing: Listing) -> Decision:
         """The listing's neighbours in the catalog and the candidate's verdict on each."""
@@ -256,14 +336,20 @@ class MatchService:
         with self.lock:
             listing = Listing(self.titles[row], {m: self._rows(m, np.array([row]))
                                                  for m in self.vectors}, [],
-                              self.phash[row] if self.phash is not None else None)
+                              self.phash[row] if self.phash is not None else None,
+                              source=self.source_of(row))
         return self._decide(listing, member=row)[0]
 
     def pair(self, a: Listing, b: Listing) -> PairVerdict:
         """Whether ``a`` and ``b`` are duplicates in this catalog's context: each is matched
         against the catalog plus the other, as if the other were listed. Duplicates when
         each accepts the other (mutual, as ``dedupe`` clusters), or, with connected
-        components, when their match sets share a catalog listing's component."""
+        components, when their match sets share a catalog listing's component. In a catalog
+        linked across sources, ``a`` and ``b`` must come from different ones."""
+        if self.sources is not None and a.source == b.source and a.source is not None:
+            raise ListingError(f"a and b both come from source {a.source!r}: candidate "
+                               f"{self.candidate.name} links the catalog's sources across "
+                               "each other, so it decides pairs from two different sources only")
         first, fused_a, _ = self._decide(a, extra=b)
         second, fused_b, _ = self._decide(b, extra=a)
         lacking = {*a.missing, *b.missing}
@@ -312,10 +398,12 @@ class MatchService:
                     self.vectors[m] = sparse.vstack([store, row]).tocsr()
                 else:
                     store.add(row[0])
+            code = self.source_code(listing.source) or 0
             for space, vector in zip(self.rounds, pending.final):
-                space.add(vector)
+                space.add(vector, code)
             for m, space in self.union.items():
-                space.add(listing.vectors[m])
+                space.add(listing.vectors[m], code)
+            self.codes.add(code)
             if self.components is not None:
                 self.components = labels_with_new_row(self.components, pending.joined)
             self.ids.append(pending.posting_id)
@@ -334,7 +422,8 @@ class MatchService:
 
     def _query_rounds(self, listing: Listing, member: int | None = None) -> list[np.ndarray]:
         """The listing's fused vector at every blending round (searched in that round): a
-        catalog listing's own, or a new one blended with its nearest catalog listings."""
+        catalog listing's own, or a new one blended with its nearest catalog listings (of
+        the other sources, in a catalog linked across them)."""
         from shopee_match.match.fusion import blend, fused_vectors
 
         if member is not None:
@@ -342,7 +431,8 @@ class MatchService:
         config = self.config
         out = [fused_vectors(listing.vectors, config.fusion_weights)]
         for space in self.rounds[:-1]:
-            sims, rows = space.search(out[-1], config.blend_top_n)
+            sims, rows = space.search(out[-1], config.blend_top_n,
+                                      self.source_code(listing.source))
             local = np.vstack([out[-1], space.rows[np.maximum(rows, 0)]])
             idx = np.concatenate([[0], np.where(rows >= 0, np.arange(1, len(rows) + 1), -1)])
             own = np.float32(_cosine(out[-1], out[-1]))
@@ -350,15 +440,16 @@ class MatchService:
                              config.blend_top_n)[:1])
         return out
 
-    def _search(self, space: Space, query, k: int, extra=None, member: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, space: Space, query, k: int, extra=None, member: int | None = None,
+                exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``k`` nearest among the catalog (plus ``extra``, given as row ``len(self)``; or,
-        for a ``member`` of the catalog, the ``k`` nearest other listings)."""
+        for a ``member`` of the catalog, the ``k`` nearest other listings), none of source
+        code ``exclude``."""
         if member is not None:
-            sims, rows = space.search(query, k + 1)
+            sims, rows = space.search(query, k + 1, exclude)
             keep = np.flatnonzero(rows != member)[:k]
             return sims[keep], rows[keep]
-        sims, rows = space.search(query, k)
+        sims, rows = space.search(query, k, exclude)
         if extra is None:
             return sims, rows
         sims, rows = np.append(sims, _cosine(query, extra)), np.append(rows, len(self.ids))
@@ -374,13 +465,16 @@ class MatchService:
         from shopee_match.match.neighbors import pair_cosine
 
         config = self.config
+        exclude = self.source_code(listing.source)
         with self.lock:
             n = len(self.ids)
             final = self._query_rounds(listing, member)
             extra_fused = self._query_rounds(extra)[-1] if extra is not None else None
-            sims, rows = self._search(self.rounds[-1], final[-1], config.k, extra_fused, member)
+            sims, rows = self._search(self.rounds[-1], final[-1], config.k, extra_fused, member,
+                                      exclude)
             found = {m: self._search(self.union[m], listing.vectors[m], config.k,
-                                     None if extra is None else extra.vectors[m], member)
+                                     None if extra is None else extra.vectors[m], member,
+                                     exclude)
                      for m in config.union}
             table = _table_rows([rows, *(r for _, r in found.values())])
             local = self._local_gallery(listing, table, extra, n if member is None else member)
