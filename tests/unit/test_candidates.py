@@ -10,6 +10,7 @@ import pytest
 
 from shopee_match.apply.candidates import (
     NoCandidateError,
+    comparable_candidates,
     leaderboard,
     load_candidate,
     pick_candidate,
@@ -140,6 +141,27 @@ def test_candidates_chosen_on_different_figures_are_not_ranked_against_each_othe
     save(root, "04_finetuned", 0.90, 0.94, metric="pair_f1")  # comparable again
     assert pick_candidate("fp1", 0, root=root)[0].name == "04_finetuned"
     assert blocking_candidate("fp1", 0).name == "04_finetuned"
+
+
+def test_only_candidates_chosen_on_the_same_figures_are_shown_beside_a_new_one(tmp_path):
+    """Notebooks 04 and 05 list saved candidates beside their steps: only those usable here
+    and chosen on the same metric and link mode, in the order asked."""
+    root = tmp_path / "candidates"
+    save(root, "03_thresholds", 0.86, 0.85, metric="pair_f1", link="across")
+    save(root, "04_finetuned", 0.88, 0.87, metric="pair_f1", link="across")
+    save(root, "05_rerank", 0.90, 0.89, metric="pair_f1", link="across")
+    names = ["04_finetuned", "03_thresholds", "05_rerank", "06_nothing"]
+
+    def shown(metric="pair_f1", link="across", fingerprint="fp1"):
+        return [c.name for c in comparable_candidates(fingerprint, 0, names, metric, link,
+                                                      root)]
+
+    assert shown() == ["04_finetuned", "03_thresholds", "05_rerank"]
+    assert shown(metric="row_f1") == [] and shown(link="all") == []
+    assert shown(fingerprint="other data") == []
+    save(root, "04_finetuned", 0.88, 0.87, metric="row_f1", link="across")
+    (root / "05_rerank" / "candidate.json").write_text("{broken")
+    assert shown() == ["03_thresholds"]
 
 
 def test_unusable_candidates_are_skipped_with_a_reason(tmp_path):

@@ -22,7 +22,7 @@ import json
 import numbers
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -413,6 +413,19 @@ def require_one_scope(rows: pd.DataFrame) -> None:
         "the saved candidates were chosen on different figures, so their val F1 do not "
         f"compare:{listing}\nName the one to use (CANDIDATE in notebooks 06-07, --candidate "
         "on the command line), or run notebooks 03-05 again with the same METRIC and LINK.")
+
+
+def comparable_candidates(fingerprint: str, split_seed: int, names: Sequence[str],
+                          metric: str, link: str, root: str | Path | None = None
+                          ) -> list[Candidate]:
+    """The saved candidates among ``names`` (in that order) usable on this data and split and
+    chosen on ``metric`` with ``link``: those whose val figures compare with a candidate
+    being made so (notebooks 04 and 05 show them beside their own steps)."""
+    root = Path(root) if root else candidates_dir()
+    table = leaderboard(fingerprint, split_seed, root).set_index("candidate")
+    return [load_candidate(root / name) for name in names
+            if name in table.index and table.at[name, "usable"]
+            and (table.at[name, "metric"], table.at[name, "link"]) == (metric, link)]
 
 
 def same_scope(a: Candidate, b: Candidate) -> bool:
