@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                        "(default: artifacts/serve/gray_zone.jsonl)")
     serve.add_argument("--max-image-mb", type=float, default=10,
                        help="largest photo upload accepted (default: 10)")
+    serve.add_argument("--exact-scores", action="store_true",
+                       help="run the cross-encoder on every neighbour, also where its "
+                       "probability cannot change the decision (slower; default: skipped, "
+                       "as submit skips it)")
     serve.add_argument("--flat-max-rows", type=int, default=100_000,
                        help="exact (flat) index up to this many listings, HNSW above")
     _catalog_options(serve)
@@ -417,7 +421,7 @@ def _serve(args) -> int:
 
     def load():
         return load_service(postings, candidate, trained_on, args.split_seed, named or None,
-                            args.columns, args.engine, args.flat_max_rows)
+                            args.columns, args.engine, args.flat_max_rows, args.exact_scores)
 
     app = create_app(load, band, args.gray_log or artifacts_dir() / "serve" / "gray_zone.jsonl",
                      Limits(max_image_bytes=int(args.max_image_mb * 2**20)), on_failure=stop)

@@ -60,8 +60,12 @@ class Neighbour(BaseModel):
     similarities: dict[str, float | None] = Field(
         description="cosine per modality (null where the query has no input for it)")
     score: float | None = Field(None, description="second-stage score (pair classifier or "
-                                "reranker), null for a threshold candidate")
-    cross_encoder: float | None = Field(None, description="cross-encoder probability, if any")
+                                "reranker), null for a threshold candidate; where the "
+                                "reranker's classifier rejects the pair whatever its "
+                                "cross-encoder says, that bound (below the threshold)")
+    cross_encoder: float | None = Field(None, description="cross-encoder probability, null "
+                                        "where there is none or it was not run (a pair it "
+                                        "could not accept; serve --exact-scores runs it)")
     accepted: bool = Field(description="in the predicted match set")
     gray: bool = Field(False, description="in the gray band (uncertain)")
 

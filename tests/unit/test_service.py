@@ -297,6 +297,44 @@ def test_a_new_listing_is_decided_as_its_row_in_the_gallery(tiny, scorers, name)
     assert checked > 0  # some listings did match something
 
 
+def test_the_cross_encoder_is_skipped_where_it_cannot_change_a_decision(tiny, scorers):
+    """As submit does, the service does not cross-encode a pair that the reranker's
+    classifier rejects whatever the cross-encoder says: the same decisions as cross-encoding
+    every neighbour (exact_scores), the same scores where it ran, a bound below the threshold
+    and no probability where it did not."""
+    from shopee_match.apply.second_stages import Reranker
+    from shopee_match.match.decision import candidate_pair_features
+    from shopee_match.match.pairs import with_ce
+    from shopee_match.match.second_stage import PairClassifier
+
+    postings, vectors = tiny
+    config = FEATURES["rerank"].replace(second_stage=SecondStage("rerank", 0.5, "ce"))
+    # the fixture's untrained cross-encoder scores every pair ~0.51, so a classifier fitted on
+    # it leans on it without bound; fitted on noise in [0, 1] it weighs it as a real one
+    pairs = candidate_pair_features(gallery_of(postings, vectors), config)
+    labels = postings["label_group"].to_numpy()
+    noise = np.random.default_rng(0).random(len(pairs)).astype(np.float32)
+    classifier = PairClassifier.fit(with_ce(pairs.features, noise),
+                                    labels[pairs.i] == labels[pairs.j])
+    reranker = Reranker(scorers[0]["rerank"].cross_encoder, classifier)
+    skipping = MatchService(postings, candidate(config), vectors, None, reranker)
+    exact = MatchService(postings, candidate(config), vectors, None, reranker,
+                         exact_scores=True)
+    ids = postings["posting_id"].to_numpy()
+    skipped = accepted = 0
+    for row in range(0, len(postings), 11):
+        fast, full = skipping.match_known(ids[row]), exact.match_known(ids[row])
+        assert fast.matches.tolist() == full.matches.tolist(), f"row {row}"
+        ran = ~np.isnan(fast.cross_encoder)
+        np.testing.assert_allclose(fast.cross_encoder[ran], full.cross_encoder[ran], atol=1e-6)
+        np.testing.assert_allclose(fast.score[ran], full.score[ran], atol=1e-6)
+        real = fast.rows >= 0
+        assert (fast.score[~ran & real] < 0.5).all() and (full.score[~ran & real] < 0.5).all()
+        assert not np.isnan(full.cross_encoder[real]).any()
+        skipped, accepted = skipped + int((~ran & real).sum()), accepted + len(fast.matches)
+    assert skipped > 0 and accepted > 0 and reranker.skipped == skipped
+
+
 def test_a_new_listing_joins_clusters_within_their_cap():
     """With connected components a new listing matches what it accepts plus the clusters it
     joins, nearest first, while the joined cluster stays within max_component (and adding it

@@ -70,13 +70,15 @@ class Reranker:
         loaded cross-encoder."""
         return Reranker(self.cross_encoder, None, self.gray_band)
 
-    def parts(self, pairs: CandidatePairs) -> dict[str, np.ndarray]:
-        """The cross-encoder's probability of each pair (scored once per gallery)."""
+    def parts(self, pairs: CandidatePairs, scored_only: bool = False) -> dict[str, np.ndarray]:
+        """The cross-encoder's probability of each pair (scored once per gallery; with
+        ``scored_only`` those scored already, NaN for pairs :meth:`score` skipped)."""
         gallery = pairs.gallery
         if gallery.titles is None:
             raise ValueError("the cross-encoder reads titles: give the gallery its titles")
         return {"cross_encoder": self.cross_encoder.pair_scores(
-            gallery.titles, pairs.i, pairs.j, gallery.cache, gallery.order)}
+            gallery.titles, pairs.i, pairs.j, gallery.cache, gallery.order,
+            scored_only=scored_only)}
 
     def score(self, pairs: CandidatePairs, accept_at: float | None = None) -> np.ndarray:
         """The cross-encoder's probability, or the classifier's over the pair features plus

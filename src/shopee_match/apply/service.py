@@ -18,6 +18,10 @@ around it. A listing already in the catalog (:meth:`MatchService.match_known`) i
 exactly as its row of ``predict_matches`` over the catalog; tests check both.
 A listing without a photo (or title) enters with a zero vector for that modality, as a
 catalog listing without one does: the fusion then leans on what is there.
+A reranker's cross-encoder is not run on a pair its classifier rejects whatever the
+cross-encoder says (as ``submit`` skips it: the decision is the same); such a pair shows the
+bound as its score and no cross-encoder probability, unless the service keeps
+``exact_scores``.
 A catalog with a ``source`` column that the candidate links across (two shops, by default:
 :func:`~shopee_match.match.sources.link_sources`) is searched as ``submit`` and ``link``
 search it: a listing names its source and is decided among the other sources' listings only.
@@ -57,8 +61,9 @@ class Decision:
     rows: np.ndarray  # catalog row of each neighbour (or the extra listing's, see pair)
     similarity: np.ndarray  # fused (searched) similarity
     similarities: dict[str, np.ndarray]  # per modality cosine (NaN where the query lacks it)
-    score: np.ndarray | None  # second-stage score, None for a threshold candidate
-    cross_encoder: np.ndarray | None  # the cross-encoder's probability, where there is one
+    score: np.ndarray | None  # second-stage score (a bound below the threshold where the
+    # cross-encoder was skipped), None for a threshold candidate
+    cross_encoder: np.ndarray | None  # the cross-encoder's probability (NaN where skipped)
     matches: np.ndarray  # catalog rows of the predicted match set (union, components incl.)
     catalog_size: int  # listings in the catalog when decided (the extra listing's row, in pair)
 
@@ -214,11 +219,12 @@ class MatchService:
 
     Build it with :meth:`load`. Methods are safe to call from several threads: encoding and
     second-stage scoring run in parallel, searching and adding take one lock.
+    ``exact_scores``: cross-encode every neighbour, even those the decision does not need.
     """
 
     def __init__(self, postings: pd.DataFrame, candidate, vectors: dict,
                  encoder: ListingEncoder | None, scorer=None,
-                 flat_max_rows: int = FLAT_MAX_ROWS):
+                 flat_max_rows: int = FLAT_MAX_ROWS, exact_scores: bool = False):
         from shopee_match.apply.pipeline import gallery_of
         from shopee_match.match.fusion import blending_rounds, fused_vectors
         from shopee_match.match.sources import link_sources
@@ -226,6 +232,7 @@ class MatchService:
         config = candidate.config
         self.candidate, self.config, self.scorer, self.encoder = (candidate, config, scorer,
                                                                   encoder)
+        self.exact_scores = exact_scores
         #: decides listings without a photo when this candidate reads photos (load_service)
         self.by_title: MatchService | None = None
         self.ids = postings[POSTING_ID].astype(str).tolist()
@@ -256,7 +263,8 @@ class MatchService:
 
     @classmethod
     def load(cls, postings: pd.DataFrame, candidate, engine: str = "auto",
-             flat_max_rows: int = FLAT_MAX_ROWS, progress: bool = True) -> MatchService:
+             flat_max_rows: int = FLAT_MAX_ROWS, progress: bool = True,
+             exact_scores: bool = False) -> MatchService:
         """Embed ``postings`` (the catalog) as ``candidate`` was tuned, load its models and
         index every space it searches."""
         from shopee_match.apply.pipeline import apply_candidate
@@ -268,7 +276,8 @@ class MatchService:
         logger.info("loading the candidate's models")
         tfidf = applied.embeddings["tfidf"].space if "tfidf" in applied.embeddings else None
         return cls(postings, candidate, applied.gallery.vectors,
-                   ListingEncoder(config, engine, tfidf), applied.scorer, flat_max_rows)
+                   ListingEncoder(config, engine, tfidf), applied.scorer, flat_max_rows,
+                   exact_scores)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -499,7 +508,8 @@ class MatchService:
             pairs, scores = scored_pairs(local, config, self.scorer, lists)
             score = np.full(len(rows), np.nan)
             score[real] = scores
-            part = self.scorer.parts(pairs).get("cross_encoder") if len(pairs) else None
+            part = (self.scorer.parts(pairs, scored_only=not self.exact_scores)
+                    .get("cross_encoder") if len(pairs) else None)
             if part is not None:
                 ce = np.full(len(rows), np.nan)
                 ce[real] = part
@@ -556,7 +566,7 @@ class MatchService:
             self.phash, listing.phash, extra.phash if extra else None)
         titles = column(self.titles, listing.title, extra.title if extra else "")
         positions = np.array([n + 1 if extra is not None else order, *table.tolist()])
-        return Gallery(vectors, phash, titles, positions)
+        return Gallery(vectors, phash, titles, positions, exact_scores=self.exact_scores)
 
 
 @dataclass
@@ -590,17 +600,20 @@ def _cosine(x, y) -> float:
 
 def load_service(postings: pd.DataFrame, candidate, trained_on: str, split_seed: int = 0,
                  titles_candidate=None, columns: str | dict | None = None,
-                 engine: str = "auto", flat_max_rows: int = FLAT_MAX_ROWS) -> MatchService:
+                 engine: str = "auto", flat_max_rows: int = FLAT_MAX_ROWS,
+                 exact_scores: bool = False) -> MatchService:
     """The service of ``candidate`` over the catalog ``postings`` and, when that candidate
     reads photos, a title-only service for listings without one: ``titles_candidate``, else
     the best title-only candidate made from ``trained_on`` (or a quick threshold on titles,
     :func:`~shopee_match.apply.choosing.choose_candidate`)."""
     from shopee_match.apply.choosing import choose_candidate, reads_images
 
-    service = MatchService.load(postings, candidate, engine, flat_max_rows)
+    service = MatchService.load(postings, candidate, engine, flat_max_rows,
+                                exact_scores=exact_scores)
     if reads_images(candidate.config):
         titles = titles_candidate or choose_candidate(postings, trained_on, split_seed,
                                                       columns=columns, titles_only=True)
         logger.info("title-only candidate %s: val F1 %.4f", titles.name, titles.val_f1)
-        service.by_title = MatchService.load(postings, titles, engine, flat_max_rows)
+        service.by_title = MatchService.load(postings, titles, engine, flat_max_rows,
+                                             exact_scores=exact_scores)
     return service

@@ -48,8 +48,8 @@ class RayScorer:
     def __init__(self, executor, kind: str, path: str | Path, local):
         self.executor, self.kind, self.path, self.local = executor, kind, str(path), local
 
-    def parts(self, pairs) -> dict[str, np.ndarray]:
-        return self.local.parts(pairs)
+    def parts(self, pairs, scored_only: bool = False) -> dict[str, np.ndarray]:
+        return self.local.parts(pairs, scored_only)
 
     def score(self, pairs, accept_at: float | None = None) -> np.ndarray:
         """Each pair's score, computed by the executor's actors."""

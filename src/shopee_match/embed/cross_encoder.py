@@ -81,14 +81,15 @@ class CrossEncoderModel:
 
     def pair_scores(self, titles: Sequence[str], i: np.ndarray, j: np.ndarray,
                     cache: dict | None = None, order: np.ndarray | None = None,
-                    progress: bool = False) -> np.ndarray:
+                    progress: bool = False, scored_only: bool = False) -> np.ndarray:
         """Probability of each candidate pair ``(i[t], j[t])`` of rows of ``titles``.
 
         The model reads the two titles in a fixed order whichever row asks: the title of the
         row with the smaller ``order`` (default: the row index) first. So each unordered pair
         is scored once, and kept in ``cache`` (a dict per gallery) for later calls; a local
         view of a larger gallery passes the rows' places in it as ``order``, and its pairs are
-        read as the larger gallery reads them.
+        read as the larger gallery reads them. ``scored_only``: score nothing, give the
+        probabilities already in ``cache`` (NaN for pairs not scored yet).
         """
         cache = {} if cache is None else cache
         store = cache.setdefault(self.cache_key, {})
@@ -97,6 +98,8 @@ class CrossEncoderModel:
         first_is_i = order[i] <= order[j]
         a, b = np.where(first_is_i, i, j), np.where(first_is_i, j, i)
         keys = a * (len(titles) + 1) + b
+        if scored_only:
+            return np.array([store.get(key, np.nan) for key in keys.tolist()], dtype=np.float32)
         todo = np.unique(keys[[key not in store for key in keys.tolist()]])
         if len(todo):
             ta, tb = todo // (len(titles) + 1), todo % (len(titles) + 1)

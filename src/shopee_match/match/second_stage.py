@@ -44,9 +44,10 @@ class PairScorer(Protocol):
         will be compared with), a pair that cannot reach it may get any score below it
         instead: the work of scoring it exactly is skipped, the decision is the same."""
 
-    def parts(self, pairs: CandidatePairs) -> dict[str, np.ndarray]:
+    def parts(self, pairs: CandidatePairs, scored_only: bool = False) -> dict[str, np.ndarray]:
         """Scores the second stage is made of, shown beside its own (e.g. ``cross_encoder``);
-        empty when it has none."""
+        empty when it has none. ``scored_only``: those :meth:`score` computed for these pairs'
+        gallery, NaN where it skipped them (``accept_at``), none computed anew."""
 
 
 def score_pairs(scorer: PairScorer | None, pairs: CandidatePairs, kind: str = "second stage",
@@ -150,7 +151,7 @@ class PairClassifier:
     def score(self, pairs: CandidatePairs, accept_at: float | None = None) -> np.ndarray:
         return self.probabilities(pairs.features)
 
-    def parts(self, pairs: CandidatePairs) -> dict[str, np.ndarray]:
+    def parts(self, pairs: CandidatePairs, scored_only: bool = False) -> dict[str, np.ndarray]:
         return {}
 
     def save(self, path: str | Path) -> Path:
