@@ -276,3 +276,48 @@ def test_fuse_in_blocks_equals_the_whole_at_once(monkeypatch):
         fused = fuse({"image": image, "text": text}, weights)
         assert fused.dtype == np.float32
         np.testing.assert_array_equal(fused, reference)
+
+
+def test_one_sources_rows_are_searched_among_the_others_by_the_same_grouped_scan():
+    """Queries against another gallery (one shop's listings among the other's): against a
+    naive reference (brute force over the lists of each query's nprobe nearest centroids),
+    and every list probed is exact search."""
+    from shopee_match.match.ivf import coarse_lists, grouped_search, ivf_search
+
+    x = clustered_rows(n=900, groups=30, noise=0.4, seed=5)
+    queries, gallery = x[::3], np.delete(x, np.arange(0, 900, 3), axis=0)
+    centroids, lists = coarse_lists(gallery, 16)
+    for nprobe in (1, 3):
+        sims, idx = grouped_search(gallery, centroids, lists, 7, nprobe, query_vectors=queries)
+        probed = np.argsort(-(queries @ centroids.T), axis=1, kind="stable")[:, :nprobe]
+        for q in range(0, len(queries), 29):
+            rows = np.flatnonzero(np.isin(lists, probed[q]))
+            scores = gallery[rows] @ queries[q]
+            assert idx[q][idx[q] >= 0].tolist() == rows[np.lexsort((rows, -scores))][:7].tolist()
+    exact = exact_knn(queries, gallery, k=7)
+    np.testing.assert_array_equal(ivf_search(queries, gallery, 7, nlist=16, nprobe=16)[1],
+                                  exact[1])
+    sims, idx, plan = ivf_search(queries, gallery, 7, recall=0.99)
+    assert plan.planned_recall >= 0.99 and plan.recall >= 0.99 and plan.rows == len(gallery)
+    assert neighbor_recall(idx, exact[1]) >= 0.98 and plan.nprobe < plan.nlist
+
+
+def test_cross_source_lists_go_approximate_above_the_threshold(caplog):
+    """Two sources: above exact_max_rows rows of the others each source is searched by the
+    IVF search; lists keep each row first and then the other source's rows only, and find
+    the exact lists' neighbours."""
+    from shopee_match.match.sources import exact_lists, source_lists
+
+    x = clustered_rows(n=2000, groups=100, noise=0.3, seed=8)
+    sources = np.random.default_rng(1).integers(0, 2, len(x)).astype(np.int32)
+    exact = exact_lists(x, None, 8, sources)
+    caplog.set_level("INFO", logger="shopee_match")
+    assert np.array_equal(source_lists(x, sources, 8)[1], exact[1])  # below: exact
+    assert "IVF" not in caplog.text
+    sims, idx = source_lists(x, sources, 8, recall=0.99, exact_max_rows=500)
+    assert caplog.text.count("one source against the others") == 2
+    assert (idx[:, 0] == np.arange(len(x))).all()
+    found = idx[:, 1:]
+    assert (sources[found[found >= 0]] != np.repeat(sources, 7)[found.ravel() >= 0]).all()
+    assert neighbor_recall(idx[:, 1:], exact[1][:, 1:]) >= 0.97
+    assert (np.diff(sims[:, 1:], axis=1) <= 1e-6).all()

@@ -38,17 +38,18 @@ def search_lists(vectors, k: int, recall: float = RECALL_TARGET, sources=None,
                  executor=None) -> tuple[np.ndarray, np.ndarray]:
     """``k``-column lists of every row: the self-search (:func:`~shopee_match.match.ivf.self_knn`,
     on ``executor``'s cluster when there is one) or, with ``sources``, each row and its
-    nearest rows of other sources (:func:`~shopee_match.match.sources.cross_source_knn`,
-    exact, on this machine)."""
+    nearest rows of other sources (:func:`~shopee_match.match.sources.source_lists`: exact
+    up to 200,000 rows of the others, above by the IVF search for ``recall``; on this
+    machine)."""
     from shopee_match.match.ivf import self_knn
 
     if sources is None and executor is not None:
         return executor.self_knn(vectors, k, recall)
     if sources is None:
         return self_knn(vectors, k=k, recall=recall)
-    from shopee_match.match.sources import exact_lists
+    from shopee_match.match.sources import source_lists
 
-    return exact_lists(vectors, None, k, sources)
+    return source_lists(vectors, sources, k, recall)
 
 
 def blending_rounds(fused: np.ndarray, k: int, rounds: int, top_n: int = 3,

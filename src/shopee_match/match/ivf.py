@@ -99,7 +99,20 @@ def ivf_knn(vectors: np.ndarray, k: int, recall: float = RECALL_TARGET,
     a sample reaches ``recall``, scanning at most ~:data:`MAX_SCAN_ROWS` rows a query),
     ordered as :func:`exact_knn` orders them. ``scan`` runs the scan itself (default
     :func:`grouped_search`; the Ray executor's scans blocks of queries on its workers)."""
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    return ivf_search(vectors, None, k, recall, nlist, nprobe, progress, scan)
+
+
+def ivf_search(queries: np.ndarray, gallery: np.ndarray | None, k: int,
+               recall: float = RECALL_TARGET, nlist: int | None = None,
+               nprobe: int | None = None, progress: bool = False, scan=None
+               ) -> tuple[np.ndarray, np.ndarray, IvfPlan]:
+    """``(sims, idx, plan)``: each ``queries`` row's ``k`` nearest ``gallery`` rows (one
+    shop's listings among the others'), or with ``gallery=None`` every row's among all rows
+    (:func:`ivf_knn`), by the IVF search over the gallery's lists planned on a sample of the
+    queries for ``recall`` of their exact neighbours. ``scan`` replaces the self-search's
+    scan only."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    x = q if gallery is None else np.ascontiguousarray(gallery, dtype=np.float32)
     n = len(x)
     k = min(k, n)
     seconds = {}
@@ -107,8 +120,8 @@ def ivf_knn(vectors: np.ndarray, k: int, recall: float = RECALL_TARGET,
     centroids = train_centroids(x, nlist or max(1, int(2 * np.sqrt(n))))
     seconds["centroids"] = time.perf_counter() - start
     start = time.perf_counter()
-    sample = np.random.default_rng(0).choice(n, min(RECALL_SAMPLE, n), replace=False)
-    exact = sample_knn(x, sample, k)
+    sample = np.random.default_rng(0).choice(len(q), min(RECALL_SAMPLE, len(q)), replace=False)
+    exact = sample_knn(x, sample, k, queries=None if gallery is None else q)
     # the plan needs the lists of the sample's neighbours only: the one pass over all rows
     # that follows finds each row's list and its probes together
     neighbours = np.unique(exact[exact >= 0])
@@ -116,19 +129,24 @@ def ivf_knn(vectors: np.ndarray, k: int, recall: float = RECALL_TARGET,
     sample_lists[neighbours] = _nearest_centroids(x[neighbours], centroids, 1)[:, 0]
     if nprobe is None:
         most = min(len(centroids), max(1, MAX_SCAN_ROWS * len(centroids) // n))
-        nprobe, planned_recall = plan_probes(x[sample], exact, centroids, sample_lists,
+        nprobe, planned_recall = plan_probes(q[sample], exact, centroids, sample_lists,
                                              recall, most)
         capped = planned_recall < recall and nprobe == most
     else:
-        planned_recall, capped = float(probe_recall(x[sample], exact, centroids,
+        planned_recall, capped = float(probe_recall(q[sample], exact, centroids,
                                                     sample_lists)[nprobe - 1]), False
     seconds["plan"] = time.perf_counter() - start
     start = time.perf_counter()
-    probes = _nearest_centroids(x, centroids, nprobe)  # a row's list is its nearest
+    probes = _nearest_centroids(q, centroids, nprobe)
+    # a row's list is its nearest centroid: in a self-search the queries' first probe
+    lists = probes[:, 0] if gallery is None else _nearest_centroids(x, centroids, 1)[:, 0]
     seconds["probes"] = time.perf_counter() - start
     start = time.perf_counter()
-    sims, idx = (scan or grouped_search)(x, centroids, probes[:, 0], k, nprobe, progress,
-                                         probes)
+    if gallery is None:
+        sims, idx = (scan or grouped_search)(x, centroids, lists, k, nprobe, progress, probes)
+    else:
+        sims, idx = grouped_search(x, centroids, lists, k, nprobe, progress, probes,
+                                   query_vectors=q)
     seconds["search"] = time.perf_counter() - start
     reached = neighbor_recall(idx[sample], exact)
     plan = IvfPlan(n, len(centroids), nprobe, recall, planned_recall, reached, len(sample),
@@ -136,9 +154,10 @@ def ivf_knn(vectors: np.ndarray, k: int, recall: float = RECALL_TARGET,
     return sims, idx, plan
 
 
-def sample_knn(x: np.ndarray, sample: np.ndarray, k: int, block: int | None = None
-               ) -> np.ndarray:
-    """The exact top-``k`` rows of each ``sample`` row among all of ``x`` (ordered as
+def sample_knn(x: np.ndarray, sample: np.ndarray, k: int, block: int | None = None,
+               queries: np.ndarray | None = None) -> np.ndarray:
+    """The exact top-``k`` rows of each ``sample`` row (of ``queries``, default ``x``
+    itself) among all of ``x`` (ordered as
     :func:`exact_knn` orders them): a few queries against every row, as matrix products and
     one ``topk`` per ``block`` of queries (default: as many as keep a block's scores within
     :data:`SAMPLE_BLOCK_SCORES`; FAISS's flat search keeps a heap per row instead, ~3x slower
@@ -150,10 +169,11 @@ def sample_knn(x: np.ndarray, sample: np.ndarray, k: int, block: int | None = No
     with warnings.catch_warnings():  # a read-only memory map is only ever read here
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
         data = torch.from_numpy(x)
+    asked = data if queries is None else torch.from_numpy(queries)
     sims = np.empty((len(sample), k), dtype=np.float32)
     idx = np.empty((len(sample), k), dtype=np.int64)
     for lo in range(0, len(sample), block):
-        top_s, top_i = torch.topk(data[sample[lo:lo + block]] @ data.T, k, dim=1)
+        top_s, top_i = torch.topk(asked[sample[lo:lo + block]] @ data.T, k, dim=1)
         sims[lo:lo + block], idx[lo:lo + block] = top_s.numpy(), top_i.numpy()
     order_ties(sims, idx)
     return idx
@@ -210,34 +230,39 @@ def probe_recall(queries: np.ndarray, exact: np.ndarray, centroids: np.ndarray,
 
 def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: int,
                    nprobe: int, progress: bool = False, probes: np.ndarray | None = None,
-                   queries: np.ndarray | None = None, prune: bool = True
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   queries: np.ndarray | None = None, prune: bool = True,
+                   query_vectors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every row's (or the ``queries`` rows') ``k`` nearest rows among the lists of its
     ``nprobe`` nearest centroids (``probes``, one row per query, when already known), list
-    by list: the rows of a list against all the queries that probe it is one matrix product,
-    merged into each query's running top ``k`` (``-1`` pads what is not filled). Each query's
+    by list; ``query_vectors`` searches those rows (or their ``queries`` rows) among ``x``
+    instead of ``x``'s own. The rows of a list against all the queries that probe it is one
+    matrix product, merged into each query's running top ``k`` (``-1`` pads what is not
+    filled). Each query's
     nearest list is scanned first, so that in the other lists only the few scores that beat
     its running ``k``-th best need a top-k and a merge (``prune=False``: every score does, as
     before; ``benchmarks/bench_search.py`` compares the two)."""
     import torch
 
     n = len(x)
-    asked = torch.from_numpy(np.arange(n) if queries is None else np.asarray(queries))
+    source = x if query_vectors is None else np.ascontiguousarray(query_vectors, np.float32)
+    asked = torch.from_numpy(np.arange(len(source)) if queries is None
+                             else np.asarray(queries))
     if probes is None:
-        probes = _nearest_centroids(x[asked.numpy()], centroids, nprobe)
+        probes = _nearest_centroids(source[asked.numpy()], centroids, nprobe)
     members = np.argsort(lists, kind="stable")
     member_bounds = np.searchsorted(lists[members], np.arange(len(centroids) + 1))
     with warnings.catch_warnings():  # a read-only memory map is only ever read here
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
         data = torch.from_numpy(x)
+        asking = data if query_vectors is None else torch.from_numpy(source)
     best_s = torch.full((len(asked), k), -np.inf, dtype=torch.float32)
     best_i = torch.full((len(asked), k), -1, dtype=torch.int64)
     # the nearest lists first: every query's running lists are empty there, nothing to prune
     # or merge
     _scan_lists(data, asked, members, member_bounds, probes[:, :1], best_s, best_i,
-                progress and "IVF grouped scan, nearest lists", first=True)
+                progress and "IVF grouped scan, nearest lists", first=True, asking=asking)
     _scan_lists(data, asked, members, member_bounds, probes[:, 1:nprobe], best_s, best_i,
-                progress and "IVF grouped scan, other lists", prune=prune)
+                progress and "IVF grouped scan, other lists", prune=prune, asking=asking)
     sims = best_s.numpy()
     idx = best_i.numpy().astype(index_dtype(n))
     idx[~np.isfinite(sims)] = -1
@@ -247,8 +272,9 @@ def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: i
 
 def _scan_lists(data, asked, members: np.ndarray, member_bounds: np.ndarray,
                 probes: np.ndarray, best_s, best_i, progress: str | bool,
-                prune: bool = False, first: bool = False) -> None:
-    """Scan every list against the queries (places in ``asked``) that probe it in
+                prune: bool = False, first: bool = False, asking=None) -> None:
+    """Scan every list against the queries (rows ``asked`` of ``asking``, default ``data``
+    itself) that probe it in
     ``probes``, merging into the running ``best_s`` / ``best_i`` in place: only queries whose
     best score in the list is at least their current ``k``-th best take a top-k and a merge
     (``prune``; else every query). ``first``: each query probes one list here and its running
@@ -279,7 +305,7 @@ def _scan_lists(data, asked, members: np.ndarray, member_bounds: np.ndarray,
         for lo in range(0, len(probing), QUERY_BLOCK):
             q = torch.from_numpy(probing[lo:lo + QUERY_BLOCK])
             m = len(q)
-            queries = torch.index_select(data, 0, asked[q],
+            queries = torch.index_select(data if asking is None else asking, 0, asked[q],
                                          out=query_buffer[:m * dim].view(m, dim))
             scores = torch.mm(queries, block,
                               out=score_buffer[:m * len(rows)].view(m, len(rows)))
