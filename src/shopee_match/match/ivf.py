@@ -237,10 +237,10 @@ def grouped_search(x: np.ndarray, centroids: np.ndarray, lists: np.ndarray, k: i
     by list; ``query_vectors`` searches those rows (or their ``queries`` rows) among ``x``
     instead of ``x``'s own. The rows of a list against all the queries that probe it is one
     matrix product, merged into each query's running top ``k`` (``-1`` pads what is not
-    filled). Each query's
-    nearest list is scanned first, so that in the other lists only the few scores that beat
-    its running ``k``-th best need a top-k and a merge (``prune=False``: every score does, as
-    before; ``benchmarks/bench_search.py`` compares the two)."""
+    filled). Each query's nearest list is scanned first, so that in the other lists only the
+    few scores that beat its running ``k``-th best need a top-k and a merge
+    (``prune=False``: every score does, as before; ``benchmarks/bench_search.py`` compares
+    the two)."""
     import torch
 
     n = len(x)
