@@ -87,8 +87,27 @@ def self_knn(vectors, k: int = 50, exact_max_rows: int = EXACT_MAX_ROWS,
             return exact(vectors, k)
         return exact_knn(vectors, k=k, progress=progress)
     sims, idx, plan = ivf_knn(vectors, k, recall, progress=progress, scan=scan)
-    logger.log(logging.WARNING if plan.capped else logging.INFO, "%s", plan)
+    _log_plan(plan)
     return sims, idx
+
+
+def gallery_knn(queries, gallery, k: int, exact_max_rows: int = EXACT_MAX_ROWS,
+                recall: float = RECALL_TARGET) -> tuple[np.ndarray, np.ndarray]:
+    """Each ``queries`` row's ``k`` nearest ``gallery`` rows (one source's listings among the
+    others'), chosen as :func:`self_knn` chooses: :func:`exact_knn` up to ``exact_max_rows``
+    gallery rows (and for sparse vectors), above that :func:`ivf_search`, its plan logged."""
+    from scipy import sparse
+
+    if sparse.issparse(gallery) or gallery.shape[0] <= exact_max_rows:
+        return exact_knn(queries, gallery, k)
+    sims, idx, plan = ivf_search(queries, gallery, k, recall)
+    _log_plan(plan, f"{len(queries)} queries against another gallery: ")
+    return sims, idx
+
+
+def _log_plan(plan: IvfPlan, prefix: str = "") -> None:
+    """The plan as an INFO line, or a WARNING when its target was out of reach."""
+    logger.log(logging.WARNING if plan.capped else logging.INFO, "%s%s", prefix, plan)
 
 
 def ivf_knn(vectors: np.ndarray, k: int, recall: float = RECALL_TARGET,

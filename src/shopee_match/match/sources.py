@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from shopee_match.match.ivf import EXACT_MAX_ROWS, RECALL_TARGET, gallery_knn
+
 LINK_MODES = ("auto", "across", "all")
 
 
@@ -107,32 +109,14 @@ def cross_source_knn(vectors, sources: np.ndarray, k: int, search,
     return sims, idx
 
 
-def source_lists(vectors, sources: np.ndarray, k: int, recall: float | None = None,
-                 exact_max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def source_lists(vectors, sources: np.ndarray, k: int, recall: float = RECALL_TARGET,
+                 exact_max_rows: int = EXACT_MAX_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """Every row's ``k``-column list among the other sources' rows
-    (:func:`cross_source_knn`): each source's rows searched exactly among the others' up to
-    ``exact_max_rows`` of them (default :data:`~shopee_match.match.ivf.EXACT_MAX_ROWS`; and
-    for sparse vectors), above that by the IVF search planned for ``recall`` of the exact
-    neighbours (:func:`~shopee_match.match.ivf.ivf_search`, its plan logged)."""
-    import logging
-
-    from scipy import sparse
-
-    from shopee_match.match.ivf import EXACT_MAX_ROWS, RECALL_TARGET, ivf_search
-    from shopee_match.match.neighbors import exact_knn
-
-    limit = EXACT_MAX_ROWS if exact_max_rows is None else exact_max_rows
-
-    def search(queries, gallery, width):
-        if sparse.issparse(gallery) or gallery.shape[0] <= limit:
-            return exact_knn(queries, gallery, width)
-        sims, idx, plan = ivf_search(queries, gallery, width,
-                                     RECALL_TARGET if recall is None else recall)
-        logging.getLogger(__name__).log(logging.WARNING if plan.capped else logging.INFO,
-                                        "one source against the others: %s", plan)
-        return sims, idx
-
-    return cross_source_knn(vectors, sources, k, search)
+    (:func:`cross_source_knn`), each source's rows searched among the others' as a
+    self-search is: exactly up to ``exact_max_rows`` of them, above by the IVF search planned
+    for ``recall`` of the exact neighbours (:func:`~shopee_match.match.ivf.gallery_knn`)."""
+    return cross_source_knn(vectors, sources, k, lambda queries, gallery, width: gallery_knn(
+        queries, gallery, width, exact_max_rows, recall))
 
 
 def exact_lists(vectors, rows: np.ndarray | None, k: int, sources: np.ndarray | None = None
