@@ -246,7 +246,6 @@ class MatchService:
         codes = link_sources(named, candidate.link)
         #: the sources the catalog links across (a code is a place in this list), else None
         self.sources = None if codes is None else np.unique(np.asarray(named, str)).tolist()
-        self.codes = RowStore(np.zeros(len(postings)) if codes is None else codes, np.int64)
         rounds = blending_rounds(fused_vectors(vectors, config.fusion_weights), config.k + 1,
                                  config.blend_rounds, config.blend_top_n, sources=codes)
         self.rounds = [Space(v, flat_max_rows, codes) for v in rounds]  # the catalog's own
@@ -329,7 +328,8 @@ class MatchService:
 
     def source_of(self, row: int) -> str | None:
         """The source of catalog row ``row``, where the catalog links across sources."""
-        return None if self.sources is None else self.sources[int(self.codes.rows[row])]
+        codes = self.rounds[0].codes  # every space keeps each row's source code
+        return None if self.sources is None else self.sources[int(codes.rows[row])]
 
     def match(self, listing: Listing) -> Decision:
         """The listing's neighbours in the catalog and the candidate's verdict on each."""
@@ -412,7 +412,6 @@ class MatchService:
                 space.add(vector, code)
             for m, space in self.union.items():
                 space.add(listing.vectors[m], code)
-            self.codes.add(code)
             if self.components is not None:
                 self.components = labels_with_new_row(self.components, pending.joined)
             self.ids.append(pending.posting_id)
@@ -437,11 +436,10 @@ class MatchService:
 
         if member is not None:
             return [space.rows[member:member + 1] for space in self.rounds]
-        config = self.config
+        config, exclude = self.config, self.source_code(listing.source)
         out = [fused_vectors(listing.vectors, config.fusion_weights)]
         for space in self.rounds[:-1]:
-            sims, rows = space.search(out[-1], config.blend_top_n,
-                                      self.source_code(listing.source))
+            sims, rows = space.search(out[-1], config.blend_top_n, exclude)
             local = np.vstack([out[-1], space.rows[np.maximum(rows, 0)]])
             idx = np.concatenate([[0], np.where(rows >= 0, np.arange(1, len(rows) + 1), -1)])
             own = np.float32(_cosine(out[-1], out[-1]))
